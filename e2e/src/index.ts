@@ -1,0 +1,14 @@
+export * from "./fault-proxy.js";
+export * from "./pki.js";
+export * from "./registry.js";
+export * from "./token-server.js";
+export {
+  findFreePort,
+  makeTempDir,
+  type RunResult,
+  removeDir,
+  requireBinary,
+  runBinary,
+  TailBuffer,
+  terminateChild,
+} from "./util.js";

@@ -1,0 +1,143 @@
+import { type ChildProcess, execFile } from "node:child_process";
+import { constants as fsConstants } from "node:fs";
+import { access, mkdtemp, rm } from "node:fs/promises";
+import { createServer, type Server } from "node:net";
+import { tmpdir } from "node:os";
+import { delimiter, join } from "node:path";
+
+/** Debian package that provides each external binary the harness shells out to. */
+const DEBIAN_PACKAGES: Record<string, string> = {
+  "docker-registry": "docker-registry",
+  openssl: "openssl",
+  htpasswd: "apache2-utils",
+};
+
+const resolvedBinaries = new Map<string, string>();
+
+/**
+ * Resolves a binary on PATH, failing with an actionable message: a bare ENOENT from spawn
+ * would not tell whoever runs the suite which package they are missing.
+ */
+export async function requireBinary(name: string): Promise<string> {
+  const cached = resolvedBinaries.get(name);
+  if (cached !== undefined) return cached;
+  const dirs = (process.env.PATH ?? "").split(delimiter).filter((d) => d.length > 0);
+  for (const dir of [...dirs, "/usr/sbin", "/usr/bin", "/sbin", "/bin"]) {
+    const candidate = join(dir, name);
+    try {
+      await access(candidate, fsConstants.X_OK);
+      resolvedBinaries.set(name, candidate);
+      return candidate;
+    } catch {
+      // not in this directory; keep looking
+    }
+  }
+  const pkg = DEBIAN_PACKAGES[name] ?? name;
+  throw new Error(
+    `e2e harness needs the \`${name}\` binary, which was not found on PATH. ` +
+      `Install it with: apt-get install ${pkg}`,
+  );
+}
+
+export interface RunResult {
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs a required binary to completion; the error carries stderr because openssl's exit codes say nothing. */
+export async function runBinary(name: string, args: readonly string[], cwd?: string): Promise<RunResult> {
+  const file = await requireBinary(name);
+  return new Promise((resolve, reject) => {
+    execFile(file, args, { cwd, encoding: "utf8", timeout: 30_000 }, (error, stdout, stderr) => {
+      if (error) {
+        reject(new Error(`${name} ${args[0] ?? ""} failed: ${error.message}\n${stderr}`, { cause: error }));
+        return;
+      }
+      resolve({ stdout, stderr });
+    });
+  });
+}
+
+export function makeTempDir(prefix: string): Promise<string> {
+  return mkdtemp(join(tmpdir(), `locald-e2e-${prefix}-`));
+}
+
+export async function removeDir(dir: string): Promise<void> {
+  await rm(dir, { recursive: true, force: true, maxRetries: 3 });
+}
+
+/**
+ * Asks the kernel for a currently free loopback port. Another process can grab it before the
+ * caller binds, so callers that hand the port to a child process must retry on EADDRINUSE.
+ */
+export function findFreePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server: Server = createServer();
+    server.unref();
+    server.once("error", reject);
+    server.listen({ host: "127.0.0.1", port: 0, exclusive: true }, () => {
+      const address = server.address();
+      if (address === null || typeof address === "string") {
+        server.close();
+        reject(new Error("could not determine the port of a probe socket"));
+        return;
+      }
+      const { port } = address;
+      server.close((err) => (err ? reject(err) : resolve(port)));
+    });
+  });
+}
+
+/** Keeps only the last `limit` characters, so a chatty child cannot grow our memory without bound. */
+export class TailBuffer {
+  #text = "";
+  constructor(private readonly limit = 64 * 1024) {}
+  append(chunk: string): void {
+    this.#text += chunk;
+    if (this.#text.length > this.limit) this.#text = this.#text.slice(this.#text.length - this.limit);
+  }
+  toString(): string {
+    return this.#text;
+  }
+}
+
+const liveChildren = new Set<ChildProcess>();
+let exitHookInstalled = false;
+
+/**
+ * Registers a child to be SIGKILLed if the test process exits without calling stop(), e.g. after
+ * an uncaught failure; otherwise an orphaned registry would keep its port and temp dir forever.
+ */
+export function trackChild(child: ChildProcess): void {
+  liveChildren.add(child);
+  child.once("exit", () => liveChildren.delete(child));
+  if (!exitHookInstalled) {
+    exitHookInstalled = true;
+    process.once("exit", () => {
+      for (const c of liveChildren) c.kill("SIGKILL");
+    });
+  }
+}
+
+/** Resolves once the child has exited; immediately if it already has. */
+export function waitForExit(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  return new Promise((resolve) => child.once("exit", () => resolve()));
+}
+
+/** SIGTERM, then SIGKILL if the child ignores it for `graceMs`; always waits for the actual exit. */
+export async function terminateChild(child: ChildProcess, graceMs = 5_000): Promise<void> {
+  const exited = waitForExit(child);
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  child.kill("SIGTERM");
+  let timer: NodeJS.Timeout | undefined;
+  const timedOut = new Promise<"timeout">((resolve) => {
+    timer = setTimeout(() => resolve("timeout"), graceMs);
+  });
+  const outcome = await Promise.race([exited.then(() => "exited" as const), timedOut]);
+  clearTimeout(timer);
+  if (outcome === "timeout") {
+    child.kill("SIGKILL");
+    await exited;
+  }
+}

@@ -1,0 +1,93 @@
+/**
+ * Every failure the library can report, one class per family, each with a stable `code`
+ * so the CLI can render it and tests can assert it. Messages are one paragraph: what failed,
+ * why, and what to do. They never contain credentials.
+ */
+export abstract class OciError extends Error {
+  abstract readonly code: string;
+  /** A hint on what to do next, rendered after the message by the CLI. */
+  readonly hint: string | undefined;
+
+  constructor(message: string, options: { hint?: string; cause?: unknown } = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = new.target.name;
+    this.hint = options.hint;
+  }
+}
+
+/** An image reference that cannot be parsed. */
+export class InvalidReferenceError extends OciError {
+  readonly code = "INVALID_REFERENCE";
+}
+
+/** A digest string that is not `algorithm:hex` of a supported algorithm. */
+export class InvalidDigestError extends OciError {
+  readonly code = "INVALID_DIGEST";
+}
+
+/** Content whose digest or size differs from what its descriptor promised. */
+export class DigestMismatchError extends OciError {
+  readonly code = "DIGEST_MISMATCH";
+}
+
+/** A body larger than its declared size or larger than a safety cap. */
+export class SizeLimitError extends OciError {
+  readonly code = "SIZE_LIMIT";
+}
+
+/** A manifest, index or config that is not valid JSON of the kind it claims to be. */
+export class InvalidManifestError extends OciError {
+  readonly code = "INVALID_MANIFEST";
+}
+
+/** No entry of an index matches the requested platform. */
+export class PlatformNotFoundError extends OciError {
+  readonly code = "PLATFORM_NOT_FOUND";
+}
+
+/** The registry has no such repository, tag, manifest or blob. */
+export class NotFoundError extends OciError {
+  readonly code = "NOT_FOUND";
+}
+
+/** The registry refused our credentials (401) or the action (403). */
+export class AuthenticationError extends OciError {
+  readonly code = "UNAUTHORIZED";
+}
+
+/** Reading credentials from docker's config or a credential helper failed. */
+export class CredentialsError extends OciError {
+  readonly code = "CREDENTIALS";
+}
+
+/** The registry answered with an unexpected status or an error document. */
+export class RegistryError extends OciError {
+  readonly code = "REGISTRY";
+  constructor(
+    message: string,
+    readonly status: number,
+    options: { hint?: string; cause?: unknown } = {},
+  ) {
+    super(message, options);
+  }
+}
+
+/** The network failed (connection refused, reset, TLS, timeout) after all retries. */
+export class NetworkError extends OciError {
+  readonly code = "NETWORK";
+}
+
+/** A redirect or realm we refuse to follow for safety (downgrade, bad scheme). */
+export class UnsafeRedirectError extends OciError {
+  readonly code = "UNSAFE_REDIRECT";
+}
+
+/** The local store is missing content or is locked/corrupt. */
+export class StoreError extends OciError {
+  readonly code = "STORE";
+}
+
+/** An OCI image layout directory that cannot be read or written. */
+export class LayoutError extends OciError {
+  readonly code = "LAYOUT";
+}

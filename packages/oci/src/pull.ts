@@ -1,0 +1,94 @@
+import { type ClientOptions, clientFor } from "./client.js";
+import { type CopyEvent, copyImage, layoutTarget, registrySource, storeTarget } from "./copy.js";
+import type { Digest } from "./digest.js";
+import { OciLayout } from "./layout.js";
+import type { Descriptor } from "./manifest.js";
+import { hostPlatform, type Platform, parsePlatform } from "./platform.js";
+import { formatReference, parseReference, type Reference } from "./reference.js";
+import { Store } from "./store.js";
+
+/** Where `pull` puts an image. */
+export type Destination =
+  | { readonly kind: "store"; readonly store?: Store }
+  | { readonly kind: "layout"; readonly dir: string; readonly name?: string };
+
+/** The local image store (default `$LOCALD_HOME/store`). */
+export function store(instance?: Store): Destination {
+  return instance === undefined ? { kind: "store" } : { kind: "store", store: instance };
+}
+
+/** An OCI image layout directory, created if needed; `name` becomes the ref-name annotation. */
+export function ociLayout(dir: string, options: { name?: string } = {}): Destination {
+  return { kind: "layout", dir, ...(options.name === undefined ? {} : { name: options.name }) };
+}
+
+export interface PullOptions extends ClientOptions {
+  to?: Destination;
+  /** `os/arch[/variant]`, a Platform, or "all" to keep every platform of an index. Default: the host. */
+  platform?: string | Platform | "all";
+  /** Blobs downloaded at once (default 4). */
+  concurrency?: number;
+  onEvent?: (event: CopyEvent) => void;
+}
+
+export interface PullResult {
+  readonly reference: Reference;
+  /** The manifest stored (platform-specific unless platform is "all"). */
+  readonly descriptor: Descriptor;
+  readonly digest: Digest;
+  /** The digest the reference resolved to at the registry. */
+  readonly sourceDigest: Digest;
+  readonly platform: string | undefined;
+  readonly upToDate: boolean;
+  readonly bytesTransferred: number;
+}
+
+function platformOption(value: PullOptions["platform"]): Platform | "all" {
+  if (value === undefined) return hostPlatform();
+  if (value === "all") return "all";
+  return typeof value === "string" ? parsePlatform(value) : value;
+}
+
+/**
+ * Pulls an image from its registry into the store or an OCI layout. Every blob is verified
+ * before it becomes visible; an image already present is not downloaded again.
+ */
+export async function pull(reference: string | Reference, options: PullOptions = {}): Promise<PullResult> {
+  const ref = typeof reference === "string" ? parseReference(reference) : reference;
+  const platform = platformOption(options.platform);
+  const destination = options.to ?? store();
+  const { client, owned } = clientFor(options);
+  try {
+    const source = registrySource(client, ref);
+    const copyOptions = {
+      platform,
+      ...(options.concurrency ? { concurrency: options.concurrency } : {}),
+      ...(options.onEvent ? { onEvent: options.onEvent } : {}),
+    };
+    let result: Awaited<ReturnType<typeof copyImage>>;
+    if (destination.kind === "store") {
+      const target = destination.store ?? (await Store.open());
+      const release = await target.lease();
+      try {
+        result = await copyImage(source, storeTarget(target, formatReference(ref)), copyOptions);
+      } finally {
+        await release();
+      }
+    } else {
+      const layout = await OciLayout.open(destination.dir, { create: true });
+      const name = destination.name ?? ref.tag;
+      result = await copyImage(source, layoutTarget(layout, name), copyOptions);
+    }
+    return {
+      reference: ref,
+      descriptor: result.descriptor,
+      digest: result.descriptor.digest as Digest,
+      sourceDigest: result.sourceDigest,
+      platform: result.platform,
+      upToDate: result.upToDate,
+      bytesTransferred: result.bytesTransferred,
+    };
+  } finally {
+    if (owned) await client.transport.close();
+  }
+}

@@ -1,0 +1,172 @@
+import { randomBytes } from "node:crypto";
+import { mkdir, readdir, readFile, rm, stat } from "node:fs/promises";
+import { homedir } from "node:os";
+import { join } from "node:path";
+import type { Digest } from "./digest.js";
+import { parseDigest } from "./digest.js";
+import { OciError, StoreError } from "./errors.js";
+import { writeFileAtomic } from "./files.js";
+import { OciLayout, REF_NAME_ANNOTATION } from "./layout.js";
+import { type Descriptor, parseManifestDocument } from "./manifest.js";
+
+/** Annotations the store keeps on each image entry. */
+export const SOURCE_DIGEST_ANNOTATION = "io.locald.source.digest";
+export const PLATFORM_ANNOTATION = "io.locald.platform";
+export const CREATED_ANNOTATION = "io.locald.pulled";
+
+export interface StoredImage {
+  readonly name: string;
+  readonly descriptor: Descriptor;
+  /** Digest the name resolved to at the registry (an index for multi-platform images). */
+  readonly sourceDigest: string | undefined;
+  readonly platform: string | undefined;
+  readonly pulledAt: string | undefined;
+}
+
+/** `$LOCALD_HOME/store`, else `$XDG_DATA_HOME/locald/store`, else `~/.local/share/locald/store`. */
+export function defaultStoreDir(env: NodeJS.ProcessEnv = process.env): string {
+  if (env.LOCALD_HOME) return join(env.LOCALD_HOME, "store");
+  const data = env.XDG_DATA_HOME || join(env.HOME ?? homedir(), ".local", "share");
+  return join(data, "locald", "store");
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
+/**
+ * The local image store: an OCI layout whose index names images by full reference, plus leases
+ * so that `prune` never deletes blobs an in-flight pull is about to reference.
+ */
+export class Store {
+  private constructor(
+    readonly root: string,
+    readonly layout: OciLayout,
+  ) {}
+
+  static async open(root: string = defaultStoreDir()): Promise<Store> {
+    try {
+      await mkdir(root, { recursive: true, mode: 0o700 });
+      const layout = await OciLayout.open(root, { create: true });
+      return new Store(root, layout);
+    } catch (error) {
+      if (error instanceof OciError) throw error;
+      throw new StoreError(`Cannot open the image store at ${root}: ${(error as Error).message}.`, {
+        hint: "Check the permissions of the directory, or set LOCALD_HOME to another place.",
+      });
+    }
+  }
+
+  /** Marks a pull in progress until the returned function is called. */
+  async lease(): Promise<() => Promise<void>> {
+    const dir = join(this.root, "leases");
+    await mkdir(dir, { recursive: true });
+    const path = join(dir, `${process.pid}-${randomBytes(6).toString("hex")}.json`);
+    await writeFileAtomic(path, JSON.stringify({ pid: process.pid, started: Date.now() }));
+    return async () => {
+      await rm(path, { force: true });
+    };
+  }
+
+  async list(): Promise<StoredImage[]> {
+    const index = await this.layout.readIndex();
+    return index.manifests
+      .filter((d) => d.annotations?.[REF_NAME_ANNOTATION] !== undefined)
+      .map((descriptor) => ({
+        name: descriptor.annotations?.[REF_NAME_ANNOTATION] as string,
+        descriptor,
+        sourceDigest: descriptor.annotations?.[SOURCE_DIGEST_ANNOTATION],
+        platform: descriptor.annotations?.[PLATFORM_ANNOTATION],
+        pulledAt: descriptor.annotations?.[CREATED_ANNOTATION],
+      }));
+  }
+
+  async find(name: string): Promise<StoredImage | undefined> {
+    return (await this.list()).find((image) => image.name === name);
+  }
+
+  async remove(name: string): Promise<boolean> {
+    return (await this.layout.removeManifest(name)) !== undefined;
+  }
+
+  /** Blobs reachable from the index: manifests, their configs and layers, index children present. */
+  private async reachable(): Promise<Set<string>> {
+    const index = await this.layout.readIndex();
+    const seen = new Set<string>();
+    const visit = async (descriptor: Descriptor): Promise<void> => {
+      if (seen.has(descriptor.digest)) return;
+      seen.add(descriptor.digest);
+      if (!(await this.layout.hasBlob(descriptor))) return;
+      if (!/manifest|index/.test(descriptor.mediaType)) return;
+      const bytes = await this.layout.readBlob(descriptor, 64 * 1024 * 1024);
+      const document = parseManifestDocument(bytes, descriptor.mediaType, `Manifest ${descriptor.digest}`);
+      const children =
+        document.kind === "index"
+          ? document.index.manifests
+          : [document.manifest.config, ...document.manifest.layers];
+      for (const child of children) await visit(child);
+    };
+    for (const descriptor of index.manifests) await visit(descriptor);
+    return seen;
+  }
+
+  /**
+   * Deletes blobs no image references. Blobs touched since the oldest live lease started are
+   * kept, because a pull in progress may be about to reference them.
+   */
+  async prune(): Promise<{ removed: number; bytes: number }> {
+    return this.layout.withIndexLock(async () => {
+      const keep = await this.reachable();
+      const cutoff = await this.oldestLiveLease();
+      let removed = 0;
+      let bytes = 0;
+      for (const digest of await this.layout.listBlobs()) {
+        if (keep.has(digest)) continue;
+        const path = this.layout.blobPath(digest);
+        const info = await stat(path).catch(() => undefined);
+        if (info === undefined || info.mtimeMs >= cutoff) continue;
+        await this.layout.removeBlob(digest);
+        removed++;
+        bytes += info.size;
+      }
+      await this.layout.removeStaleTemp(isAlive);
+      return { removed, bytes };
+    });
+  }
+
+  private async oldestLiveLease(): Promise<number> {
+    const dir = join(this.root, "leases");
+    let oldest = Number.POSITIVE_INFINITY;
+    for (const name of await readdir(dir).catch(() => [] as string[])) {
+      const path = join(dir, name);
+      try {
+        const lease = JSON.parse(await readFile(path, "utf8")) as { pid: number; started: number };
+        if (isAlive(lease.pid)) oldest = Math.min(oldest, lease.started - 1000);
+        else await rm(path, { force: true });
+      } catch {
+        // a lease being written right now; it is younger than any blob we could delete
+      }
+    }
+    return oldest;
+  }
+
+  /** Total bytes of an image's blobs (manifest, config, layers). */
+  async imageSize(descriptor: Descriptor): Promise<number> {
+    const bytes = await this.layout.readBlob(descriptor, 64 * 1024 * 1024);
+    const document = parseManifestDocument(bytes, descriptor.mediaType, `Manifest ${descriptor.digest}`);
+    if (document.kind === "index") return descriptor.size;
+    return document.manifest.layers.reduce(
+      (sum, layer) => sum + layer.size,
+      descriptor.size + document.manifest.config.size,
+    );
+  }
+
+  digestOf(image: StoredImage): Digest {
+    return parseDigest(image.descriptor.digest);
+  }
+}

@@ -1,0 +1,608 @@
+import type { Readable } from "node:stream";
+import { setTimeout as delay } from "node:timers/promises";
+import { rootCertificates } from "node:tls";
+import { Agent, type Dispatcher, request as undiciRequest } from "undici";
+import {
+  anonymous,
+  type Challenge,
+  type CredentialProvider,
+  type Credentials,
+  parseChallenge,
+} from "./auth.js";
+import {
+  AuthenticationError,
+  NetworkError,
+  NotFoundError,
+  OciError,
+  RegistryError,
+  SizeLimitError,
+  UnsafeRedirectError,
+} from "./errors.js";
+import { registryApiHost } from "./reference.js";
+
+/** Caps on bodies we buffer in memory; blobs are streamed and bounded by their descriptor instead. */
+export interface SizeLimits {
+  manifest: number;
+  config: number;
+  token: number;
+  error: number;
+}
+
+export const DEFAULT_LIMITS: SizeLimits = {
+  manifest: 4 * 1024 * 1024,
+  config: 8 * 1024 * 1024,
+  token: 1024 * 1024,
+  error: 64 * 1024,
+};
+
+export type TransportEvent =
+  | { type: "retry"; url: string; attempt: number; delayMs: number; reason: string }
+  | { type: "redirect"; from: string; to: string; authorizationDropped: boolean }
+  | { type: "scheme"; registry: string; scheme: "http" | "https" }
+  | { type: "token"; registry: string; scopes: readonly string[] };
+
+export interface TransportOptions {
+  credentials?: CredentialProvider;
+  /** Hosts (`host[:port]`) to reach over plain HTTP or HTTPS without verification. */
+  insecureRegistries?: readonly string[];
+  /** Extra PEM certificates to trust besides the system roots. */
+  caCertificates?: readonly (string | Buffer)[];
+  /** Attempts after the first, for network errors, 5xx and 429. */
+  retries?: number;
+  retryBaseDelayMs?: number;
+  /** Longest `Retry-After` we honour; longer asks are failed rather than waited out. */
+  maxRetryAfterSeconds?: number;
+  limits?: Partial<SizeLimits>;
+  userAgent?: string;
+  /** Milliseconds without body data before a download is treated as stalled. */
+  bodyTimeoutMs?: number;
+  onTransportEvent?: (event: TransportEvent) => void;
+}
+
+export type HttpMethod = "GET" | "HEAD" | "PUT" | "POST" | "PATCH" | "DELETE";
+
+export interface RegistryRequest {
+  method: HttpMethod;
+  /** A path under the registry (`/v2/…`) or an absolute URL the registry gave us (upload location). */
+  path: string;
+  headers?: Record<string, string>;
+  /** A buffer, or a factory so that retries and redirects can send the body again. */
+  body?: Buffer | (() => Readable);
+  /** Token scopes, e.g. `repository:library/ubuntu:pull`. */
+  scopes?: readonly string[];
+  /** Statuses that are not errors for this call (others are turned into typed errors). */
+  expect: readonly number[];
+  /** Short description for messages, e.g. "manifest 127.0.0.1:5000/app:1". */
+  what: string;
+}
+
+export interface RegistryResponse {
+  status: number;
+  headers: Record<string, string | undefined>;
+  body: Readable;
+  url: string;
+}
+
+const LOOPBACK = /^(?:localhost|127(?:\.\d{1,3}){3}|\[::1\])(?::\d+)?$/;
+const RETRYABLE_STATUS = new Set([500, 502, 503, 504]);
+const REDIRECT_STATUS = new Set([301, 302, 303, 307, 308]);
+const MAX_REDIRECTS = 10;
+
+function headerValue(value: string | string[] | undefined): string | undefined {
+  return Array.isArray(value) ? value.join(", ") : value;
+}
+
+function flattenHeaders(
+  headers: Record<string, string | string[] | undefined>,
+): Record<string, string | undefined> {
+  const flat: Record<string, string | undefined> = {};
+  for (const [key, value] of Object.entries(headers)) flat[key.toLowerCase()] = headerValue(value);
+  return flat;
+}
+
+/** Errors after which the same request may succeed. */
+function isTransientNetworkError(error: unknown): boolean {
+  const code = (error as NodeJS.ErrnoException | undefined)?.code ?? "";
+  return /^(ECONNRESET|ECONNREFUSED|EPIPE|ETIMEDOUT|EAI_AGAIN|ENETUNREACH|EHOSTUNREACH|UND_ERR_SOCKET|UND_ERR_CONNECT_TIMEOUT|UND_ERR_HEADERS_TIMEOUT|UND_ERR_BODY_TIMEOUT|UND_ERR_CLOSED)$/.test(
+    code,
+  );
+}
+
+function isTlsProtocolMismatch(error: unknown): boolean {
+  const code = (error as NodeJS.ErrnoException | undefined)?.code ?? "";
+  return (
+    code === "ERR_SSL_WRONG_VERSION_NUMBER" ||
+    code === "EPROTO" ||
+    /wrong version number|packet length too long/i.test(String((error as Error)?.message))
+  );
+}
+
+function describeNetworkError(error: unknown): string {
+  const e = error as NodeJS.ErrnoException;
+  return e.code ? `${e.code}: ${e.message}` : String(e?.message ?? error);
+}
+
+/** Parses `Retry-After` (seconds or HTTP date) into milliseconds. */
+export function parseRetryAfter(value: string | undefined, now = Date.now()): number | undefined {
+  if (value === undefined) return undefined;
+  if (/^\d+$/.test(value.trim())) return Number(value.trim()) * 1000;
+  const date = Date.parse(value);
+  return Number.isNaN(date) ? undefined : Math.max(0, date - now);
+}
+
+interface CachedToken {
+  token: string;
+  expiresAt: number;
+}
+
+/** Reads a whole body, failing as soon as it passes `limit` bytes. */
+export async function readBody(body: Readable, limit: number, what: string): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let total = 0;
+  for await (const chunk of body as AsyncIterable<Buffer>) {
+    total += chunk.length;
+    if (total > limit) {
+      body.destroy();
+      throw new SizeLimitError(`${what} is larger than the ${limit}-byte limit; refusing to read it.`, {
+        hint: "If this is expected, raise the limit in the client options.",
+      });
+    }
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks);
+}
+
+/** Discards the rest of a body so the connection can be reused. */
+export async function drain(body: Readable): Promise<void> {
+  try {
+    for await (const _ of body) {
+      // discard
+    }
+  } catch {
+    // a body we are throwing away may fail; nothing depends on it
+  }
+}
+
+/**
+ * The one place for HTTP policy: scheme choice, trust, authentication challenges and token
+ * caching, redirects (credentials never cross origins, no HTTPS→HTTP), retries with backoff
+ * and `Retry-After`, and caps on buffered bodies.
+ */
+export class Transport {
+  readonly limits: SizeLimits;
+  private readonly credentials: CredentialProvider;
+  private readonly insecure: ReadonlySet<string>;
+  private readonly verifiedAgent: Agent;
+  private readonly unverifiedAgent: Agent;
+  private readonly retries: number;
+  private readonly retryBaseDelayMs: number;
+  private readonly maxRetryAfterMs: number;
+  private readonly userAgent: string;
+  private readonly onEvent: (event: TransportEvent) => void;
+  private readonly origins = new Map<string, Promise<string>>();
+  private readonly challenges = new Map<string, Challenge | null>();
+  private readonly tokens = new Map<string, CachedToken>();
+  private readonly credentialCache = new Map<string, Promise<Credentials | undefined>>();
+
+  constructor(options: TransportOptions = {}) {
+    this.credentials = options.credentials ?? anonymous;
+    this.insecure = new Set(options.insecureRegistries ?? []);
+    this.limits = { ...DEFAULT_LIMITS, ...options.limits };
+    this.retries = options.retries ?? 4;
+    this.retryBaseDelayMs = options.retryBaseDelayMs ?? 250;
+    this.maxRetryAfterMs = (options.maxRetryAfterSeconds ?? 60) * 1000;
+    this.userAgent = options.userAgent ?? "locald/0.1";
+    this.onEvent = options.onTransportEvent ?? (() => {});
+    const ca =
+      options.caCertificates && options.caCertificates.length > 0
+        ? [...rootCertificates, ...options.caCertificates.map(String)]
+        : undefined;
+    const timeouts = {
+      bodyTimeout: options.bodyTimeoutMs ?? 60_000,
+      headersTimeout: 60_000,
+      connections: 16,
+    };
+    this.verifiedAgent = new Agent({ ...timeouts, ...(ca ? { connect: { ca } } : {}) });
+    this.unverifiedAgent = new Agent({ ...timeouts, connect: { rejectUnauthorized: false } });
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([this.verifiedAgent.close(), this.unverifiedAgent.close()]);
+  }
+
+  private agentFor(url: URL): Dispatcher {
+    return url.protocol === "https:" && this.insecure.has(url.host)
+      ? this.unverifiedAgent
+      : this.verifiedAgent;
+  }
+
+  /**
+   * The base URL for a registry. HTTPS always, except for loopback and user-marked insecure
+   * hosts, where HTTPS is tried first and plain HTTP used when the server does not speak TLS.
+   */
+  origin(registry: string): Promise<string> {
+    let origin = this.origins.get(registry);
+    if (origin === undefined) {
+      origin = this.probeOrigin(registry);
+      this.origins.set(registry, origin);
+      origin.catch(() => this.origins.delete(registry));
+    }
+    return origin;
+  }
+
+  private async probeOrigin(registry: string): Promise<string> {
+    const host = registryApiHost(registry);
+    const https = `https://${host}`;
+    if (!LOOPBACK.test(host) && !this.insecure.has(host)) return https;
+    try {
+      const response = await this.withRetries(`${https}/v2/`, registry, () =>
+        this.send(new URL(`${https}/v2/`), "GET", {}, undefined),
+      );
+      await this.rememberChallenge(registry, response);
+      await drain(response.body);
+      this.onEvent({ type: "scheme", registry, scheme: "https" });
+      return https;
+    } catch (error) {
+      if (!isTlsProtocolMismatch(error)) throw error;
+      this.onEvent({ type: "scheme", registry, scheme: "http" });
+      return `http://${host}`;
+    }
+  }
+
+  private async rememberChallenge(registry: string, response: RegistryResponse): Promise<void> {
+    if (response.status !== 401) return;
+    const header = response.headers["www-authenticate"];
+    this.challenges.set(registry, header === undefined ? null : (parseChallenge(header) ?? null));
+  }
+
+  private credentialsFor(registry: string): Promise<Credentials | undefined> {
+    let cached = this.credentialCache.get(registry);
+    if (cached === undefined) {
+      cached = this.credentials(registry);
+      this.credentialCache.set(registry, cached);
+    }
+    return cached;
+  }
+
+  /** One HTTP exchange, no policy. */
+  private async send(
+    url: URL,
+    method: HttpMethod,
+    headers: Record<string, string>,
+    body: RegistryRequest["body"],
+  ): Promise<RegistryResponse> {
+    const payload = body === undefined ? undefined : Buffer.isBuffer(body) ? body : body();
+    const response = await undiciRequest(url, {
+      method,
+      headers: { "user-agent": this.userAgent, ...headers },
+      ...(payload === undefined ? {} : { body: payload }),
+      dispatcher: this.agentFor(url),
+    });
+    return {
+      status: response.statusCode,
+      headers: flattenHeaders(response.headers),
+      body: response.body,
+      url: url.toString(),
+    };
+  }
+
+  /** Retries network errors, 5xx and 429 with exponential backoff, honouring `Retry-After`. */
+  private async withRetries(
+    what: string,
+    _registry: string,
+    attempt: () => Promise<RegistryResponse>,
+  ): Promise<RegistryResponse> {
+    for (let n = 0; ; n++) {
+      let reason: string;
+      let waitMs: number | undefined;
+      try {
+        const response = await attempt();
+        if (response.status !== 429 && !RETRYABLE_STATUS.has(response.status)) return response;
+        if (n >= this.retries) return response;
+        reason = `HTTP ${response.status}`;
+        waitMs = parseRetryAfter(response.headers["retry-after"]);
+        if (waitMs !== undefined && waitMs > this.maxRetryAfterMs) return response;
+        await drain(response.body);
+      } catch (error) {
+        if (!isTransientNetworkError(error) || n >= this.retries) {
+          if (error instanceof OciError) throw error;
+          if (isTlsProtocolMismatch(error)) throw error;
+          throw new NetworkError(`Cannot reach ${what}: ${describeNetworkError(error)}.`, {
+            hint: "Check the registry address and your network; plain-HTTP registries other than localhost must be marked insecure.",
+            cause: error,
+          });
+        }
+        reason = describeNetworkError(error);
+      }
+      const delayMs = waitMs ?? Math.min(this.retryBaseDelayMs * 2 ** n, 10_000) * (0.5 + Math.random() / 2);
+      this.onEvent({ type: "retry", url: what, attempt: n + 1, delayMs, reason });
+      await delay(delayMs);
+    }
+  }
+
+  /** Sends a request, following redirects safely: no credentials cross origins, no downgrade. */
+  private async sendFollowing(
+    start: URL,
+    registryOrigin: string,
+    request: RegistryRequest,
+    authorization: string | undefined,
+  ): Promise<RegistryResponse> {
+    let url = start;
+    let method = request.method;
+    let body = request.body;
+    for (let hops = 0; ; hops++) {
+      const headers = { ...request.headers };
+      if (authorization !== undefined && url.origin === registryOrigin) headers.authorization = authorization;
+      const response = await this.send(url, method, headers, body);
+      const location = response.headers.location;
+      if (!REDIRECT_STATUS.has(response.status) || location === undefined) return response;
+      await drain(response.body);
+      if (hops >= MAX_REDIRECTS)
+        throw new RegistryError(`${request.what}: too many redirects.`, response.status);
+      const next = new URL(location, url);
+      if (next.protocol !== "http:" && next.protocol !== "https:") {
+        throw new UnsafeRedirectError(`${request.what}: refusing a redirect to a ${next.protocol} URL.`);
+      }
+      if (url.protocol === "https:" && next.protocol === "http:") {
+        throw new UnsafeRedirectError(
+          `${request.what}: refusing a redirect from HTTPS to plain HTTP (${next.host}).`,
+          {
+            hint: "The registry tried to downgrade the connection; report it to the registry operator.",
+          },
+        );
+      }
+      this.onEvent({
+        type: "redirect",
+        from: url.origin,
+        to: next.origin,
+        authorizationDropped: authorization !== undefined && next.origin !== registryOrigin,
+      });
+      if (
+        response.status === 303 ||
+        ((response.status === 301 || response.status === 302) && method === "POST")
+      ) {
+        method = "GET";
+        body = undefined;
+      }
+      url = next;
+    }
+  }
+
+  private async authorizationFor(
+    registry: string,
+    scopes: readonly string[],
+    forceRefresh: boolean,
+  ): Promise<string | undefined> {
+    const challenge = this.challenges.get(registry);
+    if (challenge === undefined || challenge === null) return undefined;
+    if (challenge.scheme === "basic") {
+      const credentials = await this.credentialsFor(registry);
+      if (credentials?.username === undefined || credentials.password === undefined) return undefined;
+      return `Basic ${Buffer.from(`${credentials.username}:${credentials.password}`).toString("base64")}`;
+    }
+    if (challenge.scheme === "bearer") {
+      const credentials = await this.credentialsFor(registry);
+      if (credentials?.registryToken !== undefined) return `Bearer ${credentials.registryToken}`;
+      return `Bearer ${await this.token(registry, challenge, scopes, credentials, forceRefresh)}`;
+    }
+    return undefined;
+  }
+
+  private async token(
+    registry: string,
+    challenge: Challenge,
+    scopes: readonly string[],
+    credentials: Credentials | undefined,
+    forceRefresh: boolean,
+  ): Promise<string> {
+    const allScopes = [
+      ...new Set([...scopes, ...(challenge.params.scope ? challenge.params.scope.split(" ") : [])]),
+    ].sort();
+    const key = `${registry}\n${allScopes.join(" ")}`;
+    const cached = this.tokens.get(key);
+    if (!forceRefresh && cached !== undefined && cached.expiresAt > Date.now()) return cached.token;
+    const realm = this.checkRealm(registry, challenge.params.realm);
+    this.onEvent({ type: "token", registry, scopes: allScopes });
+    const service = challenge.params.service;
+    let response: RegistryResponse;
+    if (credentials?.identityToken !== undefined) {
+      const form = new URLSearchParams({
+        grant_type: "refresh_token",
+        refresh_token: credentials.identityToken,
+        client_id: "locald",
+      });
+      if (service !== undefined) form.set("service", service);
+      if (allScopes.length > 0) form.set("scope", allScopes.join(" "));
+      response = await this.withRetries(realm.origin, registry, () =>
+        this.send(
+          realm,
+          "POST",
+          { "content-type": "application/x-www-form-urlencoded" },
+          Buffer.from(form.toString()),
+        ),
+      );
+    } else {
+      const url = new URL(realm);
+      if (service !== undefined) url.searchParams.set("service", service);
+      for (const scope of allScopes) url.searchParams.append("scope", scope);
+      const headers: Record<string, string> = {};
+      if (credentials?.username !== undefined && credentials.password !== undefined) {
+        headers.authorization = `Basic ${Buffer.from(`${credentials.username}:${credentials.password}`).toString("base64")}`;
+      }
+      response = await this.withRetries(realm.origin, registry, () =>
+        this.send(url, "GET", headers, undefined),
+      );
+    }
+    if (response.status === 401 || response.status === 403) {
+      await drain(response.body);
+      throw new AuthenticationError(
+        credentials === undefined
+          ? `The registry ${registry} requires authentication and no credentials are saved for it.`
+          : `The registry ${registry} rejected the saved credentials (token server answered ${response.status}).`,
+        { hint: `Run: locald login ${registry} -u <user> --password-stdin` },
+      );
+    }
+    if (response.status !== 200) {
+      await drain(response.body);
+      throw new RegistryError(
+        `The token server for ${registry} answered HTTP ${response.status}.`,
+        response.status,
+      );
+    }
+    const bytes = await readBody(response.body, this.limits.token, `The token from ${realm.origin}`);
+    let parsed: { token?: unknown; access_token?: unknown; expires_in?: unknown; issued_at?: unknown };
+    try {
+      parsed = JSON.parse(bytes.toString("utf8")) as typeof parsed;
+    } catch {
+      throw new RegistryError(`The token server for ${registry} did not answer JSON.`, response.status);
+    }
+    const token =
+      typeof parsed.token === "string" && parsed.token !== "" ? parsed.token : parsed.access_token;
+    if (typeof token !== "string" || token === "")
+      throw new RegistryError(`The token server for ${registry} answered without a token.`, response.status);
+    // Tokens are refreshed a little early so a request never races the expiry.
+    const lifetime = typeof parsed.expires_in === "number" && parsed.expires_in > 0 ? parsed.expires_in : 60;
+    const issued =
+      typeof parsed.issued_at === "string" && !Number.isNaN(Date.parse(parsed.issued_at))
+        ? Math.min(Date.parse(parsed.issued_at), Date.now())
+        : Date.now();
+    this.tokens.set(key, {
+      token,
+      expiresAt: issued + lifetime * 1000 - Math.min(10_000, (lifetime * 1000) / 4),
+    });
+    return token;
+  }
+
+  /** A token realm must be HTTP(S), carry no credentials and not downgrade an HTTPS registry (SSRF defence). */
+  private checkRealm(registry: string, realm: string | undefined): URL {
+    if (realm === undefined)
+      throw new RegistryError(
+        `The registry ${registry} asked for a token without saying where to get it.`,
+        401,
+      );
+    let url: URL;
+    try {
+      url = new URL(realm);
+    } catch {
+      throw new UnsafeRedirectError(`The registry ${registry} gave an invalid token realm.`);
+    }
+    if (url.protocol !== "https:" && url.protocol !== "http:")
+      throw new UnsafeRedirectError(
+        `The registry ${registry} gave a token realm with scheme ${url.protocol}; refusing it.`,
+      );
+    if (url.username !== "" || url.password !== "")
+      throw new UnsafeRedirectError(
+        `The registry ${registry} gave a token realm with embedded credentials; refusing it.`,
+      );
+    if (
+      url.protocol === "http:" &&
+      !LOOPBACK.test(url.host) &&
+      !this.insecure.has(url.host) &&
+      !this.insecure.has(registry)
+    ) {
+      throw new UnsafeRedirectError(
+        `The registry ${registry} sends credentials to a plain-HTTP token realm (${url.host}); refusing it.`,
+        {
+          hint: "Mark the registry insecure only if you trust the network path to it.",
+        },
+      );
+    }
+    return url;
+  }
+
+  /**
+   * Sends a request to a registry with every policy applied, and turns unexpected statuses into
+   * typed errors. The caller owns the returned body and must consume or drain it.
+   */
+  async request(registry: string, request: RegistryRequest): Promise<RegistryResponse> {
+    const origin = await this.origin(registry);
+    const url = new URL(request.path, origin);
+    if (!/^https?:$/.test(url.protocol))
+      throw new UnsafeRedirectError(`${request.what}: refusing a ${url.protocol} URL.`);
+    const scopes = request.scopes ?? [];
+    let refreshed = false;
+    let authorization = await this.authorizationFor(registry, scopes, false);
+    for (;;) {
+      const sentAuthorization = authorization;
+      const response = await this.withRetries(url.toString(), registry, () =>
+        this.sendFollowing(url, origin, request, sentAuthorization),
+      );
+      if (response.status === 401 && !refreshed) {
+        // Learn (or re-learn) the challenge, and retry once with fresh credentials: this is
+        // also how an expired or revoked token is replaced.
+        await this.rememberChallenge(registry, response);
+        await drain(response.body);
+        refreshed = true;
+        authorization = await this.authorizationFor(registry, scopes, true);
+        if (authorization !== undefined) continue;
+        throw new AuthenticationError(
+          `${request.what}: the registry ${registry} requires authentication and no credentials are saved for it.`,
+          {
+            hint: `Run: locald login ${registry} -u <user> --password-stdin`,
+          },
+        );
+      }
+      if (request.expect.includes(response.status)) return response;
+      throw await this.errorFor(registry, request, response, sentAuthorization !== undefined);
+    }
+  }
+
+  private async errorFor(
+    registry: string,
+    request: RegistryRequest,
+    response: RegistryResponse,
+    authenticated: boolean,
+  ): Promise<OciError> {
+    let detail = "";
+    if (request.method !== "HEAD") {
+      try {
+        const bytes = await readBody(response.body, this.limits.error, "error body");
+        const parsed = JSON.parse(bytes.toString("utf8")) as {
+          errors?: { code?: string; message?: string }[];
+        };
+        detail = (parsed.errors ?? [])
+          .map((e) => [e.code, e.message].filter(Boolean).join(": "))
+          .filter((s) => s !== "")
+          .join("; ");
+      } catch {
+        // not a registry error document; the status says enough
+      }
+    } else {
+      await drain(response.body);
+    }
+    const suffix = detail === "" ? "" : ` (${detail})`;
+    switch (response.status) {
+      case 401:
+        return new AuthenticationError(
+          authenticated
+            ? `${request.what}: the registry ${registry} rejected the credentials${suffix}.`
+            : `${request.what}: the registry ${registry} requires authentication${suffix}.`,
+          {
+            hint: `Check the user name and password, then run: locald login ${registry} -u <user> --password-stdin`,
+          },
+        );
+      case 403:
+        return new AuthenticationError(`${request.what}: access denied by ${registry}${suffix}.`, {
+          hint: "Your account may lack permission for this repository or action.",
+        });
+      case 404:
+        return new NotFoundError(`${request.what} was not found on ${registry}${suffix}.`, {
+          hint: "Check the repository name and tag; private images also need a login.",
+        });
+      case 429:
+        return new RegistryError(
+          `${request.what}: ${registry} is rate-limiting requests (HTTP 429)${suffix}.`,
+          429,
+          { hint: "Wait and try again later." },
+        );
+      default:
+        return new RegistryError(
+          `${request.what}: ${registry} answered HTTP ${response.status}${suffix}.`,
+          response.status,
+          {
+            hint: response.status >= 500 ? "The registry is failing; try again later." : undefined,
+          },
+        );
+    }
+  }
+}
