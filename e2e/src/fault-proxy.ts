@@ -32,8 +32,12 @@ export interface FaultMatch {
 }
 
 export type FaultSpec =
-  /** Sends the headers and part of the body, then resets the TCP connection. Default: half the body. */
-  | { kind: "reset"; afterBytes?: number; afterFraction?: number }
+  /**
+   * Sends the headers and part of the body (default half), then destroys the socket without ending
+   * the response. With `rst: true` it sends a TCP RST instead of a FIN; the kernel may then discard
+   * bytes still in flight, so the client can receive fewer than `afterBytes`.
+   */
+  | { kind: "reset"; afterBytes?: number; afterFraction?: number; rst?: boolean }
   /** Answers without contacting the upstream. */
   | { kind: "status"; status: number; body?: string; headers?: Record<string, string> }
   /** Answers 429 (or `status`) with `Retry-After: seconds`, without contacting the upstream. */
@@ -265,7 +269,8 @@ async function startProxy(options: ProxyOptions, faultsEnabled: boolean): Promis
         if (n > 0) res.write(body.subarray(0, n));
         if (socket) {
           await flushed(socket);
-          socket.resetAndDestroy();
+          if (fault.rst) socket.resetAndDestroy();
+          else socket.destroy();
         }
         return;
       }

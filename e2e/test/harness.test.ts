@@ -391,8 +391,13 @@ test("fault proxy: passthrough, status, 429, reset, truncate, flip, html, trickl
   const reset = await rawGet(blobUrl);
   assert.equal(reset.status, 200);
   assert.equal(reset.contentLength, upstream.blob.length);
-  assert.ok(reset.received <= 1000, `received ${reset.received} bytes before the reset`);
+  assert.equal(reset.received, 1000);
   assert.ok(reset.error, "the client must see the connection fail");
+
+  proxy.addFault({ kind: "reset", afterBytes: 1000, rst: true });
+  const rst = await rawGet(blobUrl);
+  assert.ok(rst.received <= 1000, `received ${rst.received} bytes before the RST`);
+  assert.ok(rst.error);
 
   proxy.addFault({ kind: "reset", afterFraction: 0.25 });
   await assert.rejects(fetch(blobUrl).then((r) => r.arrayBuffer()));
@@ -440,6 +445,7 @@ test("fault proxy: passthrough, status, 429, reset, truncate, flip, html, trickl
     "retry-after",
     "reset",
     "reset",
+    "reset",
     "truncate",
     "flip",
     "html",
@@ -465,6 +471,7 @@ test("fault proxy in front of a real registry: uploads stay on the proxy, resuma
   proxy.addFault({ kind: "reset", method: "GET", path: blobPath, afterBytes: 50_000 });
   const partial = await rawGet(`${proxy.url}${blobPath}`);
   assert.ok(partial.error);
+  assert.equal(partial.received, 50_000);
   const rest = await fetch(`${proxy.url}${blobPath}`, { headers: { range: `bytes=${partial.received}-` } });
   assert.equal(rest.status, 206);
   assert.equal((await rest.arrayBuffer()).byteLength, data.length - partial.received);

@@ -1,0 +1,60 @@
+import { Command, CommanderError } from "commander";
+import { type CommandContext, registerImageCommands } from "./commands/image.js";
+import { registerLoginCommands } from "./commands/login.js";
+import type { GlobalFlags } from "./options.js";
+import { type Output, processOutput, renderError } from "./ui.js";
+import { UsageError } from "./usage.js";
+
+const collect = (value: string, previous: string[] = []) => [...previous, value];
+
+/** Runs the CLI and returns the exit code: 0 ok, 1 failure, 2 usage error. */
+export async function main(argv: readonly string[], output: Output = processOutput): Promise<number> {
+  const program = new Command("locald")
+    .description(
+      "Build OCI images and dev environments with Cloud Native Buildpacks, and run images — no Docker daemon.",
+    )
+    .version("0.1.0")
+    .option("--verbose", "print details of what happens (also LOCALD_DEBUG=1)")
+    .option(
+      "--insecure-registry <host>",
+      "reach this registry over plain HTTP or unverified HTTPS (repeatable)",
+      collect,
+    )
+    .option("--ca-cert <file>", "trust this PEM CA certificate for registries (repeatable)", collect)
+    .exitOverride()
+    .configureOutput({
+      writeOut: (s) => output.stdout.write(s),
+      writeErr: (s) => output.stderr.write(s),
+    })
+    .showSuggestionAfterError(true);
+
+  const context: CommandContext = { output, flags: () => program.opts<GlobalFlags>() };
+  registerImageCommands(program, context);
+  registerLoginCommands(program, context);
+  for (const command of program.commands) {
+    command.exitOverride();
+    for (const sub of command.commands) sub.exitOverride();
+  }
+
+  try {
+    await program.parseAsync([...argv], { from: "user" });
+    return 0;
+  } catch (error) {
+    if (error instanceof CommanderError) {
+      if (
+        error.code === "commander.helpDisplayed" ||
+        error.code === "commander.version" ||
+        error.code === "commander.help"
+      )
+        return 0;
+      return error.exitCode === 0 ? 0 : 2;
+    }
+    if (error instanceof UsageError) {
+      output.stderr.write(`Error: ${error.message}\n`);
+      return 2;
+    }
+    const verbose = program.opts<GlobalFlags>().verbose === true || process.env.LOCALD_DEBUG === "1";
+    renderError(error, output, verbose);
+    return 1;
+  }
+}

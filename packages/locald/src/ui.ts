@@ -1,0 +1,133 @@
+import type { CopyEvent } from "@locald/oci";
+import { OciError } from "@locald/oci";
+
+export interface Output {
+  readonly stdout: NodeJS.WritableStream & { isTTY?: boolean; columns?: number };
+  readonly stderr: NodeJS.WritableStream & { isTTY?: boolean };
+}
+
+export const processOutput: Output = { stdout: process.stdout, stderr: process.stderr };
+
+const useColour = (stream: { isTTY?: boolean }) =>
+  stream.isTTY === true && !process.env.NO_COLOR && process.env.TERM !== "dumb";
+
+export function formatBytes(bytes: number): string {
+  const units = ["B", "kB", "MB", "GB", "TB"];
+  let value = bytes;
+  let unit = 0;
+  while (value >= 1000 && unit < units.length - 1) {
+    value /= 1000;
+    unit++;
+  }
+  return `${unit === 0 ? value : value.toFixed(value < 10 ? 2 : 1)}${units[unit]}`;
+}
+
+const short = (digest: string) => digest.replace(/^sha\d+:/, "").slice(0, 12);
+
+/**
+ * Renders copy progress like docker: one line per blob, redrawn in place on a terminal, and
+ * plain start/finish lines otherwise (logs, CI). Quiet and JSON modes print nothing here.
+ */
+export class ProgressRenderer {
+  private readonly lines: string[] = [];
+  private readonly state = new Map<string, { line: number; text: string }>();
+  private readonly tty: boolean;
+  private drawn = 0;
+  private lastDraw = 0;
+
+  constructor(
+    private readonly stream: NodeJS.WritableStream & { isTTY?: boolean },
+    private readonly verb: "Pulling" | "Pushing",
+  ) {
+    this.tty = stream.isTTY === true;
+  }
+
+  readonly onEvent = (event: CopyEvent): void => {
+    switch (event.type) {
+      case "resolved":
+        this.plain(`${this.verb} ${event.source}${event.platform ? ` (${event.platform})` : ""}`);
+        break;
+      case "up-to-date":
+        this.plain(`Image is up to date (${event.digest})`);
+        break;
+      case "blob-start":
+        this.set(
+          event.digest,
+          event.cached ? "Already exists" : `Waiting (${formatBytes(event.size)})`,
+          !event.cached,
+        );
+        break;
+      case "blob-progress": {
+        if (!this.tty) return;
+        const verb = this.verb === "Pulling" ? "Downloading" : "Uploading";
+        this.set(event.digest, `${verb} ${formatBytes(event.bytes)}/${formatBytes(event.size)}`, false);
+        break;
+      }
+      case "blob-done":
+        if (!event.cached)
+          this.set(event.digest, this.verb === "Pulling" ? "Download complete" : "Pushed", true);
+        break;
+      case "manifest":
+        break;
+    }
+  };
+
+  private plain(text: string): void {
+    if (this.tty) this.redraw(true);
+    this.stream.write(`${text}\n`);
+    if (this.tty) {
+      this.lines.length = 0;
+      this.state.clear();
+      this.drawn = 0;
+    }
+  }
+
+  private set(digest: string, status: string, important: boolean): void {
+    const text = `${short(digest)}: ${status}`;
+    if (!this.tty) {
+      if (important) this.stream.write(`${text}\n`);
+      return;
+    }
+    const known = this.state.get(digest);
+    if (known === undefined) {
+      this.state.set(digest, { line: this.lines.length, text });
+      this.lines.push(text);
+    } else {
+      this.lines[known.line] = text;
+    }
+    this.redraw(important);
+  }
+
+  /** Redraws at most ~10 times a second, always for important changes. */
+  private redraw(force: boolean): void {
+    const now = Date.now();
+    if (!force && now - this.lastDraw < 100) return;
+    this.lastDraw = now;
+    let out = this.drawn > 0 ? `\x1b[${this.drawn}A` : "";
+    for (const line of this.lines) out += `\x1b[2K${line}\n`;
+    this.drawn = this.lines.length;
+    this.stream.write(out);
+  }
+
+  finish(): void {
+    if (this.tty) this.redraw(true);
+  }
+}
+
+/** One paragraph: what failed and why, then what to do. Never a stack trace unless asked. */
+export function renderError(error: unknown, output: Output, verbose: boolean): void {
+  const red = useColour(output.stderr) ? (s: string) => `\x1b[31m${s}\x1b[0m` : (s: string) => s;
+  if (error instanceof OciError) {
+    output.stderr.write(`${red("Error:")} ${error.message}\n`);
+    if (error.hint) output.stderr.write(`${error.hint}\n`);
+    if (verbose)
+      output.stderr.write(
+        `[${error.code}]${error.cause ? ` cause: ${String((error.cause as Error).message ?? error.cause)}` : ""}\n`,
+      );
+    return;
+  }
+  const message = error instanceof Error ? error.message : String(error);
+  output.stderr.write(`${red("Error:")} ${message}\n`);
+  if (verbose && error instanceof Error && error.stack) output.stderr.write(`${error.stack}\n`);
+  else output.stderr.write("This is unexpected; run again with --verbose for details and report it.\n");
+}
