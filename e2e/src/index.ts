@@ -1,4 +1,5 @@
 export * from "./fault-proxy.js";
+export * from "./image-factory.js";
 export * from "./pki.js";
 export * from "./registry.js";
 export * from "./token-server.js";
