@@ -41,7 +41,7 @@ export async function tarEntries(entries: readonly LayerEntry[]): Promise<Buffer
   const tar = pack();
   const chunks: Buffer[] = [];
   const done = new Promise<Buffer>((resolve, reject) => {
-    tar.on("data", (chunk: Buffer) => chunks.push(chunk));
+    tar.on("data", (chunk: unknown) => chunks.push(chunk as Buffer));
     tar.on("end", () => resolve(Buffer.concat(chunks)));
     tar.on("error", reject);
   });
@@ -63,9 +63,9 @@ export async function tarEntries(entries: readonly LayerEntry[]): Promise<Buffer
           : (entry.content ?? Buffer.alloc(0))
         : undefined;
     await new Promise<void>((resolve, reject) => {
-      tar.entry(body === undefined ? header : { ...header, size: body.length }, body, (error) =>
-        error ? reject(error) : resolve(),
-      );
+      const callback = (error?: Error | null) => (error ? reject(error) : resolve());
+      if (body === undefined) tar.entry(header, callback);
+      else tar.entry({ ...header, size: body.length }, body, callback);
     });
   }
   tar.finalize();

@@ -1,4 +1,6 @@
+export * from "./cli.js";
 export * from "./fault-proxy.js";
+export * from "./fixtures.js";
 export * from "./image-factory.js";
 export * from "./pki.js";
 export * from "./registry.js";

@@ -81,6 +81,8 @@ export interface TokenServer {
   /** Mutable so a test can shorten lifetimes mid-run. */
   expiresIn: number;
   clockSkewSeconds: number;
+  /** How many of the next issued tokens are already expired for the registry while claiming a normal lifetime. */
+  staleTokensNext: number;
   /** Mints a token directly, bypassing authentication, for tests of edge cases (expired, wrong audience…). */
   issueToken(options: IssueTokenOptions): string;
   /** Forgets all refresh tokens, so identity tokens held by clients stop working. */
@@ -226,6 +228,7 @@ export async function startTokenServer(options: TokenServerOptions): Promise<Tok
   const state = {
     expiresIn: options.expiresIn ?? 300,
     clockSkewSeconds: options.clockSkewSeconds ?? 0,
+    staleTokensNext: 0,
   };
 
   function mint(opts: IssueTokenOptions): { token: string; issuedAt: Date; expiresIn: number } {
@@ -291,7 +294,18 @@ export async function startTokenServer(options: TokenServerOptions): Promise<Tok
     scopes: string[],
     withRefresh: boolean,
   ): TokenResponseBody {
-    const { token, issuedAt, expiresIn } = mint({ subject: user ?? "", access: granted });
+    // A "stale" token claims a normal lifetime but is already past the registry's 60 s leeway,
+    // as when the registry's clock runs ahead of the client's: clients must refresh on 401.
+    const stale = state.staleTokensNext > 0;
+    if (stale) state.staleTokensNext--;
+    const minted = mint({
+      subject: user ?? "",
+      access: granted,
+      ...(stale ? { expiresIn: 1, clockSkewSeconds: -120 } : {}),
+    });
+    const { token } = minted;
+    const issuedAt = stale ? new Date() : minted.issuedAt;
+    const expiresIn = stale ? state.expiresIn : minted.expiresIn;
     const body: TokenResponseBody = {
       token,
       access_token: token,
@@ -432,6 +446,12 @@ export async function startTokenServer(options: TokenServerOptions): Promise<Tok
     },
     set clockSkewSeconds(v: number) {
       state.clockSkewSeconds = v;
+    },
+    get staleTokensNext() {
+      return state.staleTokensNext;
+    },
+    set staleTokensNext(v: number) {
+      state.staleTokensNext = v;
     },
     issueToken: (opts) => mint(opts).token,
     revokeRefreshTokens: () => refreshTokens.clear(),

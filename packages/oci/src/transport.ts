@@ -235,24 +235,39 @@ export class Transport {
     const https = `https://${host}`;
     if (!LOOPBACK.test(host) && !this.insecure.has(host)) return https;
     try {
-      const response = await this.withRetries(`${https}/v2/`, registry, () =>
-        this.send(new URL(`${https}/v2/`), "GET", {}, undefined),
-      );
-      await this.rememberChallenge(registry, response);
-      await drain(response.body);
+      await this.ping(registry, https);
       this.onEvent({ type: "scheme", registry, scheme: "https" });
       return https;
     } catch (error) {
       if (!isTlsProtocolMismatch(error)) throw error;
-      this.onEvent({ type: "scheme", registry, scheme: "http" });
-      return `http://${host}`;
     }
+    const http = `http://${host}`;
+    await this.ping(registry, http);
+    this.onEvent({ type: "scheme", registry, scheme: "http" });
+    return http;
+  }
+
+  /** `GET /v2/` once per registry: proves the scheme and learns the auth challenge up front. */
+  private async ping(registry: string, origin: string): Promise<void> {
+    const url = new URL(`${origin}/v2/`);
+    const response = await this.withRetries(url.toString(), registry, () =>
+      this.send(url, "GET", {}, undefined),
+    );
+    await this.rememberChallenge(registry, response);
+    await drain(response.body);
   }
 
   private async rememberChallenge(registry: string, response: RegistryResponse): Promise<void> {
     if (response.status !== 401) return;
     const header = response.headers["www-authenticate"];
-    this.challenges.set(registry, header === undefined ? null : (parseChallenge(header) ?? null));
+    const challenge = header === undefined ? undefined : parseChallenge(header);
+    if (challenge === undefined) {
+      this.challenges.set(registry, null);
+      return;
+    }
+    // The scope and error of one response describe that request only; keep realm and service.
+    const { scope: _scope, error: _error, ...params } = challenge.params;
+    this.challenges.set(registry, { scheme: challenge.scheme, params });
   }
 
   private credentialsFor(registry: string): Promise<Credentials | undefined> {
@@ -395,9 +410,7 @@ export class Transport {
     credentials: Credentials | undefined,
     forceRefresh: boolean,
   ): Promise<string> {
-    const allScopes = [
-      ...new Set([...scopes, ...(challenge.params.scope ? challenge.params.scope.split(" ") : [])]),
-    ].sort();
+    const allScopes = [...new Set(scopes)].sort();
     const key = `${registry}\n${allScopes.join(" ")}`;
     const cached = this.tokens.get(key);
     if (!forceRefresh && cached !== undefined && cached.expiresAt > Date.now()) return cached.token;
@@ -520,26 +533,27 @@ export class Transport {
     if (!/^https?:$/.test(url.protocol))
       throw new UnsafeRedirectError(`${request.what}: refusing a ${url.protocol} URL.`);
     const scopes = request.scopes ?? [];
-    let refreshed = false;
     let authorization = await this.authorizationFor(registry, scopes, false);
+    let learned = false;
+    let refreshed = false;
     for (;;) {
       const sentAuthorization = authorization;
       const response = await this.withRetries(url.toString(), registry, () =>
         this.sendFollowing(url, origin, request, sentAuthorization),
       );
-      if (response.status === 401 && !refreshed) {
-        // Learn (or re-learn) the challenge, and retry once with fresh credentials: this is
-        // also how an expired or revoked token is replaced.
+      // A request sent without credentials learns the challenge once; one whose credentials
+      // were refused (an expired or revoked token) gets exactly one fresh token.
+      const retry = response.status === 401 && (sentAuthorization === undefined ? !learned : !refreshed);
+      if (retry) {
+        if (sentAuthorization === undefined) learned = true;
+        else refreshed = true;
         await this.rememberChallenge(registry, response);
         await drain(response.body);
-        refreshed = true;
-        authorization = await this.authorizationFor(registry, scopes, true);
+        authorization = await this.authorizationFor(registry, scopes, sentAuthorization !== undefined);
         if (authorization !== undefined) continue;
         throw new AuthenticationError(
           `${request.what}: the registry ${registry} requires authentication and no credentials are saved for it.`,
-          {
-            hint: `Run: locald login ${registry} -u <user> --password-stdin`,
-          },
+          { hint: `Run: locald login ${registry} -u <user> --password-stdin` },
         );
       }
       if (request.expect.includes(response.status)) return response;
