@@ -75,3 +75,20 @@ export async function newLayout(
 ): Promise<OciLayout> {
   return OciLayout.open(join(await tempDir(t), name), { create: true });
 }
+
+/** Every blob file in a layout or store hashes to its name; returns how many were checked. */
+export async function assertBlobsVerify(root: string): Promise<number> {
+  const { readdir, readFile } = await import("node:fs/promises");
+  const { createHash } = await import("node:crypto");
+  const dir = join(root, "blobs", "sha256");
+  let checked = 0;
+  for (const name of await readdir(dir).catch(() => [] as string[])) {
+    const actual = createHash("sha256")
+      .update(await readFile(join(dir, name)))
+      .digest("hex");
+    if (actual !== name)
+      throw new Error(`blob ${name} in ${root} does not verify (content hashes to ${actual})`);
+    checked++;
+  }
+  return checked;
+}

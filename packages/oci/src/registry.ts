@@ -207,9 +207,9 @@ export class RegistryClient {
           delivered += chunk.length;
           yield chunk;
         }
-        if (delivered >= descriptor.size) return;
-        // a clean but short body: treat like a broken connection and resume
-        throw Object.assign(new Error("the body ended early"), { code: "ECONNRESET" });
+        // A body that ended cleanly is complete as far as HTTP knows; if it is short or wrong
+        // (an error page), the digest check reports it rather than us fetching it forever.
+        return;
       } catch (error) {
         if (error instanceof OciError) throw error;
         failures++;
