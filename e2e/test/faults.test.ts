@@ -16,7 +16,6 @@ import {
 import {
   assertBlobsVerify,
   type FaultSpec,
-  newLayout,
   sampleImage,
   startFaultProxy,
   startOriginRecorder,

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs what locald and its tests need, idempotently; fast when everything is present.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+apt_packages=(docker-registry skopeo umoci runc bubblewrap openssl apache2-utils zstd util-linux time)
+missing=()
+for pkg in "${apt_packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# npm install only when the lockfile changed since the last install.
+stamp=node_modules/.locald-lock-hash
+hash=$(sha256sum package-lock.json | cut -d' ' -f1)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$hash" ]; then
+  echo "setup: installing npm dependencies"
+  npm install --no-audit --no-fund --loglevel=error
+  echo "$hash" > "$stamp"
+fi
+
+npx tsc -b
