@@ -32,7 +32,9 @@ try {
   await step("re-pull", ["image", "pull", ref], env);
   await step("inspect", ["image", "inspect", ref], env);
   await step("ls", ["image", "ls"], env);
-  process.stdout.write("\nDemo finished: pushed, pulled (then up to date), and inspected through a real registry.\n");
+  process.stdout.write(
+    "\nDemo finished: pushed, pulled (then up to date), and inspected through a real registry.\n",
+  );
 } finally {
   await registry.stop();
   await removeDir(work);

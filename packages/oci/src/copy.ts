@@ -1,11 +1,11 @@
 import { Readable } from "node:stream";
 import { parseImageConfig } from "./config.js";
 import { type Digest, parseDigest } from "./digest.js";
-import { DigestMismatchError, InvalidManifestError } from "./errors.js";
+import { DigestMismatchError, InvalidManifestError, PlatformNotFoundError } from "./errors.js";
 import type { OciLayout } from "./layout.js";
 import { type Descriptor, type ManifestDocument, parseManifestDocument } from "./manifest.js";
 import { MediaType } from "./media-types.js";
-import { formatPlatform, type Platform, selectPlatformManifest } from "./platform.js";
+import { formatPlatform, type Platform, platformMatches, selectPlatformManifest } from "./platform.js";
 import { formatReference, type Reference, withIdentifier } from "./reference.js";
 import type { RegistryClient } from "./registry.js";
 import { CREATED_ANNOTATION, PLATFORM_ANNOTATION, SOURCE_DIGEST_ANNOTATION, type Store } from "./store.js";
@@ -59,6 +59,8 @@ export type CopyEvent =
 export interface CopyOptions {
   /** One platform (default: the host's) or every manifest of an index. */
   platform: Platform | "all";
+  /** Fail when a single-platform image is for another platform (the user asked for one explicitly). */
+  strictPlatform?: boolean;
   /** Blobs transferred at once. */
   concurrency?: number;
   onEvent?: (event: CopyEvent) => void;
@@ -158,7 +160,25 @@ export async function copyImage(
         Math.min(descriptor.size, 64 * 1024 * 1024),
         `The config of ${source.description}`,
       );
-      parseImageConfig(bytes, `The config of ${source.description}`);
+      const config = parseImageConfig(bytes, `The config of ${source.description}`);
+      const wanted = options.platform;
+      if (
+        options.strictPlatform &&
+        wanted !== "all" &&
+        !platformMatches(
+          {
+            os: config.os,
+            architecture: config.architecture,
+            ...(config.variant ? { variant: config.variant } : {}),
+          },
+          wanted,
+        )
+      ) {
+        throw new PlatformNotFoundError(
+          `${source.description} is an image for ${formatPlatform({ os: config.os, architecture: config.architecture, ...(config.variant ? { variant: config.variant } : {}) })}, not ${formatPlatform(wanted)}.`,
+          { hint: "Pull it without --platform, or pick the platform the image was built for." },
+        );
+      }
       open = async function* () {
         yield bytes;
       };

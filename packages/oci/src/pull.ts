@@ -62,6 +62,7 @@ export async function pull(reference: string | Reference, options: PullOptions =
     const source = registrySource(client, ref);
     const copyOptions = {
       platform,
+      strictPlatform: options.platform !== undefined,
       ...(options.concurrency ? { concurrency: options.concurrency } : {}),
       ...(options.onEvent ? { onEvent: options.onEvent } : {}),
     };
