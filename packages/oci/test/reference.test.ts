@@ -33,7 +33,7 @@ describe("parseReference normalisation", () => {
       { registry: "ghcr.io", repository: "org/team/app", tag: "v1.2_3-rc", digest: D },
     ],
     ["Foo.com/x", { registry: "Foo.com", repository: "x", tag: "latest" }],
-    ["a.b__c-d/e--f.g_h", { registry: "a.b__c-d", repository: "e--f.g_h", tag: "latest" }],
+    ["example.com/e--f.g__h_i", { registry: "example.com", repository: "e--f.g__h_i", tag: "latest" }],
     ["localhost", { registry: "docker.io", repository: "library/localhost", tag: "latest" }],
   ];
   for (const [input, expected] of table) {
@@ -146,6 +146,7 @@ describe("invalid references", () => {
     ["only a digest", `@${D}`, /repository name is missing/],
     ["bad registry host", "-bad.com/x", /registry host/],
     ["separator at the end", "a-/b", /path component/],
+    ["underscore in a registry host", "a_b.com/x", /registry host/],
     ["triple underscore", "a___b", /path component/],
     ["port that is not a number", "a:b/c", /registry host/],
   ];
