@@ -18,7 +18,8 @@ const patterns: Record<DigestAlgorithm, RegExp> = {
  */
 export function parseDigest(value: string): Digest {
   const algorithm = value.slice(0, value.indexOf(":"));
-  const pattern = patterns[algorithm as DigestAlgorithm];
+  // Own keys only: the algorithm is untrusted input and must not reach Object.prototype.
+  const pattern = Object.hasOwn(patterns, algorithm) ? patterns[algorithm as DigestAlgorithm] : undefined;
   if (pattern === undefined || !pattern.test(value)) {
     const shown = value.length > 80 ? `${value.slice(0, 80)}…` : value;
     throw new InvalidDigestError(

@@ -300,7 +300,10 @@ describe("saveDockerCredentials / removeDockerCredentials", () => {
     await writeConfig(
       dir,
       {
-        auths: { "other.example.com": { auth: b64("o:p") }, "http://127.0.0.1:5000": { auth: b64("old:old") } },
+        auths: {
+          "other.example.com": { auth: b64("o:p") },
+          "http://127.0.0.1:5000": { auth: b64("old:old") },
+        },
         psFormat: "table {{.ID}}",
         proxies: { default: { httpProxy: "http://proxy:3128" } },
       },
@@ -351,10 +354,18 @@ describe("saveDockerCredentials / removeDockerCredentials", () => {
     const { log } = await installHelper(t, {});
     const dir = await tempDir(t);
     await writeConfig(dir, { credsStore: "testhelper", currentContext: "x" });
-    const where = await saveDockerCredentials("r.example.com", { username: "u", password: "p" }, { configDir: dir });
+    const where = await saveDockerCredentials(
+      "r.example.com",
+      { username: "u", password: "p" },
+      { configDir: dir },
+    );
     assert.equal(where, "docker-credential-testhelper");
     const saved = JSON.parse(await readFile(join(dir, "config.json"), "utf8"));
-    assert.deepEqual(saved, { credsStore: "testhelper", currentContext: "x", auths: { "r.example.com": {} } });
+    assert.deepEqual(saved, {
+      credsStore: "testhelper",
+      currentContext: "x",
+      auths: { "r.example.com": {} },
+    });
     assert.ok(!JSON.stringify(saved).includes('"p"'));
     const calls = await helperCalls(log);
     assert.equal(calls.length, 1);

@@ -82,19 +82,13 @@ describe("parseDigest", () => {
   });
 
   for (const algorithm of ["constructor", "toString", "__proto__", "hasOwnProperty"]) {
-    test(
-      `rejects the algorithm "${algorithm}" with InvalidDigestError`,
-      {
-        todo: "bug: digest.ts:16-17 indexes a plain object with the untrusted algorithm; Object.prototype keys yield a non-RegExp and pattern.test throws TypeError",
-      },
-      () => {
-        assert.throws(
-          () => parseDigest(`${algorithm}:${"a".repeat(64)}`),
-          (error: unknown) => error instanceof InvalidDigestError,
-        );
-        assert.equal(isDigest(`${algorithm}:abc`), false);
-      },
-    );
+    test(`rejects the algorithm "${algorithm}" with InvalidDigestError`, () => {
+      assert.throws(
+        () => parseDigest(`${algorithm}:${"a".repeat(64)}`),
+        (error: unknown) => error instanceof InvalidDigestError,
+      );
+      assert.equal(isDigest(`${algorithm}:abc`), false);
+    });
   }
 });
 

@@ -4,7 +4,13 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, type TestContext, test } from "node:test";
 import { digestOf, parseDigest } from "../src/digest.js";
-import { DigestMismatchError, InvalidDigestError, LayoutError, NotFoundError, SizeLimitError } from "../src/errors.js";
+import {
+  DigestMismatchError,
+  InvalidDigestError,
+  LayoutError,
+  NotFoundError,
+  SizeLimitError,
+} from "../src/errors.js";
 import { OciLayout, REF_NAME_ANNOTATION } from "../src/layout.js";
 import type { Descriptor } from "../src/manifest.js";
 import { MediaType } from "../src/media-types.js";
@@ -38,7 +44,11 @@ function descriptorFor(bytes: Buffer, mediaType: string = MediaType.OciLayerGzip
 }
 
 function manifestDescriptor(n: number): Descriptor {
-  return { mediaType: MediaType.OciManifest, digest: `sha256:${String(n).repeat(64).slice(0, 64)}`, size: 100 + n };
+  return {
+    mediaType: MediaType.OciManifest,
+    digest: `sha256:${String(n).repeat(64).slice(0, 64)}`,
+    size: 100 + n,
+  };
 }
 
 describe("OciLayout.open", () => {
@@ -46,14 +56,20 @@ describe("OciLayout.open", () => {
     const root = join(await tempDir(t), "new");
     const layout = await OciLayout.open(root, { create: true });
     assert.equal(layout.root, root);
-    assert.deepEqual(JSON.parse(await readFile(join(root, "oci-layout"), "utf8")), { imageLayoutVersion: "1.0.0" });
+    assert.deepEqual(JSON.parse(await readFile(join(root, "oci-layout"), "utf8")), {
+      imageLayoutVersion: "1.0.0",
+    });
     assert.deepEqual(JSON.parse(await readFile(join(root, "index.json"), "utf8")), {
       schemaVersion: 2,
       mediaType: MediaType.OciIndex,
       manifests: [],
     });
     assert.deepEqual(await readdir(join(root, "blobs", "sha256")), []);
-    assert.deepEqual(await layout.readIndex(), { schemaVersion: 2, mediaType: MediaType.OciIndex, manifests: [] });
+    assert.deepEqual(await layout.readIndex(), {
+      schemaVersion: 2,
+      mediaType: MediaType.OciIndex,
+      manifests: [],
+    });
     assert.deepEqual(await layout.listBlobs(), []);
     assert.ok(!(await readdir(root)).includes("index.json.lock"), "the lock is released");
   });
@@ -70,7 +86,9 @@ describe("OciLayout.open", () => {
   test("a directory without oci-layout is refused unless create is set", async (t) => {
     const dir = await tempDir(t);
     await assert.rejects(OciLayout.open(dir), (error: unknown) => {
-      return error instanceof LayoutError && error.code === "LAYOUT" && /no oci-layout file/.test(error.message);
+      return (
+        error instanceof LayoutError && error.code === "LAYOUT" && /no oci-layout file/.test(error.message)
+      );
     });
     await assert.rejects(OciLayout.open(join(dir, "missing")), LayoutError);
   });
@@ -91,7 +109,11 @@ describe("blobs", () => {
     const layout = await newLayout(t);
     const bytes = Buffer.from('{"schemaVersion":2,  "odd":"spacing"}');
     const descriptor = await layout.writeBytes(bytes, MediaType.OciConfig);
-    assert.deepEqual(descriptor, { mediaType: MediaType.OciConfig, digest: digestOf(bytes), size: bytes.length });
+    assert.deepEqual(descriptor, {
+      mediaType: MediaType.OciConfig,
+      digest: digestOf(bytes),
+      size: bytes.length,
+    });
     const path = join(layout.root, "blobs", "sha256", digestOf(bytes).slice(7));
     assert.equal(layout.blobPath(parseDigest(descriptor.digest)), path);
     assert.deepEqual(await readFile(path), bytes);
@@ -131,7 +153,10 @@ describe("blobs", () => {
   test("writeBlob with too few bytes is a DigestMismatchError and leaves nothing behind", async (t) => {
     const layout = await newLayout(t);
     const expected = Buffer.from("0123456789");
-    await assert.rejects(layout.writeBlob(descriptorFor(expected), [expected.subarray(0, 4)]), DigestMismatchError);
+    await assert.rejects(
+      layout.writeBlob(descriptorFor(expected), [expected.subarray(0, 4)]),
+      DigestMismatchError,
+    );
     assert.deepEqual(await filesUnder(join(layout.root, "blobs")), []);
     assert.deepEqual(await filesUnder(join(layout.root, ".tmp")), []);
   });
@@ -150,7 +175,9 @@ describe("blobs", () => {
   test("writeBlob refuses an invalid digest before touching the disk", async (t) => {
     const layout = await newLayout(t);
     await assert.rejects(
-      layout.writeBlob({ mediaType: MediaType.OciLayer, digest: "sha256:../../../evil", size: 1 }, [Buffer.from("x")]),
+      layout.writeBlob({ mediaType: MediaType.OciLayer, digest: "sha256:../../../evil", size: 1 }, [
+        Buffer.from("x"),
+      ]),
       InvalidDigestError,
     );
     assert.deepEqual(await filesUnder(join(layout.root, "blobs")), []);
@@ -275,7 +302,9 @@ describe("index.json", () => {
   test("concurrent addManifest calls are serialised by the lock", async (t) => {
     const layout = await newLayout(t);
     await Promise.all([1, 2, 3, 4, 5, 6].map((n) => layout.addManifest(manifestDescriptor(n), `tag${n}`)));
-    const names = (await layout.readIndex()).manifests.map((d) => d.annotations?.[REF_NAME_ANNOTATION]).sort();
+    const names = (await layout.readIndex()).manifests
+      .map((d) => d.annotations?.[REF_NAME_ANNOTATION])
+      .sort();
     assert.deepEqual(names, ["tag1", "tag2", "tag3", "tag4", "tag5", "tag6"]);
   });
 
@@ -288,7 +317,10 @@ describe("index.json", () => {
       ['{"schemaVersion":2}', /not a valid image index/],
       ['{"schemaVersion":1,"manifests":[]}', /not a valid image index/],
       [
-        JSON.stringify({ schemaVersion: 2, manifests: [{ mediaType: MediaType.OciManifest, digest: "x", size: -1 }] }),
+        JSON.stringify({
+          schemaVersion: 2,
+          manifests: [{ mediaType: MediaType.OciManifest, digest: "x", size: -1 }],
+        }),
         /not a valid image index/,
       ],
     ];

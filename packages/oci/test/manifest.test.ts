@@ -18,7 +18,9 @@ interface LooseDescriptor {
   size: number;
 }
 
-function ociManifest(extra: Record<string, unknown> = {}): { layers: LooseDescriptor[] } & Record<string, unknown> {
+function ociManifest(
+  extra: Record<string, unknown> = {},
+): { layers: LooseDescriptor[] } & Record<string, unknown> {
   return {
     schemaVersion: 2,
     mediaType: MediaType.OciManifest,
@@ -223,7 +225,11 @@ describe("parseManifestDocument: rejections", () => {
   });
 
   test("non-integer size", () => {
-    rejects(ociManifest({ config: { mediaType: MediaType.OciConfig, digest: D1, size: 1.5 } }), undefined, /valid/);
+    rejects(
+      ociManifest({ config: { mediaType: MediaType.OciConfig, digest: D1, size: 1.5 } }),
+      undefined,
+      /valid/,
+    );
   });
 
   test("an invalid digest in a layer", () => {
@@ -234,7 +240,9 @@ describe("parseManifestDocument: rejections", () => {
 
   test("an invalid digest in the config", () => {
     rejects(
-      ociManifest({ config: { mediaType: MediaType.OciConfig, digest: `sha256:${"A".repeat(64)}`, size: 1 } }),
+      ociManifest({
+        config: { mediaType: MediaType.OciConfig, digest: `sha256:${"A".repeat(64)}`, size: 1 },
+      }),
       undefined,
       /not a valid digest/,
     );
@@ -258,7 +266,11 @@ describe("parseManifestDocument: rejections", () => {
   });
 
   test("an unsupported media type", () => {
-    rejects(ociManifest({ mediaType: "application/vnd.oci.artifact.manifest.v1+json" }), undefined, /not an image manifest or index/);
+    rejects(
+      ociManifest({ mediaType: "application/vnd.oci.artifact.manifest.v1+json" }),
+      undefined,
+      /not an image manifest or index/,
+    );
   });
 
   test("schemaVersion other than 2", () => {

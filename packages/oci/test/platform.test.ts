@@ -16,7 +16,11 @@ function digest(n: number): string {
   return `sha256:${n.toString(16).padStart(64, "0")}`;
 }
 
-function entry(n: number, platform?: Descriptor["platform"], annotations?: Record<string, string>): Descriptor {
+function entry(
+  n: number,
+  platform?: Descriptor["platform"],
+  annotations?: Record<string, string>,
+): Descriptor {
   return {
     mediaType: MediaType.OciManifest,
     digest: digest(n),
@@ -31,10 +35,14 @@ const index: ImageIndex = {
   schemaVersion: 2,
   mediaType: MediaType.OciIndex,
   manifests: [
-    entry(100, { os: "unknown", architecture: "unknown" }, {
-      "vnd.docker.reference.type": "attestation-manifest",
-      "vnd.docker.reference.digest": digest(4),
-    }),
+    entry(
+      100,
+      { os: "unknown", architecture: "unknown" },
+      {
+        "vnd.docker.reference.type": "attestation-manifest",
+        "vnd.docker.reference.digest": digest(4),
+      },
+    ),
     entry(101, { os: "unknown", architecture: "unknown" }),
     entry(1, { os: "linux", architecture: "arm", variant: "v6" }),
     entry(2, { os: "linux", architecture: "arm", variant: "v7" }),
@@ -56,7 +64,9 @@ describe("parsePlatform", () => {
       assert.throws(
         () => parsePlatform(bad),
         (error: unknown) =>
-          error instanceof InvalidReferenceError && error.message.includes(`"${bad}"`) && error.hint !== undefined,
+          error instanceof InvalidReferenceError &&
+          error.message.includes(`"${bad}"`) &&
+          error.hint !== undefined,
       );
     });
   }
@@ -144,7 +154,10 @@ describe("selectPlatformManifest", () => {
   test("arm64 with no variant in the index matches linux/arm64/v8", () => {
     const plain: ImageIndex = {
       schemaVersion: 2,
-      manifests: [entry(4, { os: "linux", architecture: "amd64" }), entry(7, { os: "linux", architecture: "arm64" })],
+      manifests: [
+        entry(4, { os: "linux", architecture: "amd64" }),
+        entry(7, { os: "linux", architecture: "arm64" }),
+      ],
     };
     assert.equal(selectPlatformManifest(plain, parsePlatform("linux/arm64/v8"), "x").digest, digest(7));
   });
@@ -160,7 +173,11 @@ describe("selectPlatformManifest", () => {
     const tricky: ImageIndex = {
       schemaVersion: 2,
       manifests: [
-        entry(9, { os: "linux", architecture: "amd64" }, { "vnd.docker.reference.type": "attestation-manifest" }),
+        entry(
+          9,
+          { os: "linux", architecture: "amd64" },
+          { "vnd.docker.reference.type": "attestation-manifest" },
+        ),
         entry(4, { os: "linux", architecture: "amd64" }),
       ],
     };

@@ -84,10 +84,7 @@ describe("formatReference", () => {
 
   test("canonical strings", () => {
     assert.equal(formatReference(parseReference("ubuntu")), "docker.io/library/ubuntu:latest");
-    assert.equal(
-      formatReference(parseReference(`ubuntu:22.04@${D}`)),
-      `docker.io/library/ubuntu:22.04@${D}`,
-    );
+    assert.equal(formatReference(parseReference(`ubuntu:22.04@${D}`)), `docker.io/library/ubuntu:22.04@${D}`);
     assert.equal(formatReference(parseReference(`127.0.0.1:5000/x@${D}`)), `127.0.0.1:5000/x@${D}`);
     assert.equal(repositoryName(parseReference("user/repo:v1")), "docker.io/user/repo");
   });
@@ -99,7 +96,8 @@ describe("reference helpers", () => {
     assert.equal(manifestIdentifier(parseReference("a:1")), "1");
     assert.throws(
       () => manifestIdentifier(parseReference("a", { defaultTag: null })),
-      (error: unknown) => error instanceof InvalidReferenceError && /neither a tag nor a digest/.test(error.message),
+      (error: unknown) =>
+        error instanceof InvalidReferenceError && /neither a tag nor a digest/.test(error.message),
     );
   });
 
@@ -110,16 +108,22 @@ describe("reference helpers", () => {
 
   test("withIdentifier replaces tag and digest", () => {
     const ref = parseReference(`a/b:1@${D}`);
-    assert.deepEqual({ ...withIdentifier(ref, { digest: D2 as never }) }, {
-      registry: "docker.io",
-      repository: "a/b",
-      digest: D2,
-    });
-    assert.deepEqual({ ...withIdentifier(ref, { tag: "2" }) }, {
-      registry: "docker.io",
-      repository: "a/b",
-      tag: "2",
-    });
+    assert.deepEqual(
+      { ...withIdentifier(ref, { digest: D2 as never }) },
+      {
+        registry: "docker.io",
+        repository: "a/b",
+        digest: D2,
+      },
+    );
+    assert.deepEqual(
+      { ...withIdentifier(ref, { tag: "2" }) },
+      {
+        registry: "docker.io",
+        repository: "a/b",
+        tag: "2",
+      },
+    );
   });
 });
 
@@ -170,15 +174,11 @@ describe("invalid references", () => {
 
 describe("digest algorithms that collide with Object.prototype", () => {
   for (const input of ["ubuntu@constructor:abc", "ubuntu@toString:abc", "ubuntu@__proto__:abc"]) {
-    test(
-      `${input} is an InvalidReferenceError, not a TypeError`,
-      { todo: "bug: parseDigest looks the algorithm up on a plain object (digest.ts:16-17), so prototype keys reach pattern.test and throw TypeError" },
-      () => {
-        assert.throws(
-          () => parseReference(input),
-          (error: unknown) => error instanceof InvalidReferenceError && error.message.includes(input),
-        );
-      },
-    );
+    test(`${input} is an InvalidReferenceError, not a TypeError`, () => {
+      assert.throws(
+        () => parseReference(input),
+        (error: unknown) => error instanceof InvalidReferenceError && error.message.includes(input),
+      );
+    });
   }
 });

@@ -30,12 +30,16 @@ const LONG_AGO = new Date(Date.now() - 24 * 3600 * 1000);
 /** Writes config + one layer + manifest for `seed` and returns the manifest descriptor and blob digests. */
 async function writeImage(store: Store, seed: string) {
   const config = await store.layout.writeBytes(
-    Buffer.from(JSON.stringify({ architecture: "amd64", os: "linux", rootfs: { type: "layers", diff_ids: [] }, seed })),
+    Buffer.from(
+      JSON.stringify({ architecture: "amd64", os: "linux", rootfs: { type: "layers", diff_ids: [] }, seed }),
+    ),
     MediaType.OciConfig,
   );
   const layer = await store.layout.writeBytes(Buffer.from(`layer ${seed}`), MediaType.OciLayerGzip);
   const manifest = await store.layout.writeBytes(
-    Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MediaType.OciManifest, config, layers: [layer] })),
+    Buffer.from(
+      JSON.stringify({ schemaVersion: 2, mediaType: MediaType.OciManifest, config, layers: [layer] }),
+    ),
     MediaType.OciManifest,
   );
   return { manifest, blobs: [manifest.digest, config.digest, layer.digest], config, layer };
@@ -62,7 +66,7 @@ describe("Store.open", () => {
     const store = await Store.open(root);
     assert.equal(store.root, root);
     assert.equal(store.layout.root, root);
-    assert.equal(((await stat(root)).mode & 0o777) & 0o077, 0, "the store is private to the user");
+    assert.equal((await stat(root)).mode & 0o777 & 0o077, 0, "the store is private to the user");
     assert.deepEqual((await store.layout.readIndex()).manifests, []);
     assert.deepEqual(await store.list(), []);
     // Opening it again works and sees the same content.
@@ -163,7 +167,10 @@ describe("prune", () => {
     assert.ok(leases[0]?.startsWith(`${process.pid}-`));
 
     // A pull in progress writes a blob that no index entry references yet.
-    const fresh = await store.layout.writeBytes(Buffer.from("fresh, pull in progress"), MediaType.OciLayerGzip);
+    const fresh = await store.layout.writeBytes(
+      Buffer.from("fresh, pull in progress"),
+      MediaType.OciLayerGzip,
+    );
 
     const during = await store.prune();
     assert.equal(during.removed, 1);
