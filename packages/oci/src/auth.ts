@@ -196,6 +196,11 @@ export function dockerConfigCredentials(options: { configDir?: string } = {}): C
   };
 }
 
+/** The `credHelpers` entry for a registry, matched after normalising keys as reading does. */
+function helperFor(config: DockerConfigFile, registry: string): string | undefined {
+  return Object.entries(config.credHelpers ?? {}).find(([k]) => normaliseConfigKey(k) === registry)?.[1];
+}
+
 async function writeDockerConfig(path: string, config: DockerConfigFile): Promise<void> {
   await mkdir(dirname(path), { recursive: true, mode: 0o700 });
   const temp = `${path}.${process.pid}.tmp`;
@@ -215,7 +220,7 @@ export async function saveDockerCredentials(
   const path = join(options.configDir ?? dockerConfigDir(), "config.json");
   const config = await readDockerConfig(path);
   const key = dockerConfigKey(registry);
-  const helper = config.credHelpers?.[key] ?? config.credHelpers?.[registry] ?? config.credsStore;
+  const helper = helperFor(config, registry) ?? config.credsStore;
   if (helper !== undefined && helper !== "") {
     const result = await runCredentialHelper(
       helper,
@@ -250,7 +255,7 @@ export async function removeDockerCredentials(
   const entries = Object.entries(config.auths ?? {});
   const kept = entries.filter(([k]) => normaliseConfigKey(k) !== registry);
   let removed = kept.length !== entries.length;
-  const helper = config.credHelpers?.[key] ?? config.credHelpers?.[registry] ?? config.credsStore;
+  const helper = helperFor(config, registry) ?? config.credsStore;
   if (helper !== undefined && helper !== "") {
     const result = await runCredentialHelper(helper, "erase", key);
     if (result.code === 0) removed = true;

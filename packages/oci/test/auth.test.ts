@@ -350,6 +350,25 @@ describe("saveDockerCredentials / removeDockerCredentials", () => {
     });
   });
 
+  for (const helperKey of ["http://127.0.0.1:5000", "https://127.0.0.1:5000/v2/"]) {
+    test(`a credHelpers entry keyed ${helperKey} is used when saving, as it is when reading`, async (t) => {
+      const { log } = await installHelper(t, {});
+      const dir = await tempDir(t);
+      await writeConfig(dir, { credHelpers: { [helperKey]: "testhelper" } });
+      const where = await saveDockerCredentials(
+        "127.0.0.1:5000",
+        { username: "u", password: "p" },
+        { configDir: dir },
+      );
+      assert.equal(where, "docker-credential-testhelper");
+      assert.ok((await helperCalls(log)).some((line) => line.startsWith("store ")));
+      const saved = await readFile(join(dir, "config.json"), "utf8");
+      assert.ok(!saved.includes(b64("u:p")), "the password must not be stored in clear");
+      await removeDockerCredentials("127.0.0.1:5000", { configDir: dir });
+      assert.ok((await helperCalls(log)).includes("erase 127.0.0.1:5000"), "logout erases from the helper");
+    });
+  }
+
   test("with a credsStore the secret goes to the helper and auths gets an empty entry", async (t) => {
     const { log } = await installHelper(t, {});
     const dir = await tempDir(t);

@@ -4,7 +4,13 @@ import type { AddressInfo } from "node:net";
 import { Readable } from "node:stream";
 import { describe, type TestContext, test } from "node:test";
 import { staticCredentials } from "../src/auth.js";
-import { AuthenticationError, NotFoundError, RegistryError, SizeLimitError } from "../src/errors.js";
+import {
+  AuthenticationError,
+  NotFoundError,
+  RegistryError,
+  SizeLimitError,
+  UnsafeRedirectError,
+} from "../src/errors.js";
 import {
   DEFAULT_LIMITS,
   drain,
@@ -152,7 +158,7 @@ describe("readBody and drain", () => {
   });
 });
 
-describe("Transport against an in-process registry", () => {
+describe("Transport against an in-process registry", { timeout: 15_000 }, () => {
   test("falls back to plain HTTP for 127.0.0.1 and remembers the origin", async (t) => {
     const server = await startServer(t, (req, res) => {
       if (req.url === "/v2/") return json(res, 200, {});
@@ -520,6 +526,60 @@ describe("Transport against an in-process registry", () => {
       assert.equal(tokenRequests.length, 2, "exactly one refresh");
       assert.equal(requestsTo(server.seen, "/v2/a/b/manifests/9").length - before, 2);
     });
+  });
+
+  test("a plain-HTTP token realm on another host is refused before any credentials are sent", async (t) => {
+    const registry = await startServer(t, (_req, res) => {
+      res.writeHead(401, {
+        "www-authenticate": 'Bearer realm="http://auth.example.invalid/token",service="svc"',
+      });
+      res.end();
+    });
+    const transport = newTransport(t, {
+      credentials: staticCredentials({ [registry.host]: { username: "u", password: "secret" } }),
+    });
+    await assert.rejects(
+      transport.request(registry.host, {
+        method: "GET",
+        path: "/v2/a/manifests/1",
+        expect: [200],
+        what: "m",
+      }),
+      (error: unknown) =>
+        error instanceof UnsafeRedirectError &&
+        error.code === "UNSAFE_REDIRECT" &&
+        /plain-HTTP token realm \(auth\.example\.invalid\)/.test(error.message),
+    );
+    assert.deepEqual(
+      registry.seen.map((s) => s.url),
+      ["/v2/"],
+      "nothing but the ping was sent",
+    );
+  });
+
+  test("a token server refusing the request is an AuthenticationError", async (t) => {
+    let realm = "";
+    const registry = await startServer(t, (req, res) => {
+      if (req.url?.startsWith("/token")) {
+        res.writeHead(401);
+        return res.end();
+      }
+      res.writeHead(401, { "www-authenticate": `Bearer realm="${realm}",service="svc"` });
+      res.end();
+    });
+    realm = `http://${registry.host}/token`;
+    const transport = newTransport(t);
+    await assert.rejects(
+      transport.request(registry.host, {
+        method: "GET",
+        path: "/v2/a/manifests/1",
+        scopes: ["repository:a:pull"],
+        expect: [200],
+        what: "m",
+      }),
+      (error: unknown) =>
+        error instanceof AuthenticationError && /no credentials are saved/.test(error.message),
+    );
   });
 
   test("404 with a registry error document is a NotFoundError naming the error code", async (t) => {
