@@ -9,6 +9,7 @@ import {
   type OciLayout,
   ociLayout,
   PlatformNotFoundError,
+  parseReference,
   pull,
   push,
   RegistryClient,
@@ -153,7 +154,6 @@ describe("anonymous registry", () => {
     await pushLayoutImage(source, image.descriptor, ref, { chunkSize: 64 * 1024 });
     const client = new RegistryClient(new Transport());
     t.after(() => client.transport.close());
-    const { parseReference } = await import("@locald/oci");
     const other = parseReference(`${registry.host}/mounted/app:1`);
     const layer = image.layers[1]?.descriptor as Descriptor;
     const outcome = await client.uploadBlob(other, layer, () => source.openBlob(layer), {
@@ -247,7 +247,6 @@ describe("token auth registry", () => {
       platform: "linux/amd64",
     });
     assert.equal(again.digest, image.descriptor.digest);
-    void other;
   });
 
   test("wrong password at the token server is an AuthenticationError without the secret", async (t) => {
@@ -274,7 +273,6 @@ describe("token auth registry", () => {
     await pushLayoutImage(source, image.descriptor, `${registry.host}/refresh/app:1`, { credentials });
     const client = new RegistryClient(new Transport({ credentials }));
     t.after(() => client.transport.close());
-    const { parseReference } = await import("@locald/oci");
     tokens.staleTokensNext = 1;
     tokens.requests.length = 0;
     // First call gets a stale token (401 from the registry) and must refresh it.

@@ -14,12 +14,11 @@ import {
 } from "./digest.js";
 import { LayoutError, NotFoundError, OciError } from "./errors.js";
 import { writeFileAtomic, writeVerified } from "./files.js";
-import { compileSchema, type Descriptor, type ImageIndex, ImageIndexSchema } from "./manifest.js";
+import { checkIndex, type Descriptor, type ImageIndex } from "./manifest.js";
 import { MediaType } from "./media-types.js";
 
 export const REF_NAME_ANNOTATION = "org.opencontainers.image.ref.name";
 const LAYOUT_VERSION = "1.0.0";
-const checkIndex = compileSchema(ImageIndexSchema);
 
 /**
  * An OCI image layout directory (`oci-layout`, `index.json`, `blobs/<alg>/<hex>`), readable and

@@ -64,7 +64,8 @@ export function compileSchema<T extends TSchema>(schema: T): (value: unknown) =>
 }
 
 const checkManifest = compileSchema(ImageManifestSchema);
-const checkIndex = compileSchema(ImageIndexSchema);
+/** Schema check of an image index, compiled once and shared (layouts read index.json with it). */
+export const checkIndex = compileSchema(ImageIndexSchema);
 
 function isObject(value: unknown): value is Record<string, unknown> {
   return typeof value === "object" && value !== null && !Array.isArray(value);

@@ -253,9 +253,7 @@ export class Transport {
   /** `GET /v2/` once per registry: proves the scheme and learns the auth challenge up front. */
   private async ping(registry: string, origin: string): Promise<void> {
     const url = new URL(`${origin}/v2/`);
-    const response = await this.withRetries(url.toString(), registry, () =>
-      this.send(url, "GET", {}, undefined),
-    );
+    const response = await this.withRetries(url.toString(), () => this.send(url, "GET", {}, undefined));
     await this.rememberChallenge(registry, response);
     await drain(response.body);
   }
@@ -307,7 +305,6 @@ export class Transport {
   /** Retries network errors, 5xx and 429 with exponential backoff, honouring `Retry-After`. */
   private async withRetries(
     what: string,
-    _registry: string,
     attempt: () => Promise<RegistryResponse>,
   ): Promise<RegistryResponse> {
     for (let n = 0; ; n++) {
@@ -429,7 +426,7 @@ export class Transport {
       });
       if (service !== undefined) form.set("service", service);
       if (allScopes.length > 0) form.set("scope", allScopes.join(" "));
-      response = await this.withRetries(realm.origin, registry, () =>
+      response = await this.withRetries(realm.origin, () =>
         this.send(
           realm,
           "POST",
@@ -445,9 +442,7 @@ export class Transport {
       if (credentials?.username !== undefined && credentials.password !== undefined) {
         headers.authorization = `Basic ${Buffer.from(`${credentials.username}:${credentials.password}`).toString("base64")}`;
       }
-      response = await this.withRetries(realm.origin, registry, () =>
-        this.send(url, "GET", headers, undefined),
-      );
+      response = await this.withRetries(realm.origin, () => this.send(url, "GET", headers, undefined));
     }
     if (response.status === 401 || response.status === 403) {
       await drain(response.body);
@@ -541,7 +536,7 @@ export class Transport {
     let refreshed = false;
     for (;;) {
       const sentAuthorization = authorization;
-      const response = await this.withRetries(url.toString(), registry, () =>
+      const response = await this.withRetries(url.toString(), () =>
         this.sendFollowing(url, origin, request, sentAuthorization),
       );
       // A request sent without credentials learns the challenge once; one whose credentials
