@@ -25,4 +25,5 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$hash" ]; then
   echo "$hash" > "$stamp"
 fi
 
-npx tsc -b
+node_modules/.bin/tsc -b
+node scripts/bundle.mjs

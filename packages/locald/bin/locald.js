@@ -1,4 +1,5 @@
 #!/usr/bin/env node
-import { main } from "../dist/src/main.js";
+// The bundle built by scripts/bundle.mjs; see there for why.
+import { main } from "../dist/locald.mjs";
 
 process.exitCode = await main(process.argv.slice(2));

@@ -1,6 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { createWriteStream } from "node:fs";
-import { mkdir, rename, rm, writeFile } from "node:fs/promises";
+import { mkdir, open, rename, rm, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
@@ -15,11 +15,25 @@ export function tempName(dir: string): string {
   return join(dir, `${process.pid}-${randomBytes(6).toString("hex")}.tmp`);
 }
 
+/**
+ * Flushes a finished temp file before it is renamed into place: blobs found present are trusted
+ * without re-hashing, so after a crash a named blob must never be a zero-filled one.
+ */
+async function syncFile(path: string): Promise<void> {
+  const handle = await open(path, "r+");
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
 export async function writeFileAtomic(path: string, data: string | Uint8Array, mode = 0o644): Promise<void> {
   await mkdir(dirname(path), { recursive: true });
   const temp = tempName(dirname(path));
   try {
     await writeFile(temp, data, { mode });
+    await syncFile(temp);
     await rename(temp, path);
   } catch (error) {
     await rm(temp, { force: true });
@@ -63,6 +77,7 @@ export async function writeVerified(
       createWriteStream(temp, { mode: 0o644 }),
     );
     verifier.finish();
+    await syncFile(temp);
     await rename(temp, path);
   } catch (error) {
     await rm(temp, { force: true });

@@ -56,8 +56,10 @@ export type ManifestDocument =
 
 /** Compiles a schema into a checker that reports the first few problems as readable text. */
 export function compileSchema<T extends TSchema>(schema: T): (value: unknown) => string[] {
-  const compiled = TypeCompiler.Compile(schema);
+  // Compiled on first use: start-up is most of a warm re-pull, which may validate nothing.
+  let compiled: ReturnType<typeof TypeCompiler.Compile<T>> | undefined;
   return (value) => {
+    compiled ??= TypeCompiler.Compile(schema);
     if (compiled.Check(value)) return [];
     return [...compiled.Errors(value)].slice(0, 3).map((e) => `${e.path || "/"}: ${e.message}`);
   };

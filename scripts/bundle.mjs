@@ -1,0 +1,18 @@
+// Bundles the CLI into one ES module. Start-up is most of a warm re-pull, and resolving and reading
+// a couple of hundred module files costs Node about as much as running them.
+import { build } from "esbuild";
+
+await build({
+  entryPoints: ["packages/locald/dist/src/main.js"],
+  outfile: "packages/locald/dist/locald.mjs",
+  bundle: true,
+  platform: "node",
+  target: "node20",
+  format: "esm",
+  sourcemap: "linked",
+  logLevel: "warning",
+  // Bundled CommonJS dependencies (undici, commander) call require() for Node built-ins.
+  banner: {
+    js: "import { createRequire as __localdRequire } from 'node:module'; const require = __localdRequire(import.meta.url);",
+  },
+});
