@@ -2,9 +2,7 @@
 // a couple of hundred module files costs Node about as much as running them.
 import { build } from "esbuild";
 
-await build({
-  entryPoints: ["packages/locald/dist/src/main.js"],
-  outfile: "packages/locald/dist/locald.mjs",
+const common = {
   bundle: true,
   platform: "node",
   target: "node20",
@@ -15,4 +13,16 @@ await build({
   banner: {
     js: "import { createRequire as __localdRequire } from 'node:module'; const require = __localdRequire(import.meta.url);",
   },
+};
+
+await build({
+  ...common,
+  entryPoints: ["packages/locald/dist/src/main.js"],
+  outfile: "packages/locald/dist/locald.mjs",
+});
+// The unpack worker is loaded by URL, relative to the module that starts it: beside the bundle.
+await build({
+  ...common,
+  entryPoints: ["packages/oci/dist/src/unpack-worker.js"],
+  outfile: "packages/locald/dist/unpack-worker.js",
 });

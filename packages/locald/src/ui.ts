@@ -1,4 +1,4 @@
-import type { CopyEvent } from "@locald/oci";
+import type { UnpackEvent } from "@locald/oci";
 import { OciError } from "@locald/oci";
 
 export interface Output {
@@ -42,7 +42,7 @@ export class ProgressRenderer {
     this.tty = stream.isTTY === true;
   }
 
-  readonly onEvent = (event: CopyEvent): void => {
+  readonly onEvent = (event: UnpackEvent): void => {
     switch (event.type) {
       case "resolved":
         this.plain(`${this.verb} ${event.source}${event.platform ? ` (${event.platform})` : ""}`);
@@ -67,7 +67,14 @@ export class ProgressRenderer {
         if (!event.cached)
           this.set(event.digest, this.verb === "Pulling" ? "Download complete" : "Pushed", true);
         break;
+      case "unpack-layer":
+        this.set(event.digest, "Extracted", true);
+        break;
+      case "unpack-cached":
+        this.plain(`Unpacked root found in the cache (${short(event.chainId)}): copying it`);
+        break;
       case "manifest":
+      case "plan":
         break;
     }
   };

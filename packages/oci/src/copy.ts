@@ -54,7 +54,9 @@ export type CopyEvent =
   | { type: "blob-start"; digest: string; size: number; role: "config" | "layer"; cached: boolean }
   | { type: "blob-progress"; digest: string; size: number; bytes: number }
   | { type: "blob-done"; digest: string; size: number; cached: boolean }
-  | { type: "manifest"; digest: string };
+  | { type: "manifest"; digest: string }
+  /** An image manifest's blobs are about to be copied: config first, then layers in parallel. */
+  | { type: "plan"; manifest: Descriptor; config: Descriptor; layers: readonly Descriptor[] };
 
 export interface CopyOptions {
   /** One platform (default: the host's) or every manifest of an index. */
@@ -215,6 +217,7 @@ export async function copyImage(
       }
     } else {
       const { config, layers } = document.manifest;
+      emit({ type: "plan", manifest: descriptor, config, layers });
       const unique = [...new Map(layers.map((layer) => [layer.digest, layer])).values()].filter(
         (layer) => layer.digest !== config.digest,
       );

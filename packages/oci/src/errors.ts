@@ -91,3 +91,18 @@ export class StoreError extends OciError {
 export class LayoutError extends OciError {
   readonly code = "LAYOUT";
 }
+
+/** A layer entry that would escape or replace the root filesystem it is applied to. */
+export class UnsafeLayerError extends OciError {
+  readonly code = "UNSAFE_LAYER";
+}
+
+/** A layer that is not a valid changeset: a corrupt archive, a hardlink to nothing, a bad whiteout. */
+export class InvalidLayerError extends OciError {
+  readonly code = "INVALID_LAYER";
+}
+
+/** Applying a layer failed on the host filesystem (permissions, space). */
+export class UnpackError extends OciError {
+  readonly code = "UNPACK";
+}

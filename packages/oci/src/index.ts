@@ -14,3 +14,4 @@ export * from "./reference.js";
 export * from "./registry.js";
 export * from "./store.js";
 export * from "./transport.js";
+export * from "./unpack.js";

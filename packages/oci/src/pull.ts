@@ -1,16 +1,19 @@
 import { type ClientOptions, clientFor } from "./client.js";
-import { type CopyEvent, copyImage, layoutTarget, registrySource, storeTarget } from "./copy.js";
+import { copyImage, layoutTarget, registrySource, storeTarget } from "./copy.js";
 import type { Digest } from "./digest.js";
+import { PlatformNotFoundError } from "./errors.js";
 import { OciLayout } from "./layout.js";
 import type { Descriptor } from "./manifest.js";
 import { hostPlatform, type Platform, parsePlatform } from "./platform.js";
 import { formatReference, parseReference, type Reference } from "./reference.js";
 import { Store } from "./store.js";
+import { type UnpackEvent, unpackImage } from "./unpack.js";
 
 /** Where `pull` puts an image. */
 export type Destination =
   | { readonly kind: "store"; readonly store?: Store }
-  | { readonly kind: "layout"; readonly dir: string; readonly name?: string };
+  | { readonly kind: "layout"; readonly dir: string; readonly name?: string }
+  | { readonly kind: "directory"; readonly dir: string; readonly paths?: readonly string[] };
 
 /** The local image store (default `$LOCALD_HOME/store`). */
 export function store(instance?: Store): Destination {
@@ -22,13 +25,21 @@ export function ociLayout(dir: string, options: { name?: string } = {}): Destina
   return { kind: "layout", dir, ...(options.name === undefined ? {} : { name: options.name }) };
 }
 
+/**
+ * A root filesystem written into `dir` (new or empty), optionally only some subtrees; the image
+ * goes through the store, and unpacked roots are cached (see `unpackImage`).
+ */
+export function directory(dir: string, options: { paths?: readonly string[] } = {}): Destination {
+  return { kind: "directory", dir, ...(options.paths === undefined ? {} : { paths: options.paths }) };
+}
+
 export interface PullOptions extends ClientOptions {
   to?: Destination;
   /** `os/arch[/variant]`, a Platform, or "all" to keep every platform of an index. Default: the host. */
   platform?: string | Platform | "all";
   /** Blobs downloaded at once (default 4). */
   concurrency?: number;
-  onEvent?: (event: CopyEvent) => void;
+  onEvent?: (event: UnpackEvent) => void;
 }
 
 export interface PullResult {
@@ -57,6 +68,25 @@ export async function pull(reference: string | Reference, options: PullOptions =
   const ref = typeof reference === "string" ? parseReference(reference) : reference;
   const platform = platformOption(options.platform);
   const destination = options.to ?? store();
+  if (destination.kind === "directory") {
+    if (options.platform === "all")
+      throw new PlatformNotFoundError('A root filesystem is for one platform; pick one instead of "all".');
+    const { to: _to, platform: _platform, ...rest } = options;
+    const result = await unpackImage(ref, destination.dir, {
+      ...rest,
+      ...(options.platform !== undefined && options.platform !== "all" ? { platform: options.platform } : {}),
+      ...(destination.paths ? { paths: destination.paths } : {}),
+    });
+    return {
+      reference: ref,
+      descriptor: result.descriptor,
+      digest: result.digest,
+      sourceDigest: result.sourceDigest,
+      platform: result.platform,
+      upToDate: result.upToDate,
+      bytesTransferred: result.bytesTransferred,
+    };
+  }
   const { client, owned } = clientFor(options);
   try {
     const source = registrySource(client, ref);

@@ -17,10 +17,11 @@ import {
   push,
   Store,
   selectPlatformManifest,
+  unpackImage,
   verifyBytes,
   withIdentifier,
 } from "@locald/oci";
-import type { Command } from "commander";
+import { type Command, InvalidArgumentError } from "commander";
 import { clientOptions, type GlobalFlags } from "../options.js";
 import { formatBytes, type Output, ProgressRenderer } from "../ui.js";
 
@@ -75,6 +76,71 @@ export function registerImageCommands(program: Command, context: CommandContext)
             `Digest: ${result.digest}\n${result.upToDate ? "Up to date" : "Pulled"}: ${name}${opts.layout ? ` → ${opts.layout}` : ""}\n`,
           );
         }
+      },
+    );
+
+  image
+    .command("unpack")
+    .description("Write an image's root filesystem into a directory (pulling the image if needed)")
+    .argument("<ref>", "image reference")
+    .argument("<dir>", "target directory; created, or empty")
+    .option(
+      "--path <path>",
+      "only this subtree of the image, e.g. /cnb (repeatable)",
+      (value: string, previous: string[]) => [...previous, value],
+      [] as string[],
+    )
+    .option("--platform <os/arch[/variant]>", "platform to unpack from a multi-platform image")
+    .option("--max-bytes <n>", "refuse images that unpack to more bytes than this", positiveInteger)
+    .option("--max-entries <n>", "refuse images with more archive entries than this", positiveInteger)
+    .option("--no-cache", "extract again even if this image was unpacked before")
+    .option("-q, --quiet", "print only the target directory")
+    .option("--json", "print the result as JSON")
+    .action(
+      async (
+        ref: string,
+        dir: string,
+        opts: {
+          path: string[];
+          platform?: string;
+          maxBytes?: number;
+          maxEntries?: number;
+          cache: boolean;
+          quiet?: boolean;
+          json?: boolean;
+        },
+      ) => {
+        const renderer = opts.quiet || opts.json ? undefined : new ProgressRenderer(output.stderr, "Pulling");
+        const result = await unpackImage(ref, dir, {
+          ...clientOptions(context.flags(), log(output)),
+          ...(opts.platform ? { platform: opts.platform } : {}),
+          ...(opts.path.length > 0 ? { paths: opts.path } : {}),
+          unpackLimits: {
+            ...(opts.maxBytes ? { maxBytes: opts.maxBytes } : {}),
+            ...(opts.maxEntries ? { maxEntries: opts.maxEntries } : {}),
+          },
+          ...(opts.cache ? {} : { cacheDir: false as const }),
+          ...(renderer ? { onEvent: renderer.onEvent } : {}),
+        });
+        renderer?.finish();
+        const { report } = result;
+        if (opts.json) {
+          output.stdout.write(
+            `${JSON.stringify({ reference: formatReference(result.reference), digest: result.digest, dir: result.dir, cached: result.cached, entries: report.entries, bytes: report.bytes, ownershipSkipped: report.ownershipSkipped, skipped: report.skipped })}\n`,
+          );
+          return;
+        }
+        if (opts.quiet) {
+          output.stdout.write(`${result.dir}\n`);
+          return;
+        }
+        for (const skipped of report.skipped)
+          output.stderr.write(`Skipped ${skipped.path}: ${skipped.reason}\n`);
+        output.stdout.write(
+          `Unpacked ${formatReference(result.reference)} (${result.digest}) into ${result.dir}: ${report.entries} entries, ${formatBytes(report.bytes)}${result.cached ? ", from the cache" : ""}\n`,
+        );
+        if (report.ownershipSkipped)
+          output.stderr.write("Not running as root: file ownership from the image was not applied.\n");
       },
     );
 
@@ -301,4 +367,11 @@ async function inspectImage(
   } finally {
     if (owned) await client.transport.close();
   }
+}
+
+function positiveInteger(value: string): number {
+  const number = Number(value);
+  if (!Number.isSafeInteger(number) || number <= 0)
+    throw new InvalidArgumentError("expected a positive whole number");
+  return number;
 }

@@ -1,0 +1,396 @@
+import {
+  closeSync,
+  constants,
+  fchmodSync,
+  fchownSync,
+  futimesSync,
+  lchownSync,
+  linkSync,
+  lstatSync,
+  lutimesSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readlinkSync,
+  realpathSync,
+  rmSync,
+  type Stats,
+  symlinkSync,
+  unlinkSync,
+  write,
+} from "node:fs";
+import { join } from "node:path";
+import { InvalidLayerError, UnsafeLayerError } from "./errors.js";
+
+/**
+ * The one place where the unpacker touches the filesystem. Every path is resolved component by
+ * component against what is on disk now (no cache that a later entry could poison), symlinks are
+ * followed only as if the root were `/`, and the final component is never followed: metadata is
+ * set through file descriptors or l* calls. Calls are synchronous on purpose: they run on the
+ * unpack worker thread, where a libuv round trip per syscall would cost more than the syscall.
+ */
+
+/** Linux's own limit on symlinks followed while resolving one path. */
+const MAX_SYMLINK_HOPS = 40;
+/** Linux PATH_MAX, including the terminating NUL. */
+const PATH_MAX = 4096;
+const NAME_MAX = 255;
+
+export type EntryPath = readonly string[];
+
+/**
+ * The components of a layer entry name inside the root: leading `/` and `./` dropped, `.`
+ * removed, `..` applied lexically. A name that climbs above the root is refused: the archive
+ * was made to escape, and no honest tool writes one.
+ */
+export function entryPath(name: string): EntryPath {
+  const parts: string[] = [];
+  for (const part of name.split("/")) {
+    if (part === "" || part === ".") continue;
+    if (part === "..") {
+      if (parts.length === 0)
+        throw new UnsafeLayerError(`Layer entry "${printable(name)}" climbs out of the root with "..".`);
+      parts.pop();
+      continue;
+    }
+    if (part.length > NAME_MAX)
+      throw new InvalidLayerError(
+        `Layer entry "${printable(name).slice(0, 80)}…" has a name component longer than ${NAME_MAX} bytes.`,
+      );
+    parts.push(part);
+  }
+  return parts;
+}
+
+export function formatEntryPath(path: EntryPath): string {
+  return `/${path.join("/")}`;
+}
+
+/** Names in error messages come from archives: keep them short and free of control characters. */
+export function printable(name: string): string {
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: replacing control characters is the point
+  const clean = name.replace(/[\u0000-\u001f\u007f]/g, "?");
+  return clean.length > 200 ? `${clean.slice(0, 200)}…` : clean;
+}
+
+function lstatOrUndefined(path: string): Stats | undefined {
+  try {
+    return lstatSync(path);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === "ENOENT") return undefined;
+    throw error;
+  }
+}
+
+export interface Ownership {
+  uid: number;
+  gid: number;
+}
+
+export interface EntryTimes {
+  mtime: Date;
+}
+
+/** A directory whose mode and mtime are applied at the end: children change mtimes, and a
+ * read-only directory must stay writable while its layer is still being applied. */
+interface DeferredDirectory {
+  mode: number;
+  mtime: Date;
+}
+
+export class RootFs {
+  private readonly deferred = new Map<string, DeferredDirectory>();
+
+  readonly root: string;
+
+  /**
+   * @param root an existing directory; it is never replaced or re-moded.
+   * @param owner whether ownership is applied (only root can).
+   */
+  constructor(
+    root: string,
+    private readonly owner: boolean,
+  ) {
+    // The real path, so that a symlink above the root does not defeat the realpath fast path.
+    this.root = realpathSync.native(root);
+    if (this.root.length + 2 >= PATH_MAX)
+      throw new InvalidLayerError(`The unpack target ${root} is too long.`);
+  }
+
+  /**
+   * Resolves `path`'s parent directory inside the root, following symlinks as if the root were
+   * `/`. Missing directories are created (0755, as docker and umoci do) when `create` is set,
+   * else the result is undefined. Returns a host path whose every component is a real directory.
+   */
+  parentDirectory(path: EntryPath, create: boolean): string | undefined {
+    return this.resolveDirectory(path.slice(0, -1), create, path);
+  }
+
+  /** Host path of a directory inside the root, symlinks followed inside the root. */
+  resolveDirectory(
+    components: EntryPath,
+    create: boolean,
+    forEntry: EntryPath = components,
+  ): string | undefined {
+    const direct = this.realDirectory(components);
+    if (direct !== undefined) return direct;
+    const pending = [...components].reverse();
+    const resolved: string[] = [];
+    let hops = 0;
+    while (pending.length > 0) {
+      const part = pending.pop() as string;
+      if (part === "" || part === ".") continue;
+      if (part === "..") {
+        resolved.pop();
+        continue;
+      }
+      const host = join(this.root, ...resolved, part);
+      this.checkLength(host, forEntry);
+      const info = lstatOrUndefined(host);
+      if (info === undefined) {
+        if (!create) return undefined;
+        mkdirSync(host, { mode: 0o755 });
+        resolved.push(part);
+        continue;
+      }
+      if (info.isSymbolicLink()) {
+        if (++hops > MAX_SYMLINK_HOPS)
+          throw new InvalidLayerError(
+            `Layer entry "${formatEntryPath(forEntry)}" goes through more than ${MAX_SYMLINK_HOPS} symlinks.`,
+          );
+        const target = readlinkSync(host);
+        // An absolute target means the root of the image, never the host's `/`.
+        if (target.startsWith("/")) resolved.length = 0;
+        for (const next of target.split("/").reverse()) pending.push(next);
+        continue;
+      }
+      if (!info.isDirectory()) {
+        if (!create) return undefined;
+        throw new InvalidLayerError(
+          `Layer entry "${formatEntryPath(forEntry)}" needs ${formatEntryPath([...resolved, part])} to be a directory, but an earlier entry made it a file.`,
+        );
+      }
+      resolved.push(part);
+    }
+    return join(this.root, ...resolved);
+  }
+
+  /**
+   * The common case in one call: realpath(3) walks the components on disk, and a result equal to
+   * the lexical path proves there is no symlink on the way and every component is a directory.
+   * Anything else (missing parts, symlinks, files) takes the component-by-component walk.
+   */
+  private realDirectory(components: EntryPath): string | undefined {
+    if (components.some((part) => part === ".." || part === "." || part === "")) return undefined;
+    const lexical = components.length === 0 ? this.root : join(this.root, ...components);
+    try {
+      return realpathSync.native(`${lexical}/`) === lexical ? lexical : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** Host path of `path` with its parent resolved (and created); the last component is not followed. */
+  slot(path: EntryPath): string {
+    if (path.length === 0)
+      throw new UnsafeLayerError("A layer entry tries to replace the root directory itself.");
+    const parent = this.parentDirectory(path, true) as string;
+    const host = join(parent, path[path.length - 1] as string);
+    this.checkLength(host, path);
+    return host;
+  }
+
+  private checkLength(host: string, path: EntryPath): void {
+    if (host.length >= PATH_MAX)
+      throw new InvalidLayerError(
+        `Layer entry "${printable(formatEntryPath(path)).slice(0, 80)}…" is longer than the ${PATH_MAX}-byte path limit.`,
+      );
+  }
+
+  /** Clears the slot for a new non-directory entry: whatever is there (a tree, too) is removed. */
+  private clear(host: string, key: string): void {
+    const info = lstatOrUndefined(host);
+    if (info === undefined) return;
+    if (info.isDirectory()) {
+      this.forgetDeferred(key);
+      rmSync(host, { recursive: true, force: true });
+    } else unlinkSync(host);
+  }
+
+  private forgetDeferred(key: string): void {
+    const prefix = `${key}/`;
+    for (const deferred of this.deferred.keys())
+      if (deferred === key || deferred.startsWith(prefix)) this.deferred.delete(deferred);
+  }
+
+  private chown(host: string, owner: Ownership): void {
+    if (this.owner) lchownSync(host, owner.uid, owner.gid);
+  }
+
+  /** Opens a new regular file for writing; the caller writes, then calls `finishFile`. */
+  createFile(path: EntryPath): number {
+    const host = this.slot(path);
+    this.clear(host, path.join("/"));
+    // O_EXCL|O_NOFOLLOW: nothing can sit in the slot, and nothing planted there is followed.
+    return openSync(
+      host,
+      constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW,
+      0o600,
+    );
+  }
+
+  /** Writes `chunk` at `position` on the thread pool (pwrite: chunks may land in any order). */
+  writeAt(fd: number, chunk: Uint8Array, position: number, done: (error: Error | null) => void): void {
+    const from = (offset: number): void => {
+      write(fd, chunk, offset, chunk.length - offset, position + offset, (error, bytes) => {
+        if (error) done(error);
+        else if (offset + bytes < chunk.length) from(offset + bytes);
+        else done(null);
+      });
+    };
+    from(0);
+  }
+
+  /** Closes a file whose data did not arrive; the failed unpack is discarded as a whole. */
+  abandonFile(fd: number): void {
+    try {
+      closeSync(fd);
+    } catch {
+      // Already closed: nothing left to release.
+    }
+  }
+
+  finishFile(fd: number, mode: number, owner: Ownership, times: EntryTimes): void {
+    try {
+      // chown before chmod: chown clears setuid/setgid bits.
+      if (this.owner) fchownSync(fd, owner.uid, owner.gid);
+      fchmodSync(fd, mode & 0o7777);
+      futimesSync(fd, times.mtime, times.mtime);
+    } finally {
+      closeSync(fd);
+    }
+  }
+
+  /** A directory entry: created if missing, replacing a non-directory; metadata updated if present. */
+  directory(path: EntryPath, mode: number, owner: Ownership, times: EntryTimes): void {
+    if (path.length === 0) return; // The root keeps its own type, mode and owner.
+    const host = this.slot(path);
+    const info = lstatOrUndefined(host);
+    if (info !== undefined && !info.isDirectory()) unlinkSync(host);
+    if (info === undefined || !info.isDirectory()) mkdirSync(host, { mode: 0o700 });
+    this.chown(host, owner);
+    this.deferred.set(path.join("/"), { mode: mode & 0o7777, mtime: times.mtime });
+  }
+
+  symlink(path: EntryPath, target: string, owner: Ownership, times: EntryTimes): void {
+    const host = this.slot(path);
+    this.clear(host, path.join("/"));
+    symlinkSync(target, host);
+    this.chown(host, owner);
+    lutimesSync(host, times.mtime, times.mtime);
+  }
+
+  /** A hardlink to an entry already in the root; link() itself never follows a symlink target. */
+  hardlink(path: EntryPath, targetName: string): void {
+    const target = entryPath(targetName);
+    if (target.length === 0)
+      throw new UnsafeLayerError(
+        `Layer entry "${formatEntryPath(path)}" is a hardlink to the root directory.`,
+      );
+    const targetParent = this.parentDirectory(target, false);
+    const targetHost =
+      targetParent === undefined ? undefined : join(targetParent, target[target.length - 1] as string);
+    const info = targetHost === undefined ? undefined : lstatOrUndefined(targetHost);
+    if (targetHost === undefined || info === undefined)
+      throw new InvalidLayerError(
+        `Layer entry "${formatEntryPath(path)}" is a hardlink to "${printable(targetName)}", which is not in the image.`,
+      );
+    if (info.isDirectory())
+      throw new InvalidLayerError(
+        `Layer entry "${formatEntryPath(path)}" is a hardlink to the directory "${printable(targetName)}".`,
+      );
+    const host = this.slot(path);
+    if (host === targetHost) return;
+    this.clear(host, path.join("/"));
+    linkSync(targetHost, host);
+  }
+
+  /** Special files are created by programs: Node has no mknod(2). */
+  special(path: EntryPath, create: (host: string) => void, owner: Ownership, times: EntryTimes): void {
+    const host = this.slot(path);
+    this.clear(host, path.join("/"));
+    create(host);
+    this.chown(host, owner);
+    lutimesSync(host, times.mtime, times.mtime);
+  }
+
+  /**
+   * Removes `path` (a whiteout). Its parent is resolved inside the root and not created; a
+   * missing path is fine. The last component is removed, never followed.
+   */
+  remove(path: EntryPath): void {
+    if (path.length === 0) throw new UnsafeLayerError("A whiteout tries to delete the root directory.");
+    const parent = this.parentDirectory(path, false);
+    if (parent === undefined) return;
+    const host = join(parent, path[path.length - 1] as string);
+    this.clear(host, path.join("/"));
+  }
+
+  /**
+   * An opaque directory: everything below `dir` that `keep` does not claim is removed. `keep`
+   * answers for paths written by the current layer, whose content must survive.
+   */
+  makeOpaque(dir: EntryPath, keep: (path: string) => "keep" | "descend" | "remove"): void {
+    const host = this.resolveDirectory(dir, false);
+    if (host === undefined) return;
+    const prune = (hostDir: string, key: string): void => {
+      for (const name of readdirSync(hostDir)) {
+        const childKey = key === "" ? name : `${key}/${name}`;
+        const verdict = keep(childKey);
+        if (verdict === "keep") continue;
+        const childHost = join(hostDir, name);
+        if (verdict === "descend") {
+          const info = lstatSync(childHost);
+          if (info.isDirectory()) {
+            prune(childHost, childKey);
+            continue;
+          }
+        }
+        this.clear(childHost, childKey);
+      }
+    };
+    prune(host, dir.join("/"));
+  }
+
+  /**
+   * Applies the deferred directory modes and mtimes, deepest first so that setting a parent's
+   * mtime comes after its children changed. Each path is re-checked to be a real directory
+   * reached through real directories, so a later symlink cannot redirect the chmod.
+   */
+  finish(): void {
+    const keys = [...this.deferred.keys()].sort((a, b) => b.split("/").length - a.split("/").length);
+    for (const key of keys) {
+      const entry = this.deferred.get(key) as DeferredDirectory;
+      let host = this.root;
+      let real = true;
+      for (const part of key.split("/")) {
+        host = join(host, part);
+        const info = lstatOrUndefined(host);
+        if (info === undefined || !info.isDirectory()) {
+          real = false;
+          break;
+        }
+      }
+      if (!real) continue;
+      const fd = openSync(host, constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW);
+      try {
+        fchmodSync(fd, entry.mode);
+        futimesSync(fd, entry.mtime, entry.mtime);
+      } finally {
+        closeSync(fd);
+      }
+    }
+    this.deferred.clear();
+  }
+}

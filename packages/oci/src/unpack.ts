@@ -1,0 +1,405 @@
+import { execFile } from "node:child_process";
+import { createHash, randomBytes } from "node:crypto";
+import { mkdir, readdir, readFile, rename, rm, stat } from "node:fs/promises";
+import { homedir } from "node:os";
+import { join, resolve } from "node:path";
+import { promisify } from "node:util";
+import { Worker } from "node:worker_threads";
+import type { ChangesetOptions, LayerBlob, UnpackReport } from "./changeset.js";
+import { type ClientOptions, clientFor } from "./client.js";
+import { parseImageConfig } from "./config.js";
+import { type CopyEvent, copyImage, registrySource, storeTarget } from "./copy.js";
+import { type Digest, parseDigest } from "./digest.js";
+import {
+  DigestMismatchError,
+  InvalidLayerError,
+  InvalidManifestError,
+  type OciError,
+  SizeLimitError,
+  UnpackError,
+  UnsafeLayerError,
+} from "./errors.js";
+import { writeFileAtomic } from "./files.js";
+import { type Descriptor, parseManifestDocument } from "./manifest.js";
+import { hostPlatform, type Platform, parsePlatform } from "./platform.js";
+import { formatReference, parseReference, type Reference } from "./reference.js";
+import { Store } from "./store.js";
+import type { SerializedError, WorkerInit, WorkerReply, WorkerRequest } from "./unpack-worker.js";
+
+export type { ChangesetOptions, LayerBlob, SkippedEntry, UnpackLimits, UnpackReport } from "./changeset.js";
+export { DEFAULT_UNPACK_LIMITS } from "./changeset.js";
+
+const run = promisify(execFile);
+
+const ERRORS: Record<string, new (message: string, options?: { hint?: string }) => OciError> = {
+  UNSAFE_LAYER: UnsafeLayerError,
+  INVALID_LAYER: InvalidLayerError,
+  SIZE_LIMIT: SizeLimitError,
+  DIGEST_MISMATCH: DigestMismatchError,
+  UNPACK: UnpackError,
+};
+
+function revive(error: SerializedError): OciError {
+  const ErrorClass = ERRORS[error.code] ?? UnpackError;
+  return new ErrorClass(error.message, error.hint === undefined ? {} : { hint: error.hint });
+}
+
+/**
+ * Layers applied on a worker thread, one after another, while the caller may still be fetching
+ * later ones. The root is created 0700: an image's setuid files and devices are nobody else's.
+ */
+export class LayerApplication {
+  private readonly pending: Array<{ resolve: (reply: WorkerReply) => void; reject: (e: Error) => void }> = [];
+  private failure: Error | undefined;
+
+  private constructor(private readonly worker: Worker) {
+    worker.on("message", (reply: WorkerReply) => {
+      const waiter = this.pending.shift();
+      if (reply.type === "error") {
+        this.failure = revive(reply.error);
+        waiter?.reject(this.failure);
+        for (const other of this.pending.splice(0)) other.reject(this.failure);
+        return;
+      }
+      waiter?.resolve(reply);
+    });
+    const crashed = (error: Error) => {
+      this.failure ??= new UnpackError(`The unpack thread failed: ${error.message}.`);
+      for (const waiter of this.pending.splice(0)) waiter.reject(this.failure);
+    };
+    worker.on("error", crashed);
+    worker.on("exit", (code) => crashed(new Error(`it exited with code ${code}`)));
+  }
+
+  static async start(root: string, options: ChangesetOptions = {}): Promise<LayerApplication> {
+    await mkdir(root, { recursive: true, mode: 0o700 });
+    const init: WorkerInit = { root: resolve(root), options };
+    const worker = new Worker(new URL("./unpack-worker.js", import.meta.url), { workerData: init });
+    return new LayerApplication(worker);
+  }
+
+  private request(message: WorkerRequest): Promise<WorkerReply> {
+    if (this.failure !== undefined) return Promise.reject(this.failure);
+    return new Promise((resolve, reject) => {
+      this.pending.push({ resolve, reject });
+      this.worker.postMessage(message);
+    });
+  }
+
+  async apply(layer: LayerBlob): Promise<void> {
+    await this.request({ type: "layer", layer });
+  }
+
+  /** Applies directory metadata, ends the thread and reports what was done. */
+  async finish(): Promise<UnpackReport> {
+    const reply = await this.request({ type: "finish" });
+    await this.close();
+    if (reply.type !== "done") throw new UnpackError("The unpack thread answered out of turn.");
+    return reply.report;
+  }
+
+  async close(): Promise<void> {
+    this.worker.removeAllListeners("exit");
+    await this.worker.terminate();
+  }
+}
+
+/**
+ * Applies layer blobs in order to `root` (created if missing). On failure the root holds a
+ * partial tree: callers unpack into a scratch directory they can discard, as `unpackImage` does.
+ */
+export async function applyLayers(
+  root: string,
+  layers: readonly LayerBlob[],
+  options: ChangesetOptions = {},
+): Promise<UnpackReport> {
+  const application = await LayerApplication.start(root, options);
+  try {
+    for (const layer of layers) await application.apply(layer);
+    return await application.finish();
+  } finally {
+    await application.close();
+  }
+}
+
+/** ChainID of the layers so far (image-spec): the identity of a root filesystem. */
+export function chainId(diffIds: readonly string[]): Digest {
+  let chain = "";
+  for (const diffId of diffIds)
+    chain =
+      chain === "" ? diffId : `sha256:${createHash("sha256").update(`${chain} ${diffId}`).digest("hex")}`;
+  return parseDigest(chain);
+}
+
+/** `$LOCALD_HOME/cache/rootfs`, else `$XDG_CACHE_HOME/locald/rootfs`, else `~/.cache/locald/rootfs`. */
+export function defaultRootfsCacheDir(env: NodeJS.ProcessEnv = process.env): string {
+  if (env.LOCALD_HOME) return join(env.LOCALD_HOME, "cache", "rootfs");
+  const cache = env.XDG_CACHE_HOME || join(env.HOME ?? homedir(), ".cache");
+  return join(cache, "locald", "rootfs");
+}
+
+export type UnpackEvent =
+  | CopyEvent
+  | { type: "unpack-layer"; digest: string; index: number; count: number }
+  | { type: "unpack-cached"; chainId: string };
+
+export interface UnpackOptions extends ClientOptions, Omit<ChangesetOptions, "limits"> {
+  /** Caps on what the image may unpack to (`limits` is the transport's). */
+  unpackLimits?: ChangesetOptions["limits"];
+  platform?: string | Platform;
+  store?: Store;
+  /** Where unpacked roots are cached (default `defaultRootfsCacheDir()`); false to bypass it. */
+  cacheDir?: string | false;
+  concurrency?: number;
+  onEvent?: (event: UnpackEvent) => void;
+}
+
+export interface UnpackResult {
+  readonly reference: Reference;
+  /** The image manifest unpacked. */
+  readonly descriptor: Descriptor;
+  readonly digest: Digest;
+  /** What the reference resolved to at the registry (an index for multi-platform images). */
+  readonly sourceDigest: Digest;
+  readonly platform: string | undefined;
+  /** The image was already in the store. */
+  readonly upToDate: boolean;
+  readonly bytesTransferred: number;
+  readonly dir: string;
+  /** The root came from the unpack cache: nothing was extracted. */
+  readonly cached: boolean;
+  readonly report: UnpackReport;
+}
+
+function deferred<T>(): {
+  promise: Promise<T>;
+  resolve: (value: T) => void;
+  reject: (error: unknown) => void;
+} {
+  let resolve!: (value: T) => void;
+  let reject!: (error: unknown) => void;
+  const promise = new Promise<T>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  promise.catch(() => {});
+  return { promise, resolve, reject };
+}
+
+async function prepareTarget(dir: string): Promise<boolean> {
+  try {
+    const info = await stat(dir);
+    if (!info.isDirectory())
+      throw new UnpackError(`Cannot unpack into ${dir}: it exists and is not a directory.`, {
+        hint: "Choose a new directory; locald creates it.",
+      });
+    if ((await readdir(dir)).length > 0)
+      throw new UnpackError(`Cannot unpack into ${dir}: the directory is not empty.`, {
+        hint: "Choose a new or empty directory, so that nothing of yours is overwritten.",
+      });
+    return false;
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw error;
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+    return true;
+  }
+}
+
+/** Copies a cached root: reflinks where the filesystem can, ownership and modes kept. */
+async function materialise(cached: string, dir: string): Promise<void> {
+  try {
+    await run("cp", ["-a", "--reflink=auto", "--", `${cached}/.`, `${dir}/`], { maxBuffer: 1024 * 1024 });
+  } catch (error) {
+    const stderr = (error as { stderr?: string }).stderr?.trim();
+    throw new UnpackError(
+      `Cannot copy the unpacked image into ${dir}: ${stderr || (error as Error).message}.`,
+    );
+  }
+}
+
+function cacheKey(diffIds: readonly string[], options: ChangesetOptions): string {
+  const rootless = options.rootless ?? process.getuid?.() !== 0;
+  const paths = [...(options.paths ?? [])].sort();
+  return createHash("sha256")
+    .update(JSON.stringify({ chain: chainId(diffIds), paths, rootless }))
+    .digest("hex");
+}
+
+/**
+ * Pulls `reference` into the store (if needed) and writes its root filesystem into `dir`,
+ * which must be new or empty. Layers are applied as soon as they are stored, in order, while
+ * later ones still download. Roots are cached by ChainID, so unpacking the same image again is a
+ * copy, not an extraction.
+ */
+export async function unpackImage(
+  reference: string | Reference,
+  dir: string,
+  options: UnpackOptions = {},
+): Promise<UnpackResult> {
+  const ref = typeof reference === "string" ? parseReference(reference) : reference;
+  const platform =
+    options.platform === undefined
+      ? hostPlatform()
+      : typeof options.platform === "string"
+        ? parsePlatform(options.platform)
+        : options.platform;
+  const target = resolve(dir);
+  const created = await prepareTarget(target);
+  const store = options.store ?? (await Store.open());
+  const emit = options.onEvent ?? (() => {});
+  const release = await store.lease();
+  const { client, owned } = clientFor(options);
+  let scratch: string | undefined;
+  try {
+    const plan = deferred<{ manifest: Descriptor; config: Descriptor; layers: readonly Descriptor[] }>();
+    const stored = new Map<string, ReturnType<typeof deferred<void>>>();
+    const storedBlob = (digest: string) => {
+      let entry = stored.get(digest);
+      if (entry === undefined) {
+        entry = deferred<void>();
+        stored.set(digest, entry);
+      }
+      return entry;
+    };
+    const copying = copyImage(registrySource(client, ref), storeTarget(store, formatReference(ref)), {
+      platform,
+      strictPlatform: options.platform !== undefined,
+      ...(options.concurrency ? { concurrency: options.concurrency } : {}),
+      onEvent: (event) => {
+        if (event.type === "plan") plan.resolve(event);
+        if (event.type === "blob-done") storedBlob(event.digest).resolve();
+        emit(event);
+      },
+    });
+    // An image already in the store announces no plan: read it from there.
+    const pulled = copying.then(async (result) => {
+      const bytes = await store.layout.readBlob(result.descriptor, 4 * 1024 * 1024);
+      const document = parseManifestDocument(
+        bytes,
+        result.descriptor.mediaType,
+        `Image ${formatReference(ref)}`,
+      );
+      if (document.kind !== "manifest")
+        throw new InvalidManifestError(`${formatReference(ref)} did not resolve to a single image manifest.`);
+      plan.resolve({ manifest: result.descriptor, ...document.manifest });
+      for (const entry of stored.values()) entry.resolve();
+      return result;
+    });
+    pulled.catch((error: unknown) => {
+      plan.reject(error);
+      for (const entry of stored.values()) entry.reject(error);
+    });
+    const wait = async <T>(promise: Promise<T>): Promise<T> =>
+      Promise.race([promise, pulled.then(() => promise)]);
+    const { config, layers } = await wait(plan.promise);
+    const blobReady = (digest: string) =>
+      Promise.race([storedBlob(digest).promise, pulled.then(() => undefined)]);
+    await blobReady(config.digest);
+    const imageConfig = parseImageConfig(
+      await store.layout.readBlob(config, 64 * 1024 * 1024),
+      `The config of ${formatReference(ref)}`,
+    );
+    const diffIds = imageConfig.rootfs.diff_ids;
+    if (diffIds.length !== layers.length)
+      throw new InvalidManifestError(
+        `${formatReference(ref)} lists ${layers.length} layers but its config has ${diffIds.length} DiffIDs.`,
+      );
+    const cacheDir = options.cacheDir === undefined ? defaultRootfsCacheDir() : options.cacheDir;
+    const changeset: ChangesetOptions = {
+      ...(options.paths ? { paths: options.paths } : {}),
+      ...(options.rootless !== undefined ? { rootless: options.rootless } : {}),
+      ...(options.unpackLimits ? { limits: options.unpackLimits } : {}),
+    };
+    const key = cacheKey(diffIds, changeset);
+    const cachedRoot = cacheDir === false ? undefined : join(cacheDir, key);
+    let report: UnpackReport | undefined;
+    let cached = false;
+    if (cachedRoot !== undefined && (await exists(join(cacheDir as string, `${key}.json`)))) {
+      await pulled;
+      await materialise(cachedRoot, target);
+      emit({ type: "unpack-cached", chainId: chainId(diffIds) });
+      report = JSON.parse(await readFile(join(cacheDir as string, `${key}.json`), "utf8")) as UnpackReport;
+      cached = true;
+    } else {
+      const workRoot =
+        cacheDir === false ? target : join(cacheDir, `.tmp-${process.pid}-${randomBytes(6).toString("hex")}`);
+      if (cacheDir !== false) {
+        await mkdir(cacheDir, { recursive: true, mode: 0o700 });
+        scratch = workRoot;
+      }
+      const application = await LayerApplication.start(workRoot, changeset);
+      try {
+        for (const [index, layer] of layers.entries()) {
+          await blobReady(layer.digest);
+          await application.apply({
+            path: store.layout.blobPath(parseDigest(layer.digest)),
+            mediaType: layer.mediaType,
+            digest: layer.digest,
+            diffId: diffIds[index] as string,
+          });
+          emit({ type: "unpack-layer", digest: layer.digest, index, count: layers.length });
+        }
+        report = await application.finish();
+      } finally {
+        await application.close();
+      }
+      await pulled;
+      if (cachedRoot !== undefined) {
+        await publishCache(workRoot, cachedRoot, `${cachedRoot}.json`, report);
+        scratch = undefined;
+        await materialise(cachedRoot, target);
+      }
+    }
+    const result = await pulled;
+    return {
+      reference: ref,
+      descriptor: result.descriptor,
+      digest: parseDigest(result.descriptor.digest),
+      sourceDigest: result.sourceDigest,
+      platform: result.platform,
+      upToDate: result.upToDate,
+      bytesTransferred: result.bytesTransferred,
+      dir: target,
+      cached,
+      report,
+    };
+  } catch (error) {
+    if (created) await rm(target, { recursive: true, force: true });
+    else await emptyDirectory(target);
+    throw error;
+  } finally {
+    if (scratch !== undefined) await rm(scratch, { recursive: true, force: true });
+    await release();
+    if (owned) await client.transport.close();
+  }
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await stat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** The root is renamed into place first and its report last: the report marks a complete entry. */
+async function publishCache(work: string, root: string, marker: string, report: UnpackReport): Promise<void> {
+  try {
+    await rename(work, root);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    // Another process cached the same root first; theirs is as good as ours.
+    if (code !== "ENOTEMPTY" && code !== "EEXIST") throw error;
+    await rm(work, { recursive: true, force: true });
+  }
+  await writeFileAtomic(marker, JSON.stringify(report));
+}
+
+async function emptyDirectory(dir: string): Promise<void> {
+  try {
+    for (const name of await readdir(dir)) await rm(join(dir, name), { recursive: true, force: true });
+  } catch {
+    // Nothing there to clean.
+  }
+}
