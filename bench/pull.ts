@@ -4,12 +4,9 @@
  *
  *   npx tsc -b bench && node bench/dist/pull.js [--runs 3] [--size-mb 300] [--layers 8]
  */
-import { type ChildProcess, spawn } from "node:child_process";
-import { constants as fsConstants } from "node:fs";
-import { access, mkdir, mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, rm } from "node:fs/promises";
 import { cpus, loadavg, tmpdir, totalmem } from "node:os";
 import { join } from "node:path";
-import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
 import {
   type BuiltLayer,
@@ -23,10 +20,29 @@ import {
   writeImage,
 } from "@locald/e2e";
 import { type Descriptor, OciLayout, push } from "@locald/oci";
+import {
+  compressibleText,
+  executable,
+  killActiveChild,
+  MiB,
+  mib,
+  numberOption,
+  ratioText,
+  round,
+  rssProbe,
+  runMain,
+  runTimed,
+  SKOPEO,
+  secs,
+  series,
+  settle,
+  table,
+  tail,
+  trapSignals,
+  verifyLayout,
+  versionOf,
+} from "./common.js";
 
-const SKOPEO = "/usr/bin/skopeo";
-const GNU_TIME = "/usr/bin/time";
-const MiB = 1024 * 1024;
 const WARM_TARGET_MS = 300;
 const RATIO_TARGET = 1.5;
 
@@ -69,14 +85,7 @@ function parseOptions(argv: string[]): BenchOptions {
     process.stdout.write(`${usage()}\n`);
     process.exit(0);
   }
-  const positive = (name: string, text: string, integer: boolean, allowZero = false): number => {
-    const n = Number(text);
-    if (!Number.isFinite(n) || n < 0 || (n === 0 && !allowZero) || (integer && !Number.isInteger(n)))
-      throw new Error(
-        `--${name} must be a positive ${integer ? "integer" : "number"} (got ${text})\n${usage()}`,
-      );
-    return n;
-  };
+  const positive = numberOption(usage);
   return {
     runs: positive("runs", values.runs, true),
     sizeMb: positive("size-mb", values["size-mb"], false),
@@ -84,129 +93,6 @@ function parseOptions(argv: string[]): BenchOptions {
     settleMs: positive("settle-ms", values["settle-ms"], true, true),
     warmup: positive("warmup", values.warmup, true, true),
   };
-}
-
-// ---------------------------------------------------------------------------------------------
-// child processes, timed
-
-let activeChild: ChildProcess | undefined;
-let interrupted = false;
-
-interface Timed {
-  ms: number;
-  code: number;
-  stdout: string;
-  stderr: string;
-  /** Peak RSS of the measured process in KiB, if it could be measured. */
-  maxRssKb: number | undefined;
-}
-
-interface RssProbe {
-  kind: "gnu-time" | "node-preload" | "none";
-  /** Only for node-preload: a module that records process.resourceUsage().maxRSS at exit. */
-  preload?: string;
-}
-
-async function executable(path: string): Promise<boolean> {
-  return access(path, fsConstants.X_OK).then(
-    () => true,
-    () => false,
-  );
-}
-
-async function rssProbe(workDir: string): Promise<RssProbe> {
-  if (process.env.BENCH_FORCE_PRELOAD_RSS !== "1" && (await executable(GNU_TIME)))
-    return { kind: "gnu-time" };
-  // No GNU time: a preload module in the locald child reports its own peak RSS at exit.
-  const preload = join(workDir, "rss-preload.mjs");
-  await writeFile(
-    preload,
-    [
-      'import { writeFileSync } from "node:fs";',
-      "const file = process.env.BENCH_RSS_FILE;",
-      'if (file) process.on("exit", () => writeFileSync(file, String(process.resourceUsage().maxRSS)));',
-      "",
-    ].join("\n"),
-  );
-  return { kind: "node-preload", preload };
-}
-
-/**
- * Runs a command to completion and measures its wall time from spawn to exit. The peak RSS comes
- * from GNU time (`-f %M`, KiB) wrapping the command, or from the node preload for node children.
- */
-async function runTimed(
-  command: string,
-  args: readonly string[],
-  options: { env?: NodeJS.ProcessEnv; probe: RssProbe; rssFile: string; isNode?: boolean },
-): Promise<Timed> {
-  if (interrupted) throw new Error("interrupted");
-  const env: NodeJS.ProcessEnv = { ...process.env, NO_COLOR: "1", ...options.env };
-  let file = command;
-  let argv = [...args];
-  const { probe } = options;
-  if (probe.kind === "gnu-time") {
-    file = GNU_TIME;
-    argv = ["-f", "%M", "-o", options.rssFile, command, ...args];
-  } else if (probe.kind === "node-preload" && options.isNode && probe.preload) {
-    argv = ["--import", pathToFileURL(probe.preload).href, ...args];
-    env.BENCH_RSS_FILE = options.rssFile;
-  }
-  await rm(options.rssFile, { force: true });
-  const out: Buffer[] = [];
-  const err: Buffer[] = [];
-  const started = performance.now();
-  const { code, ms } = await new Promise<{ code: number; ms: number }>((resolve, reject) => {
-    const child = spawn(file, argv, { env, stdio: ["ignore", "pipe", "pipe"] });
-    activeChild = child;
-    child.stdout.on("data", (c: Buffer) => out.push(c));
-    child.stderr.on("data", (c: Buffer) => err.push(c));
-    child.once("error", reject);
-    child.once("close", (exitCode, signal) => {
-      const elapsed = performance.now() - started;
-      activeChild = undefined;
-      resolve({ code: exitCode ?? (signal ? 128 : 1), ms: elapsed });
-    });
-  });
-  let maxRssKb: number | undefined;
-  if (probe.kind !== "none") {
-    const text = await readFile(options.rssFile, "utf8").catch(() => "");
-    // GNU time prefixes "Command exited with non-zero status N" lines; the figure is the last line.
-    const last = text.trim().split("\n").pop() ?? "";
-    maxRssKb = /^\d+$/.test(last) ? Number(last) : undefined;
-    // node's maxRSS is already KiB, like GNU time's %M.
-  }
-  return {
-    ms,
-    code,
-    stdout: Buffer.concat(out).toString("utf8"),
-    stderr: Buffer.concat(err).toString("utf8"),
-    maxRssKb,
-  };
-}
-
-/**
- * Flushes dirty pages left by the previous run, then waits a moment: on ext4 mounted with
- * `discard`, deleting the previous run's 300 MB triggers discards after the journal commit, and
- * without the pause their cost lands in whichever command runs next.
- */
-async function settle(ms: number): Promise<void> {
-  await new Promise<void>((resolve) => {
-    const child = spawn("sync", [], { stdio: "ignore" });
-    child.once("error", () => resolve());
-    child.once("close", () => resolve());
-  });
-  if (ms > 0) await new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-async function versionOf(command: string, args: string[]): Promise<string> {
-  return new Promise((resolve) => {
-    const child = spawn(command, args, { stdio: ["ignore", "pipe", "ignore"] });
-    const out: Buffer[] = [];
-    child.stdout.on("data", (c: Buffer) => out.push(c));
-    child.once("error", () => resolve("unknown"));
-    child.once("close", () => resolve(Buffer.concat(out).toString("utf8").trim() || "unknown"));
-  });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -219,13 +105,6 @@ interface BenchImage {
   blobs: Descriptor[];
   compressedBytes: number;
   layerCount: number;
-}
-
-function compressibleText(lines: number, seed: number): string {
-  const out: string[] = [];
-  for (let i = 0; i < lines; i++)
-    out.push(`setting.${seed}.${i % 97} = "value for line ${i} of the benchmark image configuration"`);
-  return `${out.join("\n")}\n`;
 }
 
 async function buildAndPushImage(
@@ -292,79 +171,6 @@ async function buildAndPushImage(
 }
 
 // ---------------------------------------------------------------------------------------------
-// verification: a run only counts when its output is complete
-
-async function verifyLayout(dir: string, image: BenchImage): Promise<string | undefined> {
-  let index: { manifests?: Array<{ digest?: string }> };
-  try {
-    index = JSON.parse(await readFile(join(dir, "index.json"), "utf8"));
-  } catch (error) {
-    return `no readable index.json in ${dir}: ${(error as Error).message}`;
-  }
-  const digests = (index.manifests ?? []).map((m) => m.digest);
-  if (!digests.includes(image.digest))
-    return `index.json of ${dir} lacks ${image.digest} (has ${digests.join(", ") || "nothing"})`;
-  const blobPath = (digest: string) => join(dir, "blobs", ...digest.split(":"));
-  for (const blob of [{ digest: image.digest, size: -1 }, ...image.blobs]) {
-    const info = await stat(blobPath(blob.digest)).catch(() => undefined);
-    if (info === undefined) return `blob ${blob.digest} missing from ${dir}`;
-    if (blob.size >= 0 && info.size !== blob.size)
-      return `blob ${blob.digest} in ${dir} has ${info.size} bytes, expected ${blob.size}`;
-  }
-  return undefined;
-}
-
-function tail(text: string, lines = 15): string {
-  return text.trim().split("\n").slice(-lines).join("\n");
-}
-
-// ---------------------------------------------------------------------------------------------
-// statistics and output
-
-function median(values: readonly number[]): number | undefined {
-  if (values.length === 0) return undefined;
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = Math.floor(sorted.length / 2);
-  return sorted.length % 2 === 1 ? sorted[mid] : ((sorted[mid - 1] as number) + (sorted[mid] as number)) / 2;
-}
-
-interface Series {
-  runs: Array<number | null>;
-  median: number | null;
-  min: number | null;
-  max: number | null;
-}
-
-function series(values: ReadonlyArray<number | undefined>): Series {
-  const ok = values.filter((v): v is number => v !== undefined);
-  return {
-    runs: values.map((v) => (v === undefined ? null : round(v))),
-    median: ok.length ? round(median(ok) as number) : null,
-    min: ok.length ? round(Math.min(...ok)) : null,
-    max: ok.length ? round(Math.max(...ok)) : null,
-  };
-}
-
-function round(n: number, digits = 3): number {
-  const f = 10 ** digits;
-  return Math.round(n * f) / f;
-}
-
-const secs = (ms: number | null | undefined) =>
-  ms === null || ms === undefined ? "fail" : (ms / 1000).toFixed(2);
-const mib = (kb: number | null | undefined) =>
-  kb === null || kb === undefined ? "n/a" : (kb / 1024).toFixed(0);
-const ratioText = (r: number | null | undefined) =>
-  r === null || r === undefined ? "—" : `${r.toFixed(2)}×`;
-
-function table(header: string[], rows: string[][]): string {
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
-  const line = (cells: string[]) => `| ${cells.map((c, i) => c.padStart(widths[i] as number)).join(" | ")} |`;
-  const rule = `|${widths.map((w) => "-".repeat(w + 2)).join("|")}|`;
-  return [line(header), rule, ...rows.map(line)].join("\n");
-}
-
-// ---------------------------------------------------------------------------------------------
 // main
 
 interface RunResult {
@@ -386,13 +192,7 @@ async function main(): Promise<number> {
 
   const workDir = await mkdtemp(join(tmpdir(), "locald-bench-"));
   let registry: TestRegistry | undefined;
-  const onSignal = (signal: NodeJS.Signals) => {
-    interrupted = true;
-    process.stderr.write(`\n${signal}: stopping, cleaning up…\n`);
-    activeChild?.kill("SIGTERM");
-  };
-  process.on("SIGINT", onSignal);
-  process.on("SIGTERM", onSignal);
+  const untrap = trapSignals();
   try {
     const probe = await rssProbe(workDir);
     const rssFile = join(workDir, "rss.txt");
@@ -636,23 +436,11 @@ async function main(): Promise<number> {
     process.stdout.write(`${JSON.stringify(json)}\n`);
     return failures.length > 0 ? 1 : 0;
   } finally {
-    process.off("SIGINT", onSignal);
-    process.off("SIGTERM", onSignal);
-    activeChild?.kill("SIGKILL");
+    untrap();
+    killActiveChild();
     await registry?.stop().catch((e: Error) => process.stderr.write(`stopping the registry: ${e.message}\n`));
     await rm(workDir, { recursive: true, force: true, maxRetries: 3 });
   }
 }
 
-// A closed pipe (`| head`) must not kill us before the finally block has cleaned up.
-process.stdout.on("error", () => {});
-
-main().then(
-  (code) => {
-    process.exitCode = code;
-  },
-  (error: Error) => {
-    process.stderr.write(`pull benchmark failed: ${error.stack ?? error.message}\n`);
-    process.exitCode = 1;
-  },
-);
+runMain("pull benchmark", main);

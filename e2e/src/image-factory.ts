@@ -14,16 +14,63 @@ import {
 } from "@locald/oci";
 import { pack } from "tar-stream";
 
-/** One entry of a test layer: exactly what goes into the tar, so tests control every detail. */
+export type LayerEntryType =
+  | "file"
+  | "directory"
+  | "symlink"
+  | "link"
+  | "fifo"
+  | "character-device"
+  | "block-device";
+
+/**
+ * One entry of a test layer: exactly what goes into the tar, so tests control every detail.
+ * `path` is written verbatim (no cleaning), so it can be a whiteout (`dir/.wh.name`), an opaque
+ * marker (`dir/.wh..wh..opq`), carry a `./` prefix, or be anything else a hostile layer holds.
+ */
 export interface LayerEntry {
   path: string;
-  type?: "file" | "directory" | "symlink" | "link";
+  type?: LayerEntryType;
   content?: string | Buffer;
   mode?: number;
+  /** Target of a symlink, or the path (in the archive) a hardlink points to. */
   linkname?: string;
   mtime?: Date;
   uid?: number;
   gid?: number;
+  /** Device numbers of a character or block device. */
+  devmajor?: number;
+  devminor?: number;
+  /** Extra PAX records (`{ mtime: paxTime(date) }`); `mtime` is added by itself when needed, see tarTimes. */
+  pax?: Record<string, string>;
+}
+
+export const WHITEOUT_PREFIX = ".wh.";
+export const OPAQUE_WHITEOUT = ".wh..wh..opq";
+
+function splitPath(path: string): { dir: string; name: string } {
+  const trimmed = path.replace(/\/+$/, "");
+  const slash = trimmed.lastIndexOf("/");
+  return slash < 0
+    ? { dir: "", name: trimmed }
+    : { dir: trimmed.slice(0, slash + 1), name: trimmed.slice(slash + 1) };
+}
+
+/** The entry that deletes `path` (file, directory or symlink) from the layers below. */
+export function whiteout(path: string, entry: Omit<LayerEntry, "path" | "type"> = {}): LayerEntry {
+  const { dir, name } = splitPath(path);
+  return { ...entry, path: `${dir}${WHITEOUT_PREFIX}${name}`, type: "file", content: "" };
+}
+
+/** The entry that hides everything the layers below put in directory `dir` (not `dir` itself). */
+export function opaqueWhiteout(dir: string, entry: Omit<LayerEntry, "path" | "type"> = {}): LayerEntry {
+  const prefix = dir.replace(/\/+$/, "");
+  return {
+    ...entry,
+    path: `${prefix === "" ? "" : `${prefix}/`}${OPAQUE_WHITEOUT}`,
+    type: "file",
+    content: "",
+  };
 }
 
 export type Compression = "gzip" | "zstd" | "none";
@@ -36,6 +83,28 @@ export interface BuiltLayer {
 }
 
 const EPOCH = new Date("2024-01-01T00:00:00Z");
+/** tar-stream writes the ustar mtime through a 32-bit integer: later dates need a PAX record. */
+const MAX_USTAR_SECONDS = 0x7fffffff;
+
+/** A time as a PAX record value: signed decimal seconds, `-1.5` being 1.5 s before the epoch. */
+export function paxTime(time: Date): string {
+  const ms = time.getTime();
+  const abs = Math.abs(ms);
+  const fraction = abs % 1000;
+  return `${ms < 0 ? "-" : ""}${Math.floor(abs / 1000)}${fraction === 0 ? "" : `.${String(fraction).padStart(3, "0")}`}`;
+}
+
+/**
+ * The ustar mtime holds whole seconds (tar-stream truncates) from 1970 to 2038. A time outside
+ * that range is clamped there and also written exactly as a PAX `mtime`; for sub-second
+ * precision within it, pass `pax: { mtime: paxTime(date) }` explicitly.
+ */
+function tarTimes(mtime: Date): { mtime: Date; pax?: Record<string, string> } {
+  const seconds = Math.floor(mtime.getTime() / 1000);
+  const clamped = Math.min(Math.max(seconds, 0), MAX_USTAR_SECONDS);
+  if (clamped === seconds) return { mtime };
+  return { mtime: new Date(clamped * 1000), pax: { mtime: paxTime(mtime) } };
+}
 
 export async function tarEntries(entries: readonly LayerEntry[]): Promise<Buffer> {
   const tar = pack();
@@ -47,14 +116,19 @@ export async function tarEntries(entries: readonly LayerEntry[]): Promise<Buffer
   });
   for (const entry of entries) {
     const type = entry.type ?? "file";
+    const times = tarTimes(entry.mtime ?? EPOCH);
+    const pax = times.pax || entry.pax ? { ...times.pax, ...entry.pax } : undefined;
     const header = {
       name: entry.path,
       type,
       mode: entry.mode ?? (type === "directory" ? 0o755 : 0o644),
-      mtime: entry.mtime ?? EPOCH,
+      mtime: times.mtime,
+      ...(pax === undefined ? {} : { pax }),
       uid: entry.uid ?? 0,
       gid: entry.gid ?? 0,
       ...(entry.linkname === undefined ? {} : { linkname: entry.linkname }),
+      ...(entry.devmajor === undefined ? {} : { devmajor: entry.devmajor }),
+      ...(entry.devminor === undefined ? {} : { devminor: entry.devminor }),
     };
     const body =
       type === "file"
@@ -107,6 +181,15 @@ export async function compressLayer(
     mediaType = format === "docker" ? "application/vnd.docker.image.rootfs.diff.tar" : MediaType.OciLayer;
   }
   return { blob, diffId, descriptor: { mediaType, digest: digestOf(blob), size: blob.length } };
+}
+
+/** Tars and compresses entries into one layer, for images that mix compressions. */
+export async function buildLayer(
+  entries: readonly LayerEntry[],
+  compression: Compression = "gzip",
+  format: ImageFormat = "oci",
+): Promise<BuiltLayer> {
+  return compressLayer(await tarEntries(entries), compression, format);
 }
 
 /** A layer holding a directory tree from disk (regular files, dirs, symlinks), paths relative to `root`. */

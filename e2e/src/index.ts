@@ -5,6 +5,7 @@ export * from "./image-factory.js";
 export * from "./pki.js";
 export * from "./registry.js";
 export * from "./token-server.js";
+export * from "./tree.js";
 export {
   findFreePort,
   makeTempDir,

@@ -10,6 +10,7 @@ const DEBIAN_PACKAGES: Record<string, string> = {
   "docker-registry": "docker-registry",
   openssl: "openssl",
   htpasswd: "apache2-utils",
+  setpriv: "util-linux",
 };
 
 const resolvedBinaries = new Map<string, string>();

@@ -1,12 +1,19 @@
 import { execFileSync, spawn } from "node:child_process";
 import { createHash } from "node:crypto";
 import { createReadStream } from "node:fs";
-import { PassThrough, type Readable, Transform } from "node:stream";
+import { PassThrough, type Readable, Transform, type TransformCallback, Writable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import * as zlib from "node:zlib";
 import { extract, type Header as Headers } from "tar-stream";
-import type { Digest } from "./digest.js";
-import { DigestMismatchError, InvalidLayerError, OciError, SizeLimitError, UnpackError } from "./errors.js";
+import { type Digest, parseDigest, verifyingStream } from "./digest.js";
+import {
+  DigestMismatchError,
+  InvalidLayerError,
+  OciError,
+  SizeLimitError,
+  UnpackError,
+  UnsafeLayerError,
+} from "./errors.js";
 import { layerCompression } from "./media-types.js";
 import { type EntryPath, entryPath, formatEntryPath, printable, RootFs } from "./rootfs.js";
 
@@ -22,6 +29,11 @@ export interface LayerBlob {
   readonly digest: Digest | string;
   /** Digest of the uncompressed tar, from the image config's `rootfs.diff_ids`. */
   readonly diffId: Digest | string;
+  /**
+   * The file was verified against `digest` when it was stored (the store does this); otherwise
+   * the compressed bytes are hashed too while they are read.
+   */
+  readonly verified?: boolean;
 }
 
 export interface UnpackLimits {
@@ -58,6 +70,11 @@ export interface UnpackReport {
   readonly skipped: readonly SkippedEntry[];
   /** True when ownership from the archive was not applied (rootless). */
   readonly ownershipSkipped: boolean;
+  /**
+   * Rootless only: modes that deny their owner access (a 0000 `/etc/shadow`) were loosened on
+   * disk so the tree can be copied; `restoreModes(root, …)` puts them back.
+   */
+  readonly loosenedModes: ReadonlyArray<{ path: string; mode: number }>;
 }
 
 const WHITEOUT_PREFIX = ".wh.";
@@ -118,8 +135,13 @@ function modeOf(header: Headers): number {
 }
 
 /** Decompressed bytes of a layer blob: zlib for gzip, zstd from zlib (Node ≥ 22.15) or the zstd program. */
-function decompressed(layer: LayerBlob): Readable {
-  const file = createReadStream(layer.path, { highWaterMark: 1024 * 1024 });
+async function decompressed(layer: LayerBlob): Promise<Readable> {
+  const raw = createReadStream(layer.path, { highWaterMark: 1024 * 1024 });
+  const what = `Layer blob ${layer.path}`;
+  const file: Readable = layer.verified
+    ? raw
+    : raw.pipe(verifyingStream(parseDigest(layer.digest), undefined, what));
+  if (file !== raw) raw.on("error", (error) => file.destroy(error));
   const compression = layerCompression(layer.mediaType);
   if (compression === "none") return file;
   if (compression === "gzip") {
@@ -133,7 +155,14 @@ function decompressed(layer: LayerBlob): Readable {
     file.on("error", (error) => zstd.destroy(error));
     return file.pipe(zstd);
   }
-  file.destroy();
+  raw.destroy();
+  // The zstd program reads the file itself, so an unverified blob is checked in a pass before.
+  if (!layer.verified)
+    await pipeline(
+      createReadStream(layer.path),
+      verifyingStream(parseDigest(layer.digest), undefined, what),
+      new Writable({ write: (_chunk, _encoding, callback) => callback() }),
+    );
   const out = new PassThrough({ highWaterMark: 1024 * 1024 });
   const child = spawn("zstd", ["-d", "-c", "-q", "--", layer.path], { stdio: ["ignore", "pipe", "pipe"] });
   const stderr: Buffer[] = [];
@@ -156,6 +185,104 @@ function decompressed(layer: LayerBlob): Readable {
       );
   });
   return out;
+}
+
+const BLOCK = 512;
+
+/** A numeric tar header field: octal text, or base-256 when the high bit of its first byte is set. */
+function headerNumber(block: Buffer, offset: number, length: number): number {
+  const field = block.subarray(offset, offset + length);
+  if (((field[0] as number) & 0x80) !== 0) {
+    let value = (field[0] as number) & 0x7f;
+    for (let i = 1; i < field.length; i++) value = value * 256 + (field[i] as number);
+    return value;
+  }
+  const text = field
+    .toString("latin1")
+    .replace(/[\0 ].*$/s, "")
+    .trim();
+  return text === "" ? 0 : Number.parseInt(text, 8);
+}
+
+/** The `size` record of a PAX extended header, which overrides the next entry's header size. */
+function paxSize(data: Buffer): number | undefined {
+  const match = /(?:^|\n)\d+ size=(\d+)\n/.exec(data.toString("latin1"));
+  return match === null ? undefined : Number(match[1]);
+}
+
+/**
+ * Passes an archive through up to its end-of-archive marker and swallows whatever follows, as
+ * GNU tar and Go's archive/tar do: tar-stream would go on reading headers after the marker. Only
+ * block boundaries and sizes are read here; the entries themselves are tar-stream's job. The
+ * bytes after the marker are still hashed upstream, so they count toward the DiffID.
+ */
+export class ArchiveEnd extends Transform {
+  private header = Buffer.alloc(0);
+  /** Bytes of entry data (padded) still to pass before the next header. */
+  private skip = 0;
+  /** PAX or GNU long-name payload being collected, for a `size` override. */
+  private collecting: { type: string; data: Buffer[]; left: number } | undefined;
+  private nextSize: number | undefined;
+  private ended = false;
+
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
+    if (this.ended) {
+      callback();
+      return;
+    }
+    let offset = 0;
+    let passUntil = 0;
+    while (offset < chunk.length) {
+      if (this.skip > 0) {
+        const take = Math.min(this.skip, chunk.length - offset);
+        if (this.collecting !== undefined && this.collecting.left > 0) {
+          const useful = Math.min(take, this.collecting.left);
+          this.collecting.data.push(chunk.subarray(offset, offset + useful));
+          this.collecting.left -= useful;
+        }
+        this.skip -= take;
+        offset += take;
+        if (this.skip === 0 && this.collecting !== undefined) {
+          if (this.collecting.type === "x") this.nextSize = paxSize(Buffer.concat(this.collecting.data));
+          this.collecting = undefined;
+        }
+        passUntil = offset;
+        continue;
+      }
+      const need = BLOCK - this.header.length;
+      const piece = chunk.subarray(offset, offset + need);
+      this.header = this.header.length === 0 ? Buffer.from(piece) : Buffer.concat([this.header, piece]);
+      offset += piece.length;
+      if (this.header.length < BLOCK) {
+        passUntil = offset;
+        break;
+      }
+      const block = this.header;
+      this.header = Buffer.alloc(0);
+      if (block.every((byte) => byte === 0)) {
+        // The end-of-archive marker: pass this block and its twin, then nothing more.
+        this.ended = true;
+        this.push(chunk.subarray(0, offset));
+        this.push(Buffer.alloc(BLOCK));
+        callback();
+        return;
+      }
+      const type = String.fromCharCode(block[156] as number);
+      let size = headerNumber(block, 124, 12);
+      if (type === "x" || type === "g" || type === "L" || type === "K") {
+        this.collecting = { type, data: [], left: size };
+      } else if (this.nextSize !== undefined) {
+        size = this.nextSize;
+        this.nextSize = undefined;
+      }
+      // Links, directories and devices carry no data whatever their size field says.
+      if (type === "1" || type === "2" || type === "3" || type === "4" || type === "5" || type === "6")
+        size = 0;
+      this.skip = Math.ceil(size / BLOCK) * BLOCK;
+      passUntil = offset;
+    }
+    callback(null, passUntil === chunk.length ? chunk : chunk.subarray(0, passUntil));
+  }
 }
 
 /** Maps a failed syscall to a message a user can act on. */
@@ -224,7 +351,9 @@ export class ChangesetApplier {
     const files = new Set<Promise<void>>();
     const tar = extract();
     tar.on("entry", (header, stream, next) => {
-      let fd: number | undefined;
+      // Failures travel through next()/destroy(); the entry stream's own error is that same one.
+      stream.on("error", () => {});
+      let opened: { fd: number; path: EntryPath } | undefined;
       const fail = (error: unknown) => {
         stream.resume();
         next(
@@ -232,17 +361,17 @@ export class ChangesetApplier {
         );
       };
       try {
-        fd = this.entry(header, writes);
+        opened = this.entry(header, writes);
       } catch (error) {
         fail(error);
         return;
       }
-      if (fd === undefined) {
+      if (opened === undefined) {
         stream.on("end", () => next());
         stream.resume();
         return;
       }
-      const file = fd;
+      const { fd: file, path } = opened;
       const what = `Cannot write "${printable(header.name)}" of layer ${layer.digest}`;
       let position = 0;
       let outstanding = 0;
@@ -268,7 +397,7 @@ export class ChangesetApplier {
         if (!ended || outstanding > 0) return;
         settled = true;
         try {
-          this.rootfs.finishFile(file, modeOf(header), owner(header), { mtime: mtimeOf(header) });
+          this.rootfs.finishFile(path, file, modeOf(header), owner(header), { mtime: mtimeOf(header) });
           resolveFile();
         } catch (finishError) {
           rejectFile(hostError(finishError, what));
@@ -303,7 +432,7 @@ export class ChangesetApplier {
       });
     });
     try {
-      await pipeline(decompressed(layer), meter, tar);
+      await pipeline(await decompressed(layer), meter, new ArchiveEnd(), tar);
     } catch (error) {
       if (error instanceof OciError) throw error;
       const message = (error as Error).message;
@@ -329,7 +458,7 @@ export class ChangesetApplier {
   }
 
   /** Applies one entry's metadata; returns an open file descriptor when its data follows. */
-  private entry(header: Headers, writes: LayerWrites): number | undefined {
+  private entry(header: Headers, writes: LayerWrites): { fd: number; path: EntryPath } | undefined {
     if (++this.entries > this.limits.maxEntries)
       throw new SizeLimitError(`The image has more than ${this.limits.maxEntries} archive entries.`, {
         hint: "If the image is genuine, raise the limit with --max-entries.",
@@ -342,7 +471,7 @@ export class ChangesetApplier {
       return undefined;
     }
     if (path.length === 0 && header.type !== "directory")
-      throw new InvalidLayerError(
+      throw new UnsafeLayerError(
         `Layer entry "${printable(header.name)}" would replace the root directory with a ${header.type}.`,
       );
     if (!this.filter.admits(key)) return undefined;
@@ -352,7 +481,7 @@ export class ChangesetApplier {
     switch (header.type) {
       case "file":
       case "contiguous-file":
-        return this.rootfs.createFile(path);
+        return { fd: this.rootfs.createFile(path), path };
       case "directory":
         this.rootfs.directory(path, modeOf(header), ids, times);
         return undefined;
@@ -442,6 +571,7 @@ export class ChangesetApplier {
       bytes: this.bytes,
       skipped,
       ownershipSkipped: this.rootless,
+      loosenedModes: this.rootfs.loosenedModes(),
     };
   }
 }
@@ -450,7 +580,10 @@ function owner(header: Headers): { uid: number; gid: number } {
   return { uid: header.uid ?? 0, gid: header.gid ?? 0 };
 }
 
+/** A PAX `mtime` record (sub-second, beyond 2038) wins over the header field, as in GNU tar and umoci. */
 function mtimeOf(header: Headers): Date {
+  const pax = (header.pax as Record<string, string> | undefined)?.mtime;
+  if (pax !== undefined && /^-?\d+(\.\d+)?$/.test(pax)) return new Date(Number(pax) * 1000);
   return header.mtime ?? new Date(0);
 }
 

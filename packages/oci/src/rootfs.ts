@@ -1,4 +1,5 @@
 import {
+  chmodSync,
   closeSync,
   constants,
   fchmodSync,
@@ -101,6 +102,12 @@ interface DeferredDirectory {
 
 export class RootFs {
   private readonly deferred = new Map<string, DeferredDirectory>();
+  /**
+   * Without root, a file the owner cannot read (or a directory it cannot enter) could not be
+   * copied out of the unpack cache, so such modes are loosened on disk and listed here to be
+   * restored on the final copy.
+   */
+  private readonly loosened = new Map<string, number>();
 
   readonly root: string;
 
@@ -222,6 +229,8 @@ export class RootFs {
     const prefix = `${key}/`;
     for (const deferred of this.deferred.keys())
       if (deferred === key || deferred.startsWith(prefix)) this.deferred.delete(deferred);
+    for (const loose of this.loosened.keys())
+      if (loose === key || loose.startsWith(prefix)) this.loosened.delete(loose);
   }
 
   private chown(host: string, owner: Ownership): void {
@@ -261,15 +270,28 @@ export class RootFs {
     }
   }
 
-  finishFile(fd: number, mode: number, owner: Ownership, times: EntryTimes): void {
+  finishFile(path: EntryPath, fd: number, mode: number, owner: Ownership, times: EntryTimes): void {
     try {
       // chown before chmod: chown clears setuid/setgid bits.
       if (this.owner) fchownSync(fd, owner.uid, owner.gid);
-      fchmodSync(fd, mode & 0o7777);
+      fchmodSync(fd, this.loosen(path.join("/"), mode & 0o7777, 0o400));
       futimesSync(fd, times.mtime, times.mtime);
     } finally {
       closeSync(fd);
     }
+  }
+
+  /** The mode to set now: `needed` owner bits added when rootless, the real mode remembered. */
+  private loosen(key: string, mode: number, needed: number): number {
+    this.loosened.delete(key);
+    if (this.owner || (mode & needed) === needed) return mode;
+    this.loosened.set(key, mode);
+    return mode | needed;
+  }
+
+  /** Modes loosened for a rootless unpack, to restore with `restoreModes` on the final tree. */
+  loosenedModes(): Array<{ path: string; mode: number }> {
+    return [...this.loosened].map(([key, mode]) => ({ path: key, mode }));
   }
 
   /** A directory entry: created if missing, replacing a non-directory; metadata updated if present. */
@@ -385,12 +407,38 @@ export class RootFs {
       if (!real) continue;
       const fd = openSync(host, constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW);
       try {
-        fchmodSync(fd, entry.mode);
+        fchmodSync(fd, this.loosen(key, entry.mode, 0o700));
         futimesSync(fd, entry.mtime, entry.mtime);
       } finally {
         closeSync(fd);
       }
     }
     this.deferred.clear();
+  }
+}
+
+/** The real path of `key` under `root` when every component is a real directory or file. */
+function realEntry(root: string, key: string): string | undefined {
+  let host = root;
+  const parts = key.split("/");
+  for (const [index, part] of parts.entries()) {
+    host = join(host, part);
+    const info = lstatOrUndefined(host);
+    if (info === undefined || info.isSymbolicLink()) return undefined;
+    if (index < parts.length - 1 && !info.isDirectory()) return undefined;
+  }
+  return host;
+}
+
+/**
+ * Puts back modes that a rootless unpack loosened (see `RootFs.loosenedModes`), deepest first so
+ * that a directory is closed only after what is inside it.
+ */
+export function restoreModes(root: string, modes: ReadonlyArray<{ path: string; mode: number }>): void {
+  const ordered = [...modes].sort((a, b) => b.path.split("/").length - a.path.split("/").length);
+  for (const { path, mode } of ordered) {
+    const host = realEntry(root, path);
+    // Checked just above to be no symlink; nothing else writes in this tree.
+    if (host !== undefined) chmodSync(host, mode);
   }
 }

@@ -209,8 +209,18 @@ export class Transport {
     this.unverifiedAgent = new Agent({ ...timeouts, connect: { rejectUnauthorized: false } });
   }
 
+  private destroyed = false;
+
   async close(): Promise<void> {
+    if (this.destroyed) return;
     await Promise.all([this.verifiedAgent.close(), this.unverifiedAgent.close()]);
+  }
+
+  /** Aborts every request in flight (their callers see a network error) and closes. */
+  async destroy(): Promise<void> {
+    if (this.destroyed) return;
+    this.destroyed = true;
+    await Promise.all([this.verifiedAgent.destroy(), this.unverifiedAgent.destroy()]);
   }
 
   private agentFor(url: URL): Dispatcher {

@@ -23,6 +23,7 @@ import { writeFileAtomic } from "./files.js";
 import { type Descriptor, parseManifestDocument } from "./manifest.js";
 import { hostPlatform, type Platform, parsePlatform } from "./platform.js";
 import { formatReference, parseReference, type Reference } from "./reference.js";
+import { restoreModes } from "./rootfs.js";
 import { Store } from "./store.js";
 import type { SerializedError, WorkerInit, WorkerReply, WorkerRequest } from "./unpack-worker.js";
 
@@ -116,7 +117,9 @@ export async function applyLayers(
   const application = await LayerApplication.start(root, options);
   try {
     for (const layer of layers) await application.apply(layer);
-    return await application.finish();
+    const report = await application.finish();
+    restoreModes(resolve(root), report.loosenedModes);
+    return report;
   } finally {
     await application.close();
   }
@@ -206,9 +209,10 @@ async function prepareTarget(dir: string): Promise<boolean> {
 }
 
 /** Copies a cached root: reflinks where the filesystem can, ownership and modes kept. */
-async function materialise(cached: string, dir: string): Promise<void> {
+async function materialise(cached: string, dir: string, report: UnpackReport): Promise<void> {
   try {
     await run("cp", ["-a", "--reflink=auto", "--", `${cached}/.`, `${dir}/`], { maxBuffer: 1024 * 1024 });
+    restoreModes(dir, report.loosenedModes);
   } catch (error) {
     const stderr = (error as { stderr?: string }).stderr?.trim();
     throw new UnpackError(
@@ -250,6 +254,7 @@ export async function unpackImage(
   const release = await store.lease();
   const { client, owned } = clientFor(options);
   let scratch: string | undefined;
+  let pulling: Promise<unknown> | undefined;
   try {
     const plan = deferred<{ manifest: Descriptor; config: Descriptor; layers: readonly Descriptor[] }>();
     const stored = new Map<string, ReturnType<typeof deferred<void>>>();
@@ -285,6 +290,7 @@ export async function unpackImage(
       for (const entry of stored.values()) entry.resolve();
       return result;
     });
+    pulling = pulled;
     pulled.catch((error: unknown) => {
       plan.reject(error);
       for (const entry of stored.values()) entry.reject(error);
@@ -316,9 +322,9 @@ export async function unpackImage(
     let cached = false;
     if (cachedRoot !== undefined && (await exists(join(cacheDir as string, `${key}.json`)))) {
       await pulled;
-      await materialise(cachedRoot, target);
-      emit({ type: "unpack-cached", chainId: chainId(diffIds) });
       report = JSON.parse(await readFile(join(cacheDir as string, `${key}.json`), "utf8")) as UnpackReport;
+      emit({ type: "unpack-cached", chainId: chainId(diffIds) });
+      await materialise(cachedRoot, target, report);
       cached = true;
     } else {
       const workRoot =
@@ -347,8 +353,8 @@ export async function unpackImage(
       if (cachedRoot !== undefined) {
         await publishCache(workRoot, cachedRoot, `${cachedRoot}.json`, report);
         scratch = undefined;
-        await materialise(cachedRoot, target);
-      }
+        await materialise(cachedRoot, target, report);
+      } else restoreModes(target, report.loosenedModes);
     }
     const result = await pulled;
     return {
@@ -364,6 +370,9 @@ export async function unpackImage(
       report,
     };
   } catch (error) {
+    // Stop a download that no longer has a use, and let it settle before the lease goes.
+    if (owned) await client.transport.destroy();
+    if (pulling !== undefined) await Promise.allSettled([pulling]);
     if (created) await rm(target, { recursive: true, force: true });
     else await emptyDirectory(target);
     throw error;
