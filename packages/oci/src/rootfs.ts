@@ -102,6 +102,9 @@ interface DeferredDirectory {
 
 export class RootFs {
   private readonly deferred = new Map<string, DeferredDirectory>();
+  private readonly fresh: boolean;
+  private readonly uid = process.geteuid?.() ?? -1;
+  private readonly gid = process.getegid?.() ?? -1;
   /**
    * Without root, a file the owner cannot read (or a directory it cannot enter) could not be
    * copied out of the unpack cache, so such modes are loosened on disk and listed here to be
@@ -121,6 +124,7 @@ export class RootFs {
   ) {
     // The real path, so that a symlink above the root does not defeat the realpath fast path.
     this.root = realpathSync.native(root);
+    this.fresh = readdirSync(this.root).length === 0;
     if (this.root.length + 2 >= PATH_MAX)
       throw new InvalidLayerError(`The unpack target ${root} is too long.`);
   }
@@ -233,20 +237,31 @@ export class RootFs {
       if (loose === key || loose.startsWith(prefix)) this.loosened.delete(loose);
   }
 
+  /**
+   * In a tree that started empty no directory has its setgid bit yet (directory modes are applied
+   * at the end), so a new file belongs to this process: chown only when the archive differs.
+   */
+  private needsChown(owner: Ownership): boolean {
+    return this.owner && (!this.fresh || owner.uid !== this.uid || owner.gid !== this.gid);
+  }
+
   private chown(host: string, owner: Ownership): void {
-    if (this.owner) lchownSync(host, owner.uid, owner.gid);
+    if (this.needsChown(owner)) lchownSync(host, owner.uid, owner.gid);
   }
 
   /** Opens a new regular file for writing; the caller writes, then calls `finishFile`. */
   createFile(path: EntryPath): number {
     const host = this.slot(path);
-    this.clear(host, path.join("/"));
     // O_EXCL|O_NOFOLLOW: nothing can sit in the slot, and nothing planted there is followed.
-    return openSync(
-      host,
-      constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW,
-      0o600,
-    );
+    // The slot is usually free, so clearing waits for EEXIST instead of costing an lstat.
+    const flags = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
+    try {
+      return openSync(host, flags, 0o600);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
+    }
+    this.clear(host, path.join("/"));
+    return openSync(host, flags, 0o600);
   }
 
   /** Writes `chunk` at `position` on the thread pool (pwrite: chunks may land in any order). */
@@ -273,7 +288,7 @@ export class RootFs {
   finishFile(path: EntryPath, fd: number, mode: number, owner: Ownership, times: EntryTimes): void {
     try {
       // chown before chmod: chown clears setuid/setgid bits.
-      if (this.owner) fchownSync(fd, owner.uid, owner.gid);
+      if (this.needsChown(owner)) fchownSync(fd, owner.uid, owner.gid);
       fchmodSync(fd, this.loosen(path.join("/"), mode & 0o7777, 0o400));
       futimesSync(fd, times.mtime, times.mtime);
     } finally {
@@ -298,9 +313,16 @@ export class RootFs {
   directory(path: EntryPath, mode: number, owner: Ownership, times: EntryTimes): void {
     if (path.length === 0) return; // The root keeps its own type, mode and owner.
     const host = this.slot(path);
-    const info = lstatOrUndefined(host);
-    if (info !== undefined && !info.isDirectory()) unlinkSync(host);
-    if (info === undefined || !info.isDirectory()) mkdirSync(host, { mode: 0o700 });
+    try {
+      mkdirSync(host, { mode: 0o700 });
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
+      // A directory that reappears keeps its contents; anything else in the slot gives way.
+      if (!lstatSync(host).isDirectory()) {
+        unlinkSync(host);
+        mkdirSync(host, { mode: 0o700 });
+      } else if (this.owner) lchownSync(host, owner.uid, owner.gid);
+    }
     this.chown(host, owner);
     this.deferred.set(path.join("/"), { mode: mode & 0o7777, mtime: times.mtime });
   }

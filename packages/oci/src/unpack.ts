@@ -322,7 +322,8 @@ export async function unpackImage(
     let cached = false;
     if (cachedRoot !== undefined && (await exists(join(cacheDir as string, `${key}.json`)))) {
       await pulled;
-      report = JSON.parse(await readFile(join(cacheDir as string, `${key}.json`), "utf8")) as UnpackReport;
+      report = (JSON.parse(await readFile(join(cacheDir as string, `${key}.json`), "utf8")) as CacheMarker)
+        .report;
       emit({ type: "unpack-cached", chainId: chainId(diffIds) });
       await materialise(cachedRoot, target, report);
       cached = true;
@@ -351,7 +352,7 @@ export async function unpackImage(
       }
       await pulled;
       if (cachedRoot !== undefined) {
-        await publishCache(workRoot, cachedRoot, `${cachedRoot}.json`, report);
+        await publishCache(workRoot, cachedRoot, { chainId: chainId(diffIds), report });
         scratch = undefined;
         await materialise(cachedRoot, target, report);
       } else restoreModes(target, report.loosenedModes);
@@ -392,8 +393,14 @@ async function exists(path: string): Promise<boolean> {
   }
 }
 
-/** The root is renamed into place first and its report last: the report marks a complete entry. */
-async function publishCache(work: string, root: string, marker: string, report: UnpackReport): Promise<void> {
+/** Written beside a cached root once it is complete; prune reads the ChainID back. */
+interface CacheMarker {
+  chainId: string;
+  report: UnpackReport;
+}
+
+/** The root is renamed into place first and its marker last: the marker means "complete". */
+async function publishCache(work: string, root: string, marker: CacheMarker): Promise<void> {
   try {
     await rename(work, root);
   } catch (error) {
@@ -402,7 +409,76 @@ async function publishCache(work: string, root: string, marker: string, report: 
     if (code !== "ENOTEMPTY" && code !== "EEXIST") throw error;
     await rm(work, { recursive: true, force: true });
   }
-  await writeFileAtomic(marker, JSON.stringify(report));
+  await writeFileAtomic(`${root}.json`, JSON.stringify(marker));
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
+/** ChainIDs of every image in the store: the unpacked roots still worth keeping. */
+async function liveChains(store: Store): Promise<Set<string>> {
+  const live = new Set<string>();
+  const visit = async (descriptor: Descriptor): Promise<void> => {
+    const bytes = await store.layout.readBlob(descriptor, 4 * 1024 * 1024);
+    const document = parseManifestDocument(bytes, descriptor.mediaType, `Manifest ${descriptor.digest}`);
+    if (document.kind === "index") {
+      for (const child of document.index.manifests) if (await store.layout.hasBlob(child)) await visit(child);
+      return;
+    }
+    const config = parseImageConfig(
+      await store.layout.readBlob(document.manifest.config, 64 * 1024 * 1024),
+      `The config of ${descriptor.digest}`,
+    );
+    live.add(chainId(config.rootfs.diff_ids));
+  };
+  for (const image of await store.list()) await visit(image.descriptor).catch(() => undefined);
+  return live;
+}
+
+/**
+ * Deletes cached roots of images no longer in the store, incomplete entries, and scratch
+ * directories of unpacks that died. Returns how many entries went.
+ */
+export async function pruneRootfsCache(
+  store: Store,
+  cacheDir: string = defaultRootfsCacheDir(),
+): Promise<{ removed: number }> {
+  const names = await readdir(cacheDir).catch(() => [] as string[]);
+  const live = await liveChains(store);
+  const complete = new Set<string>();
+  let removed = 0;
+  const remove = async (name: string) => {
+    await rm(join(cacheDir, name), { recursive: true, force: true });
+    removed++;
+  };
+  for (const name of names) {
+    if (!name.endsWith(".json")) continue;
+    const key = name.slice(0, -".json".length);
+    try {
+      const marker = JSON.parse(await readFile(join(cacheDir, name), "utf8")) as CacheMarker;
+      if (live.has(marker.chainId)) {
+        complete.add(key);
+        continue;
+      }
+    } catch {
+      // An unreadable marker is as good as none.
+    }
+    await rm(join(cacheDir, name), { force: true });
+    await remove(key);
+  }
+  for (const name of names) {
+    if (name.endsWith(".json") || complete.has(name)) continue;
+    const scratch = /^\.tmp-(\d+)-/.exec(name);
+    if (scratch !== null && processAlive(Number(scratch[1]))) continue;
+    if (await exists(join(cacheDir, name))) await remove(name);
+  }
+  return { removed };
 }
 
 async function emptyDirectory(dir: string): Promise<void> {

@@ -13,6 +13,7 @@ import {
   parsePlatform,
   parsePushSource,
   parseReference,
+  pruneRootfsCache,
   pull,
   push,
   Store,
@@ -283,15 +284,20 @@ export function registerImageCommands(program: Command, context: CommandContext)
       const pruned = await store.prune();
       if (pruned.removed > 0)
         output.stdout.write(`Deleted ${pruned.removed} blob(s), ${formatBytes(pruned.bytes)}\n`);
+      const roots = await pruneRootfsCache(store);
+      if (roots.removed > 0) output.stdout.write(`Deleted ${roots.removed} unpacked root(s) from the cache\n`);
     });
 
   image
     .command("prune")
-    .description("Delete blobs no image in the store references")
+    .description("Delete blobs no image in the store references, and unpacked roots of removed images")
     .action(async () => {
       const store = await Store.open();
       const pruned = await store.prune();
       output.stdout.write(`Deleted ${pruned.removed} blob(s), reclaimed ${formatBytes(pruned.bytes)}\n`);
+      const roots = await pruneRootfsCache(store);
+      if (roots.removed > 0)
+        output.stdout.write(`Deleted ${roots.removed} unpacked root(s) from the cache\n`);
     });
 }
 
