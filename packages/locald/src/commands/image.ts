@@ -285,7 +285,8 @@ export function registerImageCommands(program: Command, context: CommandContext)
       if (pruned.removed > 0)
         output.stdout.write(`Deleted ${pruned.removed} blob(s), ${formatBytes(pruned.bytes)}\n`);
       const roots = await pruneRootfsCache(store);
-      if (roots.removed > 0) output.stdout.write(`Deleted ${roots.removed} unpacked root(s) from the cache\n`);
+      if (roots.removed > 0)
+        output.stdout.write(`Deleted ${roots.removed} unpacked root(s) from the cache\n`);
     });
 
   image
