@@ -13,7 +13,13 @@ import { type UnpackEvent, unpackImage } from "./unpack.js";
 export type Destination =
   | { readonly kind: "store"; readonly store?: Store }
   | { readonly kind: "layout"; readonly dir: string; readonly name?: string }
-  | { readonly kind: "directory"; readonly dir: string; readonly paths?: readonly string[] };
+  | {
+      readonly kind: "directory";
+      readonly dir: string;
+      readonly paths?: readonly string[];
+      readonly store?: Store;
+      readonly cacheDir?: string | false;
+    };
 
 /** The local image store (default `$LOCALD_HOME/store`). */
 export function store(instance?: Store): Destination {
@@ -29,8 +35,11 @@ export function ociLayout(dir: string, options: { name?: string } = {}): Destina
  * A root filesystem written into `dir` (new or empty), optionally only some subtrees; the image
  * goes through the store, and unpacked roots are cached (see `unpackImage`).
  */
-export function directory(dir: string, options: { paths?: readonly string[] } = {}): Destination {
-  return { kind: "directory", dir, ...(options.paths === undefined ? {} : { paths: options.paths }) };
+export function directory(
+  dir: string,
+  options: { paths?: readonly string[]; store?: Store; cacheDir?: string | false } = {},
+): Destination {
+  return { kind: "directory", dir, ...options };
 }
 
 export interface PullOptions extends ClientOptions {
@@ -76,6 +85,8 @@ export async function pull(reference: string | Reference, options: PullOptions =
       ...rest,
       ...(options.platform !== undefined && options.platform !== "all" ? { platform: options.platform } : {}),
       ...(destination.paths ? { paths: destination.paths } : {}),
+      ...(destination.store ? { store: destination.store } : {}),
+      ...(destination.cacheDir !== undefined ? { cacheDir: destination.cacheDir } : {}),
     });
     return {
       reference: ref,

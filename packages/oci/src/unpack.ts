@@ -1,6 +1,6 @@
 import { execFile } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
-import { mkdir, readdir, readFile, rename, rm, stat } from "node:fs/promises";
+import { copyFile, lstat, mkdir, readdir, readFile, rename, rm, stat } from "node:fs/promises";
 import { homedir } from "node:os";
 import { join, resolve } from "node:path";
 import { promisify } from "node:util";
@@ -107,7 +107,7 @@ export class LayerApplication {
 
 /**
  * Applies layer blobs in order to `root` (created if missing). On failure the root holds a
- * partial tree: callers unpack into a scratch directory they can discard, as `unpackImage` does.
+ * partial tree: callers unpack into a directory they can discard, as `unpackImage` does.
  */
 export async function applyLayers(
   root: string,
@@ -208,10 +208,17 @@ async function prepareTarget(dir: string): Promise<boolean> {
   }
 }
 
-/** Copies a cached root: reflinks where the filesystem can, ownership and modes kept. */
+/**
+ * Copies a cached root into `dir` (reflinks where the filesystem has them), keeping modes,
+ * owners, mtimes and the image's own hardlinks, then restores modes a rootless unpack loosened.
+ */
 async function materialise(cached: string, dir: string, report: UnpackReport): Promise<void> {
   try {
-    await run("cp", ["-a", "--reflink=auto", "--", `${cached}/.`, `${dir}/`], { maxBuffer: 1024 * 1024 });
+    await run(
+      "cp",
+      ["-dR", "--preserve=mode,ownership,timestamps,links", "--reflink=auto", "--", `${cached}/.`, `${dir}/`],
+      { maxBuffer: 1024 * 1024 },
+    );
     restoreModes(dir, report.loosenedModes);
   } catch (error) {
     const stderr = (error as { stderr?: string }).stderr?.trim();
@@ -219,6 +226,67 @@ async function materialise(cached: string, dir: string, report: UnpackReport): P
       `Cannot copy the unpacked image into ${dir}: ${stderr || (error as Error).message}.`,
     );
   }
+}
+
+/** What each regular file of a cached root looked like when it was cached. */
+type Fingerprint = Record<
+  string,
+  [ino: number, size: number, mtimeMs: number, mode: number, uid: number, gid: number]
+>;
+
+async function fingerprint(root: string): Promise<Fingerprint> {
+  const prints: Fingerprint = {};
+  for (const entry of await readdir(root, { recursive: true, withFileTypes: true })) {
+    if (!entry.isFile()) continue;
+    const path = join(entry.parentPath, entry.name);
+    const info = await lstat(path);
+    prints[path.slice(root.length + 1)] = [info.ino, info.size, info.mtimeMs, info.mode, info.uid, info.gid];
+  }
+  return prints;
+}
+
+/**
+ * The cache shares file inodes with the directory it was first unpacked into, so an edit made
+ * there in place would show here: such an entry is not used. (Deleting that directory is fine.)
+ */
+async function intact(root: string, prints: Fingerprint): Promise<boolean> {
+  for (const [path, [ino, size, mtimeMs, mode, uid, gid]] of Object.entries(prints)) {
+    const info = await lstat(join(root, path)).catch(() => undefined);
+    if (
+      info === undefined ||
+      info.ino !== ino ||
+      info.size !== size ||
+      info.mtimeMs !== mtimeMs ||
+      info.mode !== mode ||
+      info.uid !== uid ||
+      info.gid !== gid
+    )
+      return false;
+  }
+  return true;
+}
+
+/**
+ * Caches a freshly unpacked `dir` as hardlinks (no data is copied), before its loosened modes are
+ * restored. Files whose modes were loosened get a copy of their own, so restoring the user's
+ * copy does not lock the cache out. False when the cache cannot share the filesystem.
+ */
+async function cacheByLinks(dir: string, scratch: string, report: UnpackReport): Promise<boolean> {
+  try {
+    await run("cp", ["-al", "--", `${dir}/.`, `${scratch}/`], { maxBuffer: 1024 * 1024 });
+  } catch {
+    await rm(scratch, { recursive: true, force: true });
+    return false;
+  }
+  for (const { path } of report.loosenedModes) {
+    const linked = join(scratch, path);
+    const info = await lstat(linked).catch(() => undefined);
+    if (info === undefined || !info.isFile()) continue;
+    const copy = `${linked}.locald-copy`;
+    await copyFile(join(dir, path), copy);
+    await rename(copy, linked);
+  }
+  return true;
 }
 
 function cacheKey(diffIds: readonly string[], options: ChangesetOptions): string {
@@ -320,21 +388,17 @@ export async function unpackImage(
     const cachedRoot = cacheDir === false ? undefined : join(cacheDir, key);
     let report: UnpackReport | undefined;
     let cached = false;
-    if (cachedRoot !== undefined && (await exists(join(cacheDir as string, `${key}.json`)))) {
+    const marker = cachedRoot === undefined ? undefined : await readMarker(`${cachedRoot}.json`);
+    if (cachedRoot !== undefined && marker !== undefined && (await intact(cachedRoot, marker.files))) {
       await pulled;
-      report = (JSON.parse(await readFile(join(cacheDir as string, `${key}.json`), "utf8")) as CacheMarker)
-        .report;
+      report = marker.report;
       emit({ type: "unpack-cached", chainId: chainId(diffIds) });
       await materialise(cachedRoot, target, report);
       cached = true;
     } else {
-      const workRoot =
-        cacheDir === false ? target : join(cacheDir, `.tmp-${process.pid}-${randomBytes(6).toString("hex")}`);
-      if (cacheDir !== false) {
-        await mkdir(cacheDir, { recursive: true, mode: 0o700 });
-        scratch = workRoot;
-      }
-      const application = await LayerApplication.start(workRoot, changeset);
+      // Extract straight into the target (one write of every file), then cache it as hardlinks.
+      if (cachedRoot !== undefined && marker !== undefined) await discardCache(cachedRoot);
+      const application = await LayerApplication.start(target, changeset);
       try {
         for (const [index, layer] of layers.entries()) {
           await blobReady(layer.digest);
@@ -343,6 +407,7 @@ export async function unpackImage(
             mediaType: layer.mediaType,
             digest: layer.digest,
             diffId: diffIds[index] as string,
+            verified: true,
           });
           emit({ type: "unpack-layer", digest: layer.digest, index, count: layers.length });
         }
@@ -351,11 +416,16 @@ export async function unpackImage(
         await application.close();
       }
       await pulled;
-      if (cachedRoot !== undefined) {
-        await publishCache(workRoot, cachedRoot, { chainId: chainId(diffIds), report });
+      if (cachedRoot !== undefined && cacheDir !== false) {
+        await mkdir(cacheDir, { recursive: true, mode: 0o700 });
+        scratch = join(cacheDir, `.tmp-${process.pid}-${randomBytes(6).toString("hex")}`);
+        if (await cacheByLinks(target, scratch, report)) {
+          const files = await fingerprint(scratch);
+          await publishCache(scratch, cachedRoot, { chainId: chainId(diffIds), report, files });
+        }
         scratch = undefined;
-        await materialise(cachedRoot, target, report);
-      } else restoreModes(target, report.loosenedModes);
+      }
+      restoreModes(target, report.loosenedModes);
     }
     const result = await pulled;
     return {
@@ -397,6 +467,22 @@ async function exists(path: string): Promise<boolean> {
 interface CacheMarker {
   chainId: string;
   report: UnpackReport;
+  files: Fingerprint;
+}
+
+async function readMarker(path: string): Promise<CacheMarker | undefined> {
+  try {
+    const marker = JSON.parse(await readFile(path, "utf8")) as Partial<CacheMarker>;
+    return marker.report !== undefined && marker.files !== undefined ? (marker as CacheMarker) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Marker first: without it the entry is incomplete and nobody uses it. */
+async function discardCache(root: string): Promise<void> {
+  await rm(`${root}.json`, { force: true });
+  await rm(root, { recursive: true, force: true });
 }
 
 /** The root is renamed into place first and its marker last: the marker means "complete". */
@@ -405,9 +491,10 @@ async function publishCache(work: string, root: string, marker: CacheMarker): Pr
     await rename(work, root);
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
-    // Another process cached the same root first; theirs is as good as ours.
+    // Another process cached the same root first; theirs is as good as ours, and theirs is marked.
     if (code !== "ENOTEMPTY" && code !== "EEXIST") throw error;
     await rm(work, { recursive: true, force: true });
+    return;
   }
   await writeFileAtomic(`${root}.json`, JSON.stringify(marker));
 }
