@@ -31,9 +31,11 @@ try {
   await step("pull", ["image", "pull", ref], env);
   await step("re-pull", ["image", "pull", ref], env);
   await step("inspect", ["image", "inspect", ref], env);
+  await step("unpack", ["image", "unpack", ref, join(work, "rootfs")], env);
+  await step("unpack again (from the cache)", ["image", "unpack", ref, join(work, "rootfs-2")], env);
   await step("ls", ["image", "ls"], env);
   process.stdout.write(
-    "\nDemo finished: pushed, pulled (then up to date), and inspected through a real registry.\n",
+    "\nDemo finished: pushed, pulled (then up to date), inspected and unpacked through a real registry.\n",
   );
 } finally {
   await registry.stop();

@@ -80,6 +80,8 @@ export interface UnpackReport {
 const WHITEOUT_PREFIX = ".wh.";
 const OPAQUE_MARKER = ".wh..wh..opq";
 const MAX_SKIPPED_LISTED = 1000;
+/** Files up to this size are written on the unpack thread itself; larger ones on the pool. */
+const SMALL_FILE = 256 * 1024;
 /** File data queued for writing before the archive is paused. */
 const WRITE_BUDGET = 32 * 1024 * 1024;
 
@@ -372,6 +374,29 @@ export class ChangesetApplier {
         return;
       }
       const { fd: file, path } = opened;
+      if ((header.size ?? 0) <= SMALL_FILE) {
+        let failed = false;
+        stream.on("data", (chunk: unknown) => {
+          if (failed) return;
+          try {
+            this.rootfs.writeNow(file, chunk as Buffer);
+          } catch (error) {
+            failed = true;
+            this.rootfs.abandonFile(file);
+            fail(error);
+          }
+        });
+        stream.on("end", () => {
+          if (failed) return;
+          try {
+            this.rootfs.finishFile(path, file, modeOf(header), owner(header), { mtime: mtimeOf(header) });
+            next();
+          } catch (error) {
+            fail(error);
+          }
+        });
+        return;
+      }
       const what = `Cannot write "${printable(header.name)}" of layer ${layer.digest}`;
       let position = 0;
       let outstanding = 0;

@@ -19,6 +19,7 @@ import {
   symlinkSync,
   unlinkSync,
   write,
+  writeSync,
 } from "node:fs";
 import { join } from "node:path";
 import { InvalidLayerError, UnsafeLayerError } from "./errors.js";
@@ -262,6 +263,12 @@ export class RootFs {
     }
     this.clear(host, path.join("/"));
     return openSync(host, flags, 0o600);
+  }
+
+  /** Writes `chunk` on this thread: for small files a pool round trip costs more than the write. */
+  writeNow(fd: number, chunk: Uint8Array): void {
+    let offset = 0;
+    while (offset < chunk.length) offset += writeSync(fd, chunk, offset, chunk.length - offset);
   }
 
   /** Writes `chunk` at `position` on the thread pool (pwrite: chunks may land in any order). */

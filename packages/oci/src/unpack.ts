@@ -1,5 +1,6 @@
 import { execFile } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
+import { lstatSync, readdirSync } from "node:fs";
 import { copyFile, lstat, mkdir, readdir, readFile, rename, rm, stat } from "node:fs/promises";
 import { homedir } from "node:os";
 import { join, resolve } from "node:path";
@@ -234,12 +235,13 @@ type Fingerprint = Record<
   [ino: number, size: number, mtimeMs: number, mode: number, uid: number, gid: number]
 >;
 
-async function fingerprint(root: string): Promise<Fingerprint> {
+/** Synchronous on purpose: one lstat per file, and nothing else is waiting on this thread. */
+function fingerprint(root: string): Fingerprint {
   const prints: Fingerprint = {};
-  for (const entry of await readdir(root, { recursive: true, withFileTypes: true })) {
+  for (const entry of readdirSync(root, { recursive: true, withFileTypes: true })) {
     if (!entry.isFile()) continue;
     const path = join(entry.parentPath, entry.name);
-    const info = await lstat(path);
+    const info = lstatSync(path);
     prints[path.slice(root.length + 1)] = [info.ino, info.size, info.mtimeMs, info.mode, info.uid, info.gid];
   }
   return prints;
@@ -249,9 +251,9 @@ async function fingerprint(root: string): Promise<Fingerprint> {
  * The cache shares file inodes with the directory it was first unpacked into, so an edit made
  * there in place would show here: such an entry is not used. (Deleting that directory is fine.)
  */
-async function intact(root: string, prints: Fingerprint): Promise<boolean> {
+function intact(root: string, prints: Fingerprint): boolean {
   for (const [path, [ino, size, mtimeMs, mode, uid, gid]] of Object.entries(prints)) {
-    const info = await lstat(join(root, path)).catch(() => undefined);
+    const info = lstatSync(join(root, path), { throwIfNoEntry: false });
     if (
       info === undefined ||
       info.ino !== ino ||
@@ -389,7 +391,7 @@ export async function unpackImage(
     let report: UnpackReport | undefined;
     let cached = false;
     const marker = cachedRoot === undefined ? undefined : await readMarker(`${cachedRoot}.json`);
-    if (cachedRoot !== undefined && marker !== undefined && (await intact(cachedRoot, marker.files))) {
+    if (cachedRoot !== undefined && marker !== undefined && intact(cachedRoot, marker.files)) {
       await pulled;
       report = marker.report;
       emit({ type: "unpack-cached", chainId: chainId(diffIds) });
@@ -420,7 +422,7 @@ export async function unpackImage(
         await mkdir(cacheDir, { recursive: true, mode: 0o700 });
         scratch = join(cacheDir, `.tmp-${process.pid}-${randomBytes(6).toString("hex")}`);
         if (await cacheByLinks(target, scratch, report)) {
-          const files = await fingerprint(scratch);
+          const files = fingerprint(scratch);
           await publishCache(scratch, cachedRoot, { chainId: chainId(diffIds), report, files });
         }
         scratch = undefined;
