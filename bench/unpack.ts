@@ -825,7 +825,7 @@ async function main(): Promise<number> {
       "",
       table(header, tableRows),
       "",
-      "locald cold = pull into an empty store + extract + cache + copy out; skopeo+umoci = skopeo copy, then umoci unpack --rootless, times summed, RSS the larger;",
+      "locald cold = pull into an empty store + extract into the target (overlapped) + record it in the unpack cache as hardlinks; skopeo+umoci = skopeo copy, then umoci unpack --rootless, times summed, RSS the larger;",
       `tar = tar -xzf of the ${image.layerCount} layer blobs in order into one dir, no whiteout processing (it keeps ${expected.whitedOut} entries the image deletes);`,
       "locald --no-cache = image already in the store, extracted straight into the target; locald cached = second unpack, copied from the unpack cache.",
       "",
