@@ -355,7 +355,7 @@ export class ChangesetApplier {
     tar.on("entry", (header, stream, next) => {
       // Failures travel through next()/destroy(); the entry stream's own error is that same one.
       stream.on("error", () => {});
-      let opened: { fd: number; path: EntryPath } | undefined;
+      let opened: number | undefined;
       const fail = (error: unknown) => {
         stream.resume();
         next(
@@ -373,7 +373,7 @@ export class ChangesetApplier {
         stream.resume();
         return;
       }
-      const { fd: file, path } = opened;
+      const file = opened;
       if ((header.size ?? 0) <= SMALL_FILE) {
         let failed = false;
         stream.on("data", (chunk: unknown) => {
@@ -389,7 +389,7 @@ export class ChangesetApplier {
         stream.on("end", () => {
           if (failed) return;
           try {
-            this.rootfs.finishFile(path, file, modeOf(header), owner(header), { mtime: mtimeOf(header) });
+            this.rootfs.finishFile(file, owner(header), { mtime: mtimeOf(header) });
             next();
           } catch (error) {
             fail(error);
@@ -422,7 +422,7 @@ export class ChangesetApplier {
         if (!ended || outstanding > 0) return;
         settled = true;
         try {
-          this.rootfs.finishFile(path, file, modeOf(header), owner(header), { mtime: mtimeOf(header) });
+          this.rootfs.finishFile(file, owner(header), { mtime: mtimeOf(header) });
           resolveFile();
         } catch (finishError) {
           rejectFile(hostError(finishError, what));
@@ -483,7 +483,7 @@ export class ChangesetApplier {
   }
 
   /** Applies one entry's metadata; returns an open file descriptor when its data follows. */
-  private entry(header: Headers, writes: LayerWrites): { fd: number; path: EntryPath } | undefined {
+  private entry(header: Headers, writes: LayerWrites): number | undefined {
     if (++this.entries > this.limits.maxEntries)
       throw new SizeLimitError(`The image has more than ${this.limits.maxEntries} archive entries.`, {
         hint: "If the image is genuine, raise the limit with --max-entries.",
@@ -506,7 +506,7 @@ export class ChangesetApplier {
     switch (header.type) {
       case "file":
       case "contiguous-file":
-        return { fd: this.rootfs.createFile(path), path };
+        return this.rootfs.createFile(path, modeOf(header));
       case "directory":
         this.rootfs.directory(path, modeOf(header), ids, times);
         return undefined;

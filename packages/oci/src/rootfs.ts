@@ -104,6 +104,9 @@ interface DeferredDirectory {
 export class RootFs {
   private readonly deferred = new Map<string, DeferredDirectory>();
   private readonly fresh: boolean;
+  /** Files whose mode open() could not set, by descriptor, until `finishFile`. */
+  private readonly chmodLater = new Map<number, number>();
+  private readonly umask = process.umask();
   private readonly uid = process.geteuid?.() ?? -1;
   private readonly gid = process.getegid?.() ?? -1;
   /**
@@ -251,18 +254,27 @@ export class RootFs {
   }
 
   /** Opens a new regular file for writing; the caller writes, then calls `finishFile`. */
-  createFile(path: EntryPath): number {
+  createFile(path: EntryPath, mode: number): number {
     const host = this.slot(path);
+    // Most files can get their final mode from open() itself (one syscall fewer per file):
+    // not with setuid/setgid/sticky bits, nor bits the umask would take away.
+    const wanted = this.loosen(path.join("/"), mode & 0o7777, 0o400);
+    const direct = (wanted & 0o7000) === 0 && (wanted & this.umask) === 0;
     // O_EXCL|O_NOFOLLOW: nothing can sit in the slot, and nothing planted there is followed.
     // The slot is usually free, so clearing waits for EEXIST instead of costing an lstat.
     const flags = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
+    let fd: number;
     try {
-      return openSync(host, flags, 0o600);
+      fd = openSync(host, flags, direct ? wanted : 0o600);
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
+      this.clear(host, path.join("/"));
+      // clear() forgot the key's loosened mode along with the old file: remember it again.
+      this.loosen(path.join("/"), mode & 0o7777, 0o400);
+      fd = openSync(host, flags, direct ? wanted : 0o600);
     }
-    this.clear(host, path.join("/"));
-    return openSync(host, flags, 0o600);
+    if (!direct) this.chmodLater.set(fd, wanted);
+    return fd;
   }
 
   /** Writes `chunk` on this thread: for small files a pool round trip costs more than the write. */
@@ -285,6 +297,7 @@ export class RootFs {
 
   /** Closes a file whose data did not arrive; the failed unpack is discarded as a whole. */
   abandonFile(fd: number): void {
+    this.chmodLater.delete(fd);
     try {
       closeSync(fd);
     } catch {
@@ -292,11 +305,13 @@ export class RootFs {
     }
   }
 
-  finishFile(path: EntryPath, fd: number, mode: number, owner: Ownership, times: EntryTimes): void {
+  finishFile(fd: number, owner: Ownership, times: EntryTimes): void {
+    const mode = this.chmodLater.get(fd);
+    this.chmodLater.delete(fd);
     try {
-      // chown before chmod: chown clears setuid/setgid bits.
+      // chown before chmod: chown clears setuid/setgid bits (files with those are chmodded here).
       if (this.needsChown(owner)) fchownSync(fd, owner.uid, owner.gid);
-      fchmodSync(fd, this.loosen(path.join("/"), mode & 0o7777, 0o400));
+      if (mode !== undefined) fchmodSync(fd, mode);
       futimesSync(fd, times.mtime, times.mtime);
     } finally {
       closeSync(fd);
