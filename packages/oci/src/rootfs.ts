@@ -104,6 +104,8 @@ interface DeferredDirectory {
 export class RootFs {
   private readonly deferred = new Map<string, DeferredDirectory>();
   private readonly fresh: boolean;
+  /** The directory the previous entry resolved to; see `resolveDirectory`. */
+  private lastResolved: { key: string; host: string } | undefined;
   /** Files whose mode open() could not set, by descriptor, until `finishFile`. */
   private readonly chmodLater = new Map<number, number>();
   private readonly umask = process.umask();
@@ -142,12 +144,32 @@ export class RootFs {
     return this.resolveDirectory(path.slice(0, -1), create, path);
   }
 
-  /** Host path of a directory inside the root, symlinks followed inside the root. */
+  /**
+   * Host path of a directory inside the root, symlinks followed inside the root.
+   *
+   * Consecutive entries mostly share a directory, so the answer for the previous one is kept —
+   * but only until anything is removed, replaced or made a symlink (`forgetResolved`). Until then
+   * the tree has only gained new names, which cannot change what an existing path resolves to:
+   * the answer is still what the disk says now. (A lasting cache of directories is what let
+   * node-tar's CVE-2021-32803 write through a planted symlink; this is not one.)
+   */
   resolveDirectory(
     components: EntryPath,
     create: boolean,
     forEntry: EntryPath = components,
   ): string | undefined {
+    const key = components.join("/");
+    if (this.lastResolved?.key === key) return this.lastResolved.host;
+    const host = this.walkDirectory(components, create, forEntry);
+    if (host !== undefined) this.lastResolved = { key, host };
+    return host;
+  }
+
+  private forgetResolved(): void {
+    this.lastResolved = undefined;
+  }
+
+  private walkDirectory(components: EntryPath, create: boolean, forEntry: EntryPath): string | undefined {
     const direct = this.realDirectory(components);
     if (direct !== undefined) return direct;
     const pending = [...components].reverse();
@@ -227,6 +249,7 @@ export class RootFs {
   private clear(host: string, key: string): void {
     const info = lstatOrUndefined(host);
     if (info === undefined) return;
+    this.forgetResolved();
     if (info.isDirectory()) {
       this.forgetDeferred(key);
       rmSync(host, { recursive: true, force: true });
@@ -341,6 +364,7 @@ export class RootFs {
       if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
       // A directory that reappears keeps its contents; anything else in the slot gives way.
       if (!lstatSync(host).isDirectory()) {
+        this.forgetResolved();
         unlinkSync(host);
         mkdirSync(host, { mode: 0o700 });
       } else if (this.owner) lchownSync(host, owner.uid, owner.gid);
@@ -352,6 +376,7 @@ export class RootFs {
   symlink(path: EntryPath, target: string, owner: Ownership, times: EntryTimes): void {
     const host = this.slot(path);
     this.clear(host, path.join("/"));
+    this.forgetResolved();
     symlinkSync(target, host);
     this.chown(host, owner);
     lutimesSync(host, times.mtime, times.mtime);
