@@ -106,3 +106,8 @@ export class InvalidLayerError extends OciError {
 export class UnpackError extends OciError {
   readonly code = "UNPACK";
 }
+
+/** Container settings that cannot be honoured: an unknown user, a bad volume, no command. */
+export class ContainerConfigError extends OciError {
+  readonly code = "CONTAINER_CONFIG";
+}

@@ -12,6 +12,8 @@ export * from "./pull.js";
 export * from "./push.js";
 export * from "./reference.js";
 export * from "./registry.js";
+export { readFileInRoot, resolveInRoot } from "./rootfs.js";
+export * from "./runtime-spec.js";
 export * from "./store.js";
 export * from "./transport.js";
 export * from "./unpack.js";

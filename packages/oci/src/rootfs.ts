@@ -4,6 +4,7 @@ import {
   constants,
   fchmodSync,
   fchownSync,
+  fstatSync,
   futimesSync,
   lchownSync,
   linkSync,
@@ -13,6 +14,7 @@ import {
   openSync,
   readdirSync,
   readlinkSync,
+  readSync,
   realpathSync,
   rmSync,
   type Stats,
@@ -509,5 +511,66 @@ export function restoreModes(root: string, modes: ReadonlyArray<{ path: string; 
     const host = realEntry(root, path);
     // Checked just above to be no symlink; nothing else writes in this tree.
     if (host !== undefined) chmodSync(host, mode);
+  }
+}
+
+/**
+ * The host path `path` names inside an unpacked image, every symlink (the last one too) followed
+ * as if `root` were `/`; undefined when it does not exist. For reading image files such as
+ * `/etc/passwd` on the host without ever leaving the root (CVE-2024-9676).
+ */
+export function resolveInRoot(root: string, path: string): string | undefined {
+  const pending = path.split("/").reverse();
+  const resolved: string[] = [];
+  let hops = 0;
+  while (pending.length > 0) {
+    const part = pending.pop() as string;
+    if (part === "" || part === ".") continue;
+    if (part === "..") {
+      resolved.pop();
+      continue;
+    }
+    const host = join(root, ...resolved, part);
+    const info = lstatOrUndefined(host);
+    if (info === undefined) return undefined;
+    if (info.isSymbolicLink()) {
+      if (++hops > MAX_SYMLINK_HOPS) return undefined;
+      const target = readlinkSync(host);
+      if (target.startsWith("/")) resolved.length = 0;
+      for (const next of target.split("/").reverse()) pending.push(next);
+      continue;
+    }
+    if (pending.some((p) => p !== "" && p !== ".") && !info.isDirectory()) return undefined;
+    resolved.push(part);
+  }
+  return join(root, ...resolved);
+}
+
+/**
+ * Reads a regular file of an unpacked image (see `resolveInRoot`), at most `limit` bytes;
+ * undefined when it is missing or not a regular file. The final open never follows a link.
+ */
+export function readFileInRoot(root: string, path: string, limit = 4 * 1024 * 1024): Buffer | undefined {
+  const host = resolveInRoot(root, path);
+  if (host === undefined) return undefined;
+  let fd: number;
+  try {
+    fd = openSync(host, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  } catch {
+    return undefined;
+  }
+  try {
+    const info = fstatSync(fd);
+    if (!info.isFile() || info.size > limit) return undefined;
+    const data = Buffer.alloc(info.size);
+    let offset = 0;
+    while (offset < data.length) {
+      const read = readSync(fd, data, offset, data.length - offset, offset);
+      if (read === 0) break;
+      offset += read;
+    }
+    return data.subarray(0, offset);
+  } finally {
+    closeSync(fd);
   }
 }
