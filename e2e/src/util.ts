@@ -11,6 +11,8 @@ const DEBIAN_PACKAGES: Record<string, string> = {
   openssl: "openssl",
   htpasswd: "apache2-utils",
   setpriv: "util-linux",
+  runc: "runc",
+  busybox: "busybox-static",
 };
 
 const resolvedBinaries = new Map<string, string>();

@@ -1,4 +1,5 @@
 import { Command, CommanderError } from "commander";
+import { registerContainerCommands } from "./commands/container.js";
 import { type CommandContext, registerImageCommands } from "./commands/image.js";
 import { registerLoginCommands } from "./commands/login.js";
 import type { GlobalFlags } from "./options.js";
@@ -22,6 +23,8 @@ export async function main(argv: readonly string[], output: Output = processOutp
     )
     .option("--ca-cert <file>", "trust this PEM CA certificate for registries (repeatable)", collect)
     .exitOverride()
+    // `container run IMAGE cmd --flag`: options after the image belong to the command.
+    .enablePositionalOptions()
     .configureOutput({
       writeOut: (s) => output.stdout.write(s),
       writeErr: (s) => output.stderr.write(s),
@@ -31,6 +34,7 @@ export async function main(argv: readonly string[], output: Output = processOutp
   const context: CommandContext = { output, flags: () => program.opts<GlobalFlags>() };
   registerImageCommands(program, context);
   registerLoginCommands(program, context);
+  registerContainerCommands(program, context);
   for (const command of program.commands) {
     command.exitOverride();
     for (const sub of command.commands) sub.exitOverride();
@@ -38,7 +42,7 @@ export async function main(argv: readonly string[], output: Output = processOutp
 
   try {
     await program.parseAsync([...argv], { from: "user" });
-    return 0;
+    return context.exitCode ?? 0;
   } catch (error) {
     if (error instanceof CommanderError) {
       if (

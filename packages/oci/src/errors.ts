@@ -111,3 +111,8 @@ export class UnpackError extends OciError {
 export class ContainerConfigError extends OciError {
   readonly code = "CONTAINER_CONFIG";
 }
+
+/** The container runtime (runc) is missing or failed to start. */
+export class RuntimeError extends OciError {
+  readonly code = "RUNTIME";
+}

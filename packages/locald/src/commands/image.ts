@@ -29,6 +29,8 @@ import { formatBytes, type Output, ProgressRenderer } from "../ui.js";
 export interface CommandContext {
   output: Output;
   flags: () => GlobalFlags;
+  /** Set by commands whose exit code is not their own (a container's). */
+  exitCode?: number;
 }
 
 const log = (output: Output) => (line: string) => output.stderr.write(`${line}\n`);
