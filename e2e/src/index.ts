@@ -14,5 +14,7 @@ export {
   requireBinary,
   runBinary,
   TailBuffer,
+  TEST_USER,
   terminateChild,
+  unprivilegedUser,
 } from "./util.js";

@@ -4,6 +4,9 @@ import { access, mkdtemp, rm } from "node:fs/promises";
 import { createServer, type Server } from "node:net";
 import { tmpdir } from "node:os";
 import { delimiter, join } from "node:path";
+import { promisify } from "node:util";
+
+const run = promisify(execFile);
 
 /** Debian package that provides each external binary the harness shells out to. */
 const DEBIAN_PACKAGES: Record<string, string> = {
@@ -143,4 +146,22 @@ export async function terminateChild(child: ChildProcess, graceMs = 5_000): Prom
     child.kill("SIGKILL");
     await exited;
   }
+}
+
+/** The unprivileged user the e2e suite runs key paths as (created by the tests when missing). */
+export const TEST_USER = "locald-e2e";
+
+/**
+ * The uid/gid of the unprivileged test user, created when missing; when the suite itself is
+ * not root, the caller's own ids.
+ */
+export async function unprivilegedUser(): Promise<{ uid: number; gid: number }> {
+  if (process.getuid?.() !== 0) return { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 };
+  const id = async (flag: string) => Number((await run("id", [flag, TEST_USER])).stdout.trim());
+  try {
+    await run("id", ["-u", TEST_USER]);
+  } catch {
+    await run("useradd", ["--system", "--no-create-home", "--shell", "/usr/sbin/nologin", TEST_USER]);
+  }
+  return { uid: await id("-u"), gid: await id("-g") };
 }

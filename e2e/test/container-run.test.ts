@@ -19,11 +19,11 @@ import {
   runLocald,
   startRegistry,
   type TestRegistry,
+  unprivilegedUser,
   writeImage,
 } from "../src/index.js";
 
 const run = promisify(execFile);
-const USER = "locald-e2e";
 const APPLETS = ["sh", "echo", "id", "cat", "pwd", "ls", "env", "sleep", "true"];
 
 describe("container run", () => {
@@ -128,14 +128,7 @@ describe("container run", () => {
   });
 
   test("as an unprivileged user (rootless runc)", async () => {
-    if (process.getuid?.() !== 0) return;
-    try {
-      await run("id", ["-u", USER]);
-    } catch {
-      await run("useradd", ["--system", "--no-create-home", "--shell", "/usr/sbin/nologin", USER]);
-    }
-    const uid = Number((await run("id", ["-u", USER])).stdout.trim());
-    const gid = Number((await run("id", ["-g", USER])).stdout.trim());
+    const { uid, gid } = await unprivilegedUser();
     const userHome = join(work, "user-home");
     await mkdir(userHome, { recursive: true });
     await chown(userHome, uid, gid);

@@ -60,6 +60,7 @@ import {
   type TreeNode,
   type TreeSnapshot,
   tarEntries,
+  unprivilegedUser,
   whiteout,
   writeImage,
 } from "../src/index.js";
@@ -604,23 +605,9 @@ interface Ids {
 }
 
 const isRoot = process.getuid?.() === 0;
-const TEST_USER = "locald-e2e";
-
-/** The uid/gid of an unprivileged test user, created when missing (as in unprivileged.test.ts). */
-async function unprivilegedUser(): Promise<Ids | undefined> {
-  if (!isRoot) return undefined;
-  const id = async (flag: string) => Number((await exec("id", [flag, TEST_USER])).stdout.trim());
-  if ((await exec("id", ["-u", TEST_USER])).code !== 0) {
-    const added = await exec("useradd", [
-      "--system",
-      "--no-create-home",
-      "--shell",
-      "/usr/sbin/nologin",
-      TEST_USER,
-    ]);
-    assert.equal(added.code, 0, `useradd ${TEST_USER}: ${added.stderr}`);
-  }
-  return { uid: await id("-u"), gid: await id("-g") };
+/** The unprivileged test user, when the suite runs as root (the rootless half needs one). */
+async function testUser(): Promise<Ids | undefined> {
+  return isRoot ? unprivilegedUser() : undefined;
 }
 
 /** Runs a program to completion, as `user` (through setpriv) when given; never throws on exit codes. */
@@ -1014,7 +1001,7 @@ describe("locald image unpack conforms to umoci unpack", () => {
   describe("as an unprivileged user (rootless)", () => {
     let unpacker: Unpacker;
     before(async () => {
-      unpacker = await makeUnpacker(work, "user", false, await unprivilegedUser());
+      unpacker = await makeUnpacker(work, "user", false, await testUser());
     });
 
     for (const spec of CASES)

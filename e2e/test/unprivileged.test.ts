@@ -11,24 +11,10 @@ import {
   sampleImage,
   startRegistry,
   type TestRegistry,
+  unprivilegedUser,
 } from "../src/index.js";
 
 const run = promisify(execFile);
-const USER = "locald-e2e";
-
-/** The uid/gid of an unprivileged test user, created when missing (tests run as root in CI). */
-async function unprivilegedUser(): Promise<{ uid: number; gid: number }> {
-  if (process.getuid?.() !== 0) return { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 };
-  try {
-    await run("id", ["-u", USER]);
-  } catch {
-    await run("useradd", ["--system", "--no-create-home", "--shell", "/usr/sbin/nologin", USER]);
-  }
-  const uid = Number((await run("id", ["-u", USER])).stdout.trim());
-  const gid = Number((await run("id", ["-g", USER])).stdout.trim());
-  return { uid, gid };
-}
-
 describe("as an unprivileged user", () => {
   let registry: TestRegistry;
   let work: string;
