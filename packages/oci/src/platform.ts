@@ -56,6 +56,12 @@ export function hostPlatform(): Platform {
   return { os: process.platform === "win32" ? "windows" : process.platform, architecture };
 }
 
+/** A platform option as callers give it (`os/arch[/variant]` or parsed); this machine's when absent. */
+export function platformOrHost(value: string | Platform | undefined): Platform {
+  if (value === undefined) return hostPlatform();
+  return typeof value === "string" ? parsePlatform(value) : value;
+}
+
 export function platformMatches(candidate: Platform, wanted: Platform): boolean {
   const a = normalizePlatform(candidate);
   const b = normalizePlatform(wanted);

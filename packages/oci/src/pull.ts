@@ -4,7 +4,7 @@ import type { Digest } from "./digest.js";
 import { PlatformNotFoundError } from "./errors.js";
 import { OciLayout } from "./layout.js";
 import type { Descriptor } from "./manifest.js";
-import { hostPlatform, type Platform, parsePlatform } from "./platform.js";
+import { type Platform, platformOrHost } from "./platform.js";
 import { formatReference, parseReference, type Reference } from "./reference.js";
 import { Store } from "./store.js";
 import { type UnpackEvent, unpackImage } from "./unpack.js";
@@ -64,9 +64,7 @@ export interface PullResult {
 }
 
 function platformOption(value: PullOptions["platform"]): Platform | "all" {
-  if (value === undefined) return hostPlatform();
-  if (value === "all") return "all";
-  return typeof value === "string" ? parsePlatform(value) : value;
+  return value === "all" ? "all" : platformOrHost(value);
 }
 
 /**

@@ -7,8 +7,8 @@ import { parseImageConfig } from "./config.js";
 import { ContainerConfigError, RuntimeError } from "./errors.js";
 import { parseManifestDocument } from "./manifest.js";
 import { type ContainerOptions, runtimeSpec } from "./runtime-spec.js";
-import { Store } from "./store.js";
-import { type UnpackOptions, unpackImage } from "./unpack.js";
+import { defaultDataDir, defaultStoreDir, Store } from "./store.js";
+import { defaultRootfsCacheDir, type UnpackOptions, unpackImage } from "./unpack.js";
 
 /**
  * Runs images with runc (the Debian package), foreground, stdio passed through: the first cut
@@ -40,11 +40,6 @@ export interface RunResult {
   readonly exitCode: number;
 }
 
-function localdHome(env: NodeJS.ProcessEnv = process.env): string {
-  if (env.LOCALD_HOME) return env.LOCALD_HOME;
-  return join(env.XDG_DATA_HOME || join(env.HOME ?? "/", ".local", "share"), "locald");
-}
-
 async function findRunc(preferred: string | undefined): Promise<string> {
   const candidates = preferred
     ? [preferred]
@@ -73,7 +68,7 @@ const SIGNALS: Record<string, number> = { SIGHUP: 1, SIGINT: 2, SIGQUIT: 3, SIGK
  */
 export async function runContainer(reference: string, options: RunOptions = {}): Promise<RunResult> {
   const runc = await findRunc(options.runc);
-  const home = options.home ?? localdHome();
+  const home = options.home ?? defaultDataDir();
   const name = options.name ?? `locald-${randomBytes(6).toString("hex")}`;
   if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/.test(name))
     throw new ContainerConfigError(`Invalid container name "${name}".`, {
@@ -92,11 +87,14 @@ export async function runContainer(reference: string, options: RunOptions = {}):
     throw error;
   }
   try {
-    const store = options.store ?? (await Store.open(join(home, "store")));
+    // With an explicit home everything lives under it; else store and cache are the defaults
+    // that `image pull` and `image unpack` use too.
+    const store =
+      options.store ?? (await Store.open(options.home ? join(options.home, "store") : defaultStoreDir()));
     const unpacked = await unpackImage(reference, join(bundle, "rootfs"), {
       ...options.client,
       store,
-      cacheDir: join(home, "cache", "rootfs"),
+      cacheDir: options.home ? join(options.home, "cache", "rootfs") : defaultRootfsCacheDir(),
       ...(options.platform ? { platform: options.platform } : {}),
       ...(options.onEvent ? { onEvent: options.onEvent } : {}),
     });

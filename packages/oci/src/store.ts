@@ -23,14 +23,19 @@ export interface StoredImage {
   readonly pulledAt: string | undefined;
 }
 
-/** `$LOCALD_HOME/store`, else `$XDG_DATA_HOME/locald/store`, else `~/.local/share/locald/store`. */
-export function defaultStoreDir(env: NodeJS.ProcessEnv = process.env): string {
-  if (env.LOCALD_HOME) return join(env.LOCALD_HOME, "store");
-  const data = env.XDG_DATA_HOME || join(env.HOME ?? homedir(), ".local", "share");
-  return join(data, "locald", "store");
+/** `$LOCALD_HOME`, else `$XDG_DATA_HOME/locald`, else `~/.local/share/locald`: locald's state. */
+export function defaultDataDir(env: NodeJS.ProcessEnv = process.env): string {
+  if (env.LOCALD_HOME) return env.LOCALD_HOME;
+  return join(env.XDG_DATA_HOME || join(env.HOME ?? homedir(), ".local", "share"), "locald");
 }
 
-function isAlive(pid: number): boolean {
+/** `$LOCALD_HOME/store`, else `$XDG_DATA_HOME/locald/store`, else `~/.local/share/locald/store`. */
+export function defaultStoreDir(env: NodeJS.ProcessEnv = process.env): string {
+  return join(defaultDataDir(env), "store");
+}
+
+/** Whether a process (of any user) still runs: what leases and scratch names are checked against. */
+export function isAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;

@@ -22,10 +22,10 @@ import {
 } from "./errors.js";
 import { writeFileAtomic } from "./files.js";
 import { type Descriptor, parseManifestDocument } from "./manifest.js";
-import { hostPlatform, type Platform, parsePlatform } from "./platform.js";
+import { type Platform, platformOrHost } from "./platform.js";
 import { formatReference, parseReference, type Reference } from "./reference.js";
 import { restoreModes } from "./rootfs.js";
-import { Store } from "./store.js";
+import { isAlive, Store } from "./store.js";
 import type { SerializedError, WorkerInit, WorkerReply, WorkerRequest } from "./unpack-worker.js";
 
 export type { ChangesetOptions, LayerBlob, SkippedEntry, UnpackLimits, UnpackReport } from "./changeset.js";
@@ -311,12 +311,7 @@ export async function unpackImage(
   options: UnpackOptions = {},
 ): Promise<UnpackResult> {
   const ref = typeof reference === "string" ? parseReference(reference) : reference;
-  const platform =
-    options.platform === undefined
-      ? hostPlatform()
-      : typeof options.platform === "string"
-        ? parsePlatform(options.platform)
-        : options.platform;
+  const platform = platformOrHost(options.platform);
   const target = resolve(dir);
   const created = await prepareTarget(target);
   const store = options.store ?? (await Store.open());
@@ -501,15 +496,6 @@ async function publishCache(work: string, root: string, marker: CacheMarker): Pr
   await writeFileAtomic(`${root}.json`, JSON.stringify(marker));
 }
 
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === "EPERM";
-  }
-}
-
 /** ChainIDs of every image in the store: the unpacked roots still worth keeping. */
 async function liveChains(store: Store): Promise<Set<string>> {
   const live = new Set<string>();
@@ -564,7 +550,7 @@ export async function pruneRootfsCache(
   for (const name of names) {
     if (name.endsWith(".json") || complete.has(name)) continue;
     const scratch = /^\.tmp-(\d+)-/.exec(name);
-    if (scratch !== null && processAlive(Number(scratch[1]))) continue;
+    if (scratch !== null && isAlive(Number(scratch[1]))) continue;
     if (await exists(join(cacheDir, name))) await remove(name);
   }
   return { removed };
