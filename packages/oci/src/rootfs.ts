@@ -87,6 +87,59 @@ function lstatOrUndefined(path: string): Stats | undefined {
   }
 }
 
+type Walked =
+  | { kind: "found"; host: string; at: string[]; directory: boolean }
+  | { kind: "missing" | "loop" | "not-directory"; at: string[] };
+
+/**
+ * Walks `components` under `root` as if `root` were `/`, against the disk as it is now: `..`
+ * stops at the root, every symlink (the last one too) is followed, an absolute target starting
+ * again from the root. Every component but the last must be a directory. `create` makes a
+ * missing component (as a directory) instead of stopping; `check` sees each host path first.
+ */
+function walkInRoot(
+  root: string,
+  components: readonly string[],
+  options: { create?: (host: string) => void; check?: (host: string) => void } = {},
+): Walked {
+  const pending = [...components].reverse();
+  const resolved: string[] = [];
+  let directory = true;
+  let hops = 0;
+  while (pending.length > 0) {
+    const part = pending.pop() as string;
+    if (part === "" || part === ".") continue;
+    if (part === "..") {
+      resolved.pop();
+      directory = true;
+      continue;
+    }
+    const host = join(root, ...resolved, part);
+    options.check?.(host);
+    const info = lstatOrUndefined(host);
+    if (info === undefined) {
+      if (options.create === undefined) return { kind: "missing", at: [...resolved, part] };
+      options.create(host);
+      resolved.push(part);
+      directory = true;
+      continue;
+    }
+    if (info.isSymbolicLink()) {
+      if (++hops > MAX_SYMLINK_HOPS) return { kind: "loop", at: [...resolved, part] };
+      const target = readlinkSync(host);
+      // An absolute target means the root of the image, never the host's `/`.
+      if (target.startsWith("/")) resolved.length = 0;
+      for (const next of target.split("/").reverse()) pending.push(next);
+      continue;
+    }
+    directory = info.isDirectory();
+    if (!directory && pending.some((next) => next !== "" && next !== "."))
+      return { kind: "not-directory", at: [...resolved, part] };
+    resolved.push(part);
+  }
+  return { kind: "found", host: join(root, ...resolved), at: resolved, directory };
+}
+
 export interface Ownership {
   uid: number;
   gid: number;
@@ -174,45 +227,19 @@ export class RootFs {
   private walkDirectory(components: EntryPath, create: boolean, forEntry: EntryPath): string | undefined {
     const direct = this.realDirectory(components);
     if (direct !== undefined) return direct;
-    const pending = [...components].reverse();
-    const resolved: string[] = [];
-    let hops = 0;
-    while (pending.length > 0) {
-      const part = pending.pop() as string;
-      if (part === "" || part === ".") continue;
-      if (part === "..") {
-        resolved.pop();
-        continue;
-      }
-      const host = join(this.root, ...resolved, part);
-      this.checkLength(host, forEntry);
-      const info = lstatOrUndefined(host);
-      if (info === undefined) {
-        if (!create) return undefined;
-        mkdirSync(host, { mode: 0o755 });
-        resolved.push(part);
-        continue;
-      }
-      if (info.isSymbolicLink()) {
-        if (++hops > MAX_SYMLINK_HOPS)
-          throw new InvalidLayerError(
-            `Layer entry "${formatEntryPath(forEntry)}" goes through more than ${MAX_SYMLINK_HOPS} symlinks.`,
-          );
-        const target = readlinkSync(host);
-        // An absolute target means the root of the image, never the host's `/`.
-        if (target.startsWith("/")) resolved.length = 0;
-        for (const next of target.split("/").reverse()) pending.push(next);
-        continue;
-      }
-      if (!info.isDirectory()) {
-        if (!create) return undefined;
-        throw new InvalidLayerError(
-          `Layer entry "${formatEntryPath(forEntry)}" needs ${formatEntryPath([...resolved, part])} to be a directory, but an earlier entry made it a file.`,
-        );
-      }
-      resolved.push(part);
-    }
-    return join(this.root, ...resolved);
+    const walked = walkInRoot(this.root, components, {
+      check: (host) => this.checkLength(host, forEntry),
+      ...(create ? { create: (host: string) => mkdirSync(host, { mode: 0o755 }) } : {}),
+    });
+    if (walked.kind === "loop")
+      throw new InvalidLayerError(
+        `Layer entry "${formatEntryPath(forEntry)}" goes through more than ${MAX_SYMLINK_HOPS} symlinks.`,
+      );
+    if (walked.kind === "found" && walked.directory) return walked.host;
+    if (!create || walked.kind === "missing") return undefined;
+    throw new InvalidLayerError(
+      `Layer entry "${formatEntryPath(forEntry)}" needs ${formatEntryPath(walked.at)} to be a directory, but an earlier entry made it a file.`,
+    );
   }
 
   /**
@@ -465,18 +492,9 @@ export class RootFs {
     const keys = [...this.deferred.keys()].sort((a, b) => b.split("/").length - a.split("/").length);
     for (const key of keys) {
       const entry = this.deferred.get(key) as DeferredDirectory;
-      let host = this.root;
-      let real = true;
-      for (const part of key.split("/")) {
-        host = join(host, part);
-        const info = lstatOrUndefined(host);
-        if (info === undefined || !info.isDirectory()) {
-          real = false;
-          break;
-        }
-      }
-      if (!real) continue;
-      const fd = openSync(host, constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW);
+      const found = realEntry(this.root, key);
+      if (found === undefined || !found.info.isDirectory()) continue;
+      const fd = openSync(found.host, constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW);
       try {
         fchmodSync(fd, this.loosen(key, entry.mode, 0o700));
         futimesSync(fd, entry.mtime, entry.mtime);
@@ -488,17 +506,21 @@ export class RootFs {
   }
 }
 
-/** The real path of `key` under `root` when every component is a real directory or file. */
-function realEntry(root: string, key: string): string | undefined {
+/**
+ * `key` under `root` when every component before the last is a real directory and the last is
+ * no symlink: a path nothing can have redirected since it was written.
+ */
+function realEntry(root: string, key: string): { host: string; info: Stats } | undefined {
   let host = root;
   const parts = key.split("/");
   for (const [index, part] of parts.entries()) {
     host = join(host, part);
     const info = lstatOrUndefined(host);
     if (info === undefined || info.isSymbolicLink()) return undefined;
-    if (index < parts.length - 1 && !info.isDirectory()) return undefined;
+    if (index === parts.length - 1) return { host, info };
+    if (!info.isDirectory()) return undefined;
   }
-  return host;
+  return undefined;
 }
 
 /**
@@ -508,9 +530,9 @@ function realEntry(root: string, key: string): string | undefined {
 export function restoreModes(root: string, modes: ReadonlyArray<{ path: string; mode: number }>): void {
   const ordered = [...modes].sort((a, b) => b.path.split("/").length - a.path.split("/").length);
   for (const { path, mode } of ordered) {
-    const host = realEntry(root, path);
+    const found = realEntry(root, path);
     // Checked just above to be no symlink; nothing else writes in this tree.
-    if (host !== undefined) chmodSync(host, mode);
+    if (found !== undefined) chmodSync(found.host, mode);
   }
 }
 
@@ -520,30 +542,8 @@ export function restoreModes(root: string, modes: ReadonlyArray<{ path: string; 
  * `/etc/passwd` on the host without ever leaving the root (CVE-2024-9676).
  */
 export function resolveInRoot(root: string, path: string): string | undefined {
-  const pending = path.split("/").reverse();
-  const resolved: string[] = [];
-  let hops = 0;
-  while (pending.length > 0) {
-    const part = pending.pop() as string;
-    if (part === "" || part === ".") continue;
-    if (part === "..") {
-      resolved.pop();
-      continue;
-    }
-    const host = join(root, ...resolved, part);
-    const info = lstatOrUndefined(host);
-    if (info === undefined) return undefined;
-    if (info.isSymbolicLink()) {
-      if (++hops > MAX_SYMLINK_HOPS) return undefined;
-      const target = readlinkSync(host);
-      if (target.startsWith("/")) resolved.length = 0;
-      for (const next of target.split("/").reverse()) pending.push(next);
-      continue;
-    }
-    if (pending.some((p) => p !== "" && p !== ".") && !info.isDirectory()) return undefined;
-    resolved.push(part);
-  }
-  return join(root, ...resolved);
+  const walked = walkInRoot(root, path.split("/"));
+  return walked.kind === "found" ? walked.host : undefined;
 }
 
 /**
