@@ -79,22 +79,13 @@ export async function pull(reference: string | Reference, options: PullOptions =
     if (options.platform === "all")
       throw new PlatformNotFoundError('A root filesystem is for one platform; pick one instead of "all".');
     const { to: _to, platform: _platform, ...rest } = options;
-    const result = await unpackImage(ref, destination.dir, {
+    return unpackImage(ref, destination.dir, {
       ...rest,
-      ...(options.platform !== undefined && options.platform !== "all" ? { platform: options.platform } : {}),
+      ...(options.platform !== undefined ? { platform: options.platform } : {}),
       ...(destination.paths ? { paths: destination.paths } : {}),
       ...(destination.store ? { store: destination.store } : {}),
       ...(destination.cacheDir !== undefined ? { cacheDir: destination.cacheDir } : {}),
     });
-    return {
-      reference: ref,
-      descriptor: result.descriptor,
-      digest: result.digest,
-      sourceDigest: result.sourceDigest,
-      platform: result.platform,
-      upToDate: result.upToDate,
-      bytesTransferred: result.bytesTransferred,
-    };
   }
   const { client, owned } = clientFor(options);
   try {

@@ -23,6 +23,7 @@ import {
 import { writeFileAtomic } from "./files.js";
 import { type Descriptor, parseManifestDocument } from "./manifest.js";
 import { type Platform, platformOrHost } from "./platform.js";
+import type { PullResult } from "./pull.js";
 import { formatReference, parseReference, type Reference } from "./reference.js";
 import { restoreModes } from "./rootfs.js";
 import { isAlive, Store } from "./store.js";
@@ -158,17 +159,8 @@ export interface UnpackOptions extends ClientOptions, Omit<ChangesetOptions, "li
   onEvent?: (event: UnpackEvent) => void;
 }
 
-export interface UnpackResult {
-  readonly reference: Reference;
-  /** The image manifest unpacked. */
-  readonly descriptor: Descriptor;
-  readonly digest: Digest;
-  /** What the reference resolved to at the registry (an index for multi-platform images). */
-  readonly sourceDigest: Digest;
-  readonly platform: string | undefined;
-  /** The image was already in the store. */
-  readonly upToDate: boolean;
-  readonly bytesTransferred: number;
+/** What `pull` reports for the image, plus where and how its root filesystem was written. */
+export interface UnpackResult extends PullResult {
   readonly dir: string;
   /** The root came from the unpack cache: nothing was extracted. */
   readonly cached: boolean;
