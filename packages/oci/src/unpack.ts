@@ -155,6 +155,7 @@ export interface UnpackOptions extends ClientOptions, Omit<ChangesetOptions, "li
   store?: Store;
   /** Where unpacked roots are cached (default `defaultRootfsCacheDir()`); false to bypass it. */
   cacheDir?: string | false;
+  /** Layers downloaded at once (default 2, see UNPACK_DOWNLOADS). */
   concurrency?: number;
   onEvent?: (event: UnpackEvent) => void;
 }
@@ -166,6 +167,13 @@ export interface UnpackResult extends PullResult {
   readonly cached: boolean;
   readonly report: UnpackReport;
 }
+
+/**
+ * Layers are applied in order, so the first one should land first: four downloads sharing the
+ * bandwidth delayed it by ~0.35 s on a loopback registry (two: ~0.1 s), and extraction, the
+ * slower part, waits for it. Two still overlap the next download with a slow one.
+ */
+const UNPACK_DOWNLOADS = 2;
 
 function deferred<T>(): {
   promise: Promise<T>;
@@ -326,7 +334,7 @@ export async function unpackImage(
     const copying = copyImage(registrySource(client, ref), storeTarget(store, formatReference(ref)), {
       platform,
       strictPlatform: options.platform !== undefined,
-      ...(options.concurrency ? { concurrency: options.concurrency } : {}),
+      concurrency: options.concurrency ?? UNPACK_DOWNLOADS,
       onEvent: (event) => {
         if (event.type === "plan") plan.resolve(event);
         if (event.type === "blob-done") storedBlob(event.digest).resolve();
