@@ -26,3 +26,9 @@ await build({
   entryPoints: ["packages/oci/dist/src/unpack-worker.js"],
   outfile: "packages/locald/dist/unpack-worker.js",
 });
+// So is the monitor of detached containers, started as its own process.
+await build({
+  ...common,
+  entryPoints: ["packages/oci/dist/src/container-monitor.js"],
+  outfile: "packages/locald/dist/container-monitor.js",
+});

@@ -116,3 +116,8 @@ export class ContainerConfigError extends OciError {
 export class RuntimeError extends OciError {
   readonly code = "RUNTIME";
 }
+
+/** A container that does not exist, or is not in the state the operation needs (running, stopped). */
+export class ContainerStateError extends OciError {
+  readonly code = "CONTAINER_STATE";
+}

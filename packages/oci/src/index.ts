@@ -1,6 +1,7 @@
 export * from "./auth.js";
 export * from "./client.js";
 export * from "./config.js";
+export * from "./containers.js";
 export * from "./copy.js";
 export * from "./digest.js";
 export * from "./errors.js";

@@ -1,30 +1,36 @@
-import { spawn } from "node:child_process";
+import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { access, chmod, constants, mkdir, rm, writeFile } from "node:fs/promises";
+import { existsSync, openSync, readFileSync, watch } from "node:fs";
+import { access, chmod, constants, mkdir, readFile, writeFile } from "node:fs/promises";
+import { release } from "node:os";
 import { join } from "node:path";
 import type { ClientOptions } from "./client.js";
 import { parseImageConfig } from "./config.js";
+import { type ContainerRecord, Containers, checkContainerName, processStart } from "./containers.js";
 import { ContainerConfigError, RuntimeError } from "./errors.js";
 import { parseManifestDocument } from "./manifest.js";
-import { type ContainerOptions, runtimeSpec } from "./runtime-spec.js";
+import { formatReference, parseReference } from "./reference.js";
+import { type ContainerOptions, type RuntimeMount, runtimeSpec } from "./runtime-spec.js";
 import { defaultDataDir, defaultStoreDir, Store } from "./store.js";
-import { defaultRootfsCacheDir, type UnpackOptions, unpackImage } from "./unpack.js";
+import { cachedRootfs, defaultRootfsCacheDir, type UnpackOptions, unpackImage } from "./unpack.js";
 
 /**
- * Runs images with runc (the Debian package), foreground, stdio passed through: the first cut
- * of `locald container run`. Each container gets a bundle under `$LOCALD_HOME/containers`.
+ * Runs images with runc (the Debian package). The root filesystem is an overlay whose lower
+ * layer is the image's root in the unpack cache, so a second run extracts nothing; runc mounts
+ * it inside the container's own mount namespace, so no host mount outlives the container.
  */
 
 export interface RunOptions extends ContainerOptions, Pick<UnpackOptions, "platform" | "onEvent"> {
   /** How the image is pulled when it is not in the store (credentials, trust, retries). */
   client?: ClientOptions;
-  /** Container name (default: a random id). */
+  /** "missing" (default): use the store's copy when there is one, as docker run does. */
+  pull?: "always" | "missing";
+  /** Container name (default: a random one). */
   name?: string;
-  /**
-   * Remove the bundle when the container exits (default true: until `container ls/rm` exist,
-   * nothing else would ever clean it up).
-   */
+  /** Remove the container when it exits (`--rm`); else it stays, exited, until `rm`. */
   remove?: boolean;
+  /** Start it in the background (`-d`), output to its log; resolves once it runs. */
+  detach?: boolean;
   /** Keep stdin attached (`-i`). */
   interactive?: boolean;
   store?: Store;
@@ -32,19 +38,28 @@ export interface RunOptions extends ContainerOptions, Pick<UnpackOptions, "platf
   home?: string;
   /** The runc binary (default: `runc` on PATH). */
   runc?: string;
+  /** "auto" (default): an overlay over the cached root where the kernel allows, else a copy. */
+  rootfs?: "auto" | "overlay" | "copy";
 }
 
 export interface RunResult {
   readonly name: string;
-  /** The process's exit code, 128 + signal number when a signal ended it. */
-  readonly exitCode: number;
+  /** The process's exit code, 128 + signal number when a signal ended it (not for `detach`). */
+  readonly exitCode: number | undefined;
+  /** How the root filesystem was made. */
+  readonly rootfs: "overlay" | "copy";
+  /** The image root came from the unpack cache: nothing was extracted. */
+  readonly cached: boolean;
 }
 
-async function findRunc(preferred: string | undefined): Promise<string> {
+export async function findRunc(preferred: string | undefined = process.env.LOCALD_RUNC): Promise<string> {
   const candidates = preferred
     ? [preferred]
-    : (process.env.PATH ?? "/usr/sbin:/usr/bin:/sbin:/bin").split(":").map((dir) => join(dir, "runc"));
-  for (const path of preferred ? candidates : [...candidates, "/usr/sbin/runc"]) {
+    : [
+        ...(process.env.PATH ?? "/usr/sbin:/usr/bin:/sbin:/bin").split(":").map((dir) => join(dir, "runc")),
+        "/usr/sbin/runc",
+      ];
+  for (const path of candidates) {
     try {
       await access(path, constants.X_OK);
       return path;
@@ -62,48 +77,101 @@ async function findRunc(preferred: string | undefined): Promise<string> {
 
 const SIGNALS: Record<string, number> = { SIGHUP: 1, SIGINT: 2, SIGQUIT: 3, SIGKILL: 9, SIGTERM: 15 };
 
+/** Overlayfs as the root: always as root; unprivileged from Linux 5.11 (mounted in a user namespace). */
+export function overlaySupported(rootless: boolean): boolean {
+  try {
+    if (!/\boverlay\n/.test(readFileSync("/proc/filesystems", "utf8"))) return false;
+  } catch {
+    return false;
+  }
+  if (!rootless) return true;
+  const [major = 0, minor = 0] = release()
+    .split(".")
+    .map((part) => Number.parseInt(part, 10));
+  return major > 5 || (major === 5 && minor >= 11);
+}
+
+/** Commas and colons separate overlay options and layers; such paths get the copy instead. */
+const OVERLAY_SAFE = /^[^,:\\]+$/;
+
+function overlayMount(lower: string, bundle: string): RuntimeMount {
+  return {
+    destination: "/",
+    type: "overlay",
+    source: "overlay",
+    options: [`lowerdir=${lower}`, `upperdir=${join(bundle, "upper")}`, `workdir=${join(bundle, "work")}`],
+  };
+}
+
 /**
- * Pulls and unpacks `reference` (through the store and the unpack cache), writes the runtime
- * spec and runs it with runc in the foreground. Rootless when not running as root.
+ * Pulls `reference` if needed, prepares its root filesystem and runtime spec, and runs it with
+ * runc: in the foreground (stdio passed through, exit code returned, SIGINT/SIGTERM forwarded)
+ * or detached (`detach`, output to the container's log). Rootless when not running as root.
  */
 export async function runContainer(reference: string, options: RunOptions = {}): Promise<RunResult> {
   const runc = await findRunc(options.runc);
   const home = options.home ?? defaultDataDir();
   const name = options.name ?? `locald-${randomBytes(6).toString("hex")}`;
-  if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/.test(name))
-    throw new ContainerConfigError(`Invalid container name "${name}".`, {
-      hint: "Use letters, digits, '.', '_' and '-', starting with a letter or digit.",
-    });
-  const bundle = join(home, "containers", name);
-  const state = join(home, "runc");
-  await mkdir(join(home, "containers"), { recursive: true, mode: 0o700 });
-  try {
-    await mkdir(bundle, { mode: 0o700 });
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === "EEXIST")
-      throw new ContainerConfigError(`A container named "${name}" already exists.`, {
-        hint: "Pick another --name, or remove the old one.",
-      });
-    throw error;
-  }
+  checkContainerName(name);
+  const ref = parseReference(reference);
+  const containers = new Containers(home, runc);
+  const uid = process.geteuid?.() ?? 0;
+  const rootless = uid !== 0;
+  const record: ContainerRecord = {
+    name,
+    image: formatReference(ref),
+    digest: "",
+    command: [...(options.command ?? [])],
+    created: new Date().toISOString(),
+    status: "created",
+    // This process, until runc runs: a setup that dies leaves a record the next read settles.
+    waiter: { pid: process.pid, start: processStart(process.pid) },
+    remove: options.remove === true,
+    detached: options.detach === true,
+  };
+  const bundle = await containers.create(record);
+  let started = false;
   try {
     // With an explicit home everything lives under it; else store and cache are the defaults
     // that `image pull` and `image unpack` use too.
     const store =
       options.store ?? (await Store.open(options.home ? join(options.home, "store") : defaultStoreDir()));
-    const unpacked = await unpackImage(reference, join(bundle, "rootfs"), {
+    const cacheDir = options.home ? join(options.home, "cache", "rootfs") : defaultRootfsCacheDir();
+    const unpackOptions: UnpackOptions & { cacheDir: string } = {
       ...options.client,
       store,
-      cacheDir: options.home ? join(options.home, "cache", "rootfs") : defaultRootfsCacheDir(),
+      cacheDir,
+      pull: options.pull ?? "missing",
       ...(options.platform ? { platform: options.platform } : {}),
       ...(options.onEvent ? { onEvent: options.onEvent } : {}),
-    });
-    // The bundle directory (0700) keeps others out; inside it "/" must be enterable by any
-    // container user, as in every image.
-    await chmod(join(bundle, "rootfs"), 0o755);
+    };
+    const mode = options.rootfs ?? "auto";
+    const wantOverlay =
+      mode === "overlay" || (mode === "auto" && overlaySupported(rootless) && OVERLAY_SAFE.test(bundle));
+    const rootfs = join(bundle, "rootfs");
+    let lower: string | undefined;
+    let image: { descriptor: { digest: string; mediaType: string; size: number }; cached: boolean };
+    let cacheKey: string | undefined;
+    if (wantOverlay) {
+      const cached = await cachedRootfs(ref, unpackOptions);
+      if (!OVERLAY_SAFE.test(cached.dir))
+        throw new ContainerConfigError(`The unpack cache path ${cached.dir} cannot be an overlay layer.`, {
+          hint: "Set LOCALD_HOME to a path without ',' or ':'.",
+        });
+      lower = cached.dir;
+      cacheKey = cached.cacheKey;
+      image = cached;
+      await mkdir(rootfs, { mode: 0o755 });
+      // The overlay's "/" takes the upper dir's owner and mode: enterable by any container user.
+      await mkdir(join(bundle, "upper"), { mode: 0o755 });
+      await mkdir(join(bundle, "work"), { mode: 0o700 });
+    } else {
+      image = await unpackImage(ref, rootfs, unpackOptions);
+      await chmod(rootfs, 0o755);
+    }
     const manifest = parseManifestDocument(
-      await store.layout.readBlob(unpacked.descriptor, 4 * 1024 * 1024),
-      unpacked.descriptor.mediaType,
+      await store.layout.readBlob(image.descriptor, 4 * 1024 * 1024),
+      image.descriptor.mediaType,
       reference,
     );
     if (manifest.kind !== "manifest") throw new ContainerConfigError(`${reference} is not a single image.`);
@@ -111,32 +179,139 @@ export async function runContainer(reference: string, options: RunOptions = {}):
       await store.layout.readBlob(manifest.manifest.config, 64 * 1024 * 1024),
       `The config of ${reference}`,
     );
-    const uid = process.geteuid?.() ?? 0;
-    const spec = runtimeSpec(config.config ?? {}, join(bundle, "rootfs"), {
+    // Users are looked up in the image's root: the cached one under an overlay.
+    const spec = runtimeSpec(config.config ?? {}, lower ?? rootfs, {
       ...options,
-      ...(uid !== 0 && options.rootless === undefined
+      ...(rootless && options.rootless === undefined
         ? { rootless: { uid, gid: process.getegid?.() ?? uid } }
         : {}),
     });
+    if (lower !== undefined) spec.mounts.unshift(overlayMount(lower, bundle));
     await writeFile(join(bundle, "config.json"), JSON.stringify(spec, null, 2));
-    await mkdir(state, { recursive: true, mode: 0o700 });
-    const exitCode = await new Promise<number>((resolve, reject) => {
-      const child = spawn(runc, ["--root", state, "run", "--bundle", bundle, name], {
-        stdio: [options.interactive || options.tty ? "inherit" : "ignore", "inherit", "inherit"],
-      });
-      // runc forwards signals to the container; this process only waits for it.
-      const forward = (signal: NodeJS.Signals) => child.kill(signal);
-      process.on("SIGINT", forward);
-      process.on("SIGTERM", forward);
-      child.on("error", (error) => reject(new RuntimeError(`Cannot start runc: ${error.message}.`)));
-      child.on("close", (code, signal) => {
-        process.off("SIGINT", forward);
-        process.off("SIGTERM", forward);
-        resolve(code ?? 128 + (SIGNALS[signal ?? ""] ?? 0));
-      });
-    });
-    return { name, exitCode };
-  } finally {
-    if (options.remove !== false) await rm(bundle, { recursive: true, force: true }).catch(() => undefined);
+    await mkdir(containers.runcRoot, { recursive: true, mode: 0o700 });
+    Object.assign(record, { digest: image.descriptor.digest, ...(cacheKey ? { cacheKey } : {}) });
+    await containers.save(record);
+    const how = {
+      rootfs: lower !== undefined ? ("overlay" as const) : ("copy" as const),
+      cached: image.cached,
+    };
+    if (options.detach) {
+      await startDetached(containers, name, runc);
+      started = true;
+      return { name, exitCode: undefined, ...how };
+    }
+    started = true;
+    const exitCode = await runForeground(containers, record, runc, options);
+    return { name, exitCode, ...how };
+  } catch (error) {
+    // A container that never started leaves nothing behind.
+    if (!started) await containers.remove(name, { force: true }).catch(() => undefined);
+    throw error;
   }
+}
+
+async function runForeground(
+  containers: Containers,
+  record: ContainerRecord,
+  runc: string,
+  options: RunOptions,
+): Promise<number> {
+  const child = spawn(
+    runc,
+    ["--root", containers.runcRoot, "run", "--bundle", containers.bundle(record.name), record.name],
+    {
+      stdio: [options.interactive || options.tty ? "inherit" : "ignore", "inherit", "inherit"],
+    },
+  );
+  record.status = "running";
+  record.waiter = { pid: process.pid, start: processStart(process.pid) };
+  await containers.save(record);
+  const exitCode = await waitForRunc(child);
+  await containers.exited(record.name, exitCode);
+  return exitCode;
+}
+
+/** runc forwards signals to the container; the waiter only passes on the ones it receives. */
+function waitForRunc(child: ChildProcess): Promise<number> {
+  return new Promise<number>((resolve, reject) => {
+    const forward = (signal: NodeJS.Signals) => child.kill(signal);
+    process.on("SIGINT", forward);
+    process.on("SIGTERM", forward);
+    child.on("error", (error) => reject(new RuntimeError(`Cannot start runc: ${error.message}.`)));
+    child.on("close", (code, signal) => {
+      process.off("SIGINT", forward);
+      process.off("SIGTERM", forward);
+      resolve(code ?? 128 + (SIGNALS[signal ?? ""] ?? 0));
+    });
+  });
+}
+
+export type MonitorMessage = { type: "started" } | { type: "failed"; exitCode: number };
+
+/**
+ * Starts the container under a detached monitor process (its waiter: it records the exit and
+ * honours `--rm`) and resolves once runc has created it, or fails with runc's own words.
+ */
+async function startDetached(containers: Containers, name: string, runc: string): Promise<void> {
+  const monitor = spawn(
+    process.execPath,
+    [new URL("./container-monitor.js", import.meta.url).pathname, containers.home, runc, name],
+    { detached: true, stdio: ["ignore", "ignore", "ignore", "ipc"] },
+  );
+  const outcome = await new Promise<MonitorMessage>((resolve, reject) => {
+    monitor.on("message", (message: MonitorMessage) => resolve(message));
+    monitor.on("error", (error) =>
+      reject(new RuntimeError(`Cannot start the container monitor: ${error.message}.`)),
+    );
+    monitor.on("exit", (code) => resolve({ type: "failed", exitCode: code ?? 1 }));
+  });
+  monitor.removeAllListeners();
+  if (monitor.connected) monitor.disconnect();
+  monitor.unref();
+  if (outcome.type === "failed") {
+    const log = await readFile(containers.logPath(name), "utf8").catch(() => "");
+    const tail = log.trim().split("\n").slice(-5).join("\n");
+    throw new RuntimeError(
+      `Container "${name}" did not start (runc exited with ${outcome.exitCode})${tail ? `:\n${tail}` : "."}`,
+    );
+  }
+}
+
+/**
+ * The body of the monitor process (`container-monitor.js`): runs runc in the foreground with
+ * the container's log as stdout and stderr, tells the parent when the container exists, and
+ * records the exit.
+ */
+export async function monitorContainer(home: string, runc: string, name: string): Promise<void> {
+  const containers = new Containers(home, runc);
+  const record = await containers.get(name);
+  const bundle = containers.bundle(name);
+  const pidFile = join(bundle, "container.pid");
+  const log = openSync(containers.logPath(name), "a", 0o600);
+  const child = spawn(
+    runc,
+    ["--root", containers.runcRoot, "run", "--bundle", bundle, "--pid-file", pidFile, name],
+    {
+      stdio: ["ignore", log, log],
+    },
+  );
+  record.status = "running";
+  record.waiter = { pid: process.pid, start: processStart(process.pid) };
+  await containers.save(record);
+  let told = false;
+  const tell = (message: MonitorMessage) => {
+    if (told || !process.connected) return;
+    told = true;
+    process.send?.(message, () => process.disconnect());
+  };
+  // runc writes the pid file once the container process exists.
+  const watcher = watch(bundle, (_event, file) => {
+    if (file === "container.pid" && existsSync(pidFile)) tell({ type: "started" });
+  });
+  if (existsSync(pidFile)) tell({ type: "started" });
+  const exitCode = await waitForRunc(child);
+  watcher.close();
+  // A container can exit before the watcher hears of its pid file: the file still says it ran.
+  tell(existsSync(pidFile) ? { type: "started" } : { type: "failed", exitCode });
+  await containers.exited(name, exitCode);
 }

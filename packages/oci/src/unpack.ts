@@ -9,7 +9,7 @@ import { Worker } from "node:worker_threads";
 import type { ChangesetOptions, LayerBlob, UnpackReport } from "./changeset.js";
 import { type ClientOptions, clientFor } from "./client.js";
 import { parseImageConfig } from "./config.js";
-import { type CopyEvent, copyImage, registrySource, storeTarget } from "./copy.js";
+import { type CopyEvent, type CopyResult, copyImage, registrySource, storeTarget } from "./copy.js";
 import { type Digest, parseDigest } from "./digest.js";
 import {
   DigestMismatchError,
@@ -22,7 +22,7 @@ import {
 } from "./errors.js";
 import { writeFileAtomic } from "./files.js";
 import { type Descriptor, parseManifestDocument } from "./manifest.js";
-import { type Platform, platformOrHost } from "./platform.js";
+import { formatPlatform, type Platform, platformOrHost } from "./platform.js";
 import type { PullResult } from "./pull.js";
 import { formatReference, parseReference, type Reference } from "./reference.js";
 import { restoreModes } from "./rootfs.js";
@@ -157,6 +157,11 @@ export interface UnpackOptions extends ClientOptions, Omit<ChangesetOptions, "li
   cacheDir?: string | false;
   /** Layers downloaded at once (default 2, see UNPACK_DOWNLOADS). */
   concurrency?: number;
+  /**
+   * "always" (default): ask the registry what the tag names now; "missing": use the store's
+   * copy when it has one (docker run's default), pull otherwise.
+   */
+  pull?: "always" | "missing";
   onEvent?: (event: UnpackEvent) => void;
 }
 
@@ -310,10 +315,47 @@ export async function unpackImage(
   dir: string,
   options: UnpackOptions = {},
 ): Promise<UnpackResult> {
-  const ref = typeof reference === "string" ? parseReference(reference) : reference;
-  const platform = platformOrHost(options.platform);
   const target = resolve(dir);
-  const created = await prepareTarget(target);
+  const ref = typeof reference === "string" ? parseReference(reference) : reference;
+  const { cacheKey: _key, ...result } = await unpackInto(ref, target, options);
+  return { ...result, dir: target };
+}
+
+/** A cached root filesystem: read-only by contract, to be used as a lower layer (overlayfs). */
+export interface CachedRootfs extends PullResult {
+  /** The cached root itself; never write into it. */
+  readonly dir: string;
+  /** The unpack cache entry's name, for `pruneRootfsCache({ keep })`. */
+  readonly cacheKey: string;
+  /** The root came from the cache: nothing was extracted. */
+  readonly cached: boolean;
+  readonly report: UnpackReport;
+}
+
+/**
+ * Pulls `reference` if needed and makes sure its root filesystem is in the unpack cache,
+ * extracting it there (not into a directory of the caller's) when it is not.
+ */
+export async function cachedRootfs(
+  reference: string | Reference,
+  options: Omit<UnpackOptions, "cacheDir"> & { cacheDir?: string } = {},
+): Promise<CachedRootfs> {
+  const ref = typeof reference === "string" ? parseReference(reference) : reference;
+  const { dir, cacheKey, ...result } = await unpackInto(ref, undefined, options);
+  if (dir === undefined || cacheKey === undefined) throw new UnpackError("The unpack cache gave no root.");
+  return { ...result, dir, cacheKey };
+}
+
+type UnpackOutcome = Omit<UnpackResult, "dir"> & { dir: string | undefined; cacheKey: string | undefined };
+
+/** `target` undefined: the cache entry itself is the goal (extracted there, not copied out). */
+async function unpackInto(
+  ref: Reference,
+  target: string | undefined,
+  options: UnpackOptions,
+): Promise<UnpackOutcome> {
+  const platform = platformOrHost(options.platform);
+  const created = target === undefined ? false : await prepareTarget(target);
   const store = options.store ?? (await Store.open());
   const emit = options.onEvent ?? (() => {});
   const release = await store.lease();
@@ -331,16 +373,20 @@ export async function unpackImage(
       }
       return entry;
     };
-    const copying = copyImage(registrySource(client, ref), storeTarget(store, formatReference(ref)), {
-      platform,
-      strictPlatform: options.platform !== undefined,
-      concurrency: options.concurrency ?? UNPACK_DOWNLOADS,
-      onEvent: (event) => {
-        if (event.type === "plan") plan.resolve(event);
-        if (event.type === "blob-done") storedBlob(event.digest).resolve();
-        emit(event);
-      },
-    });
+    const local = options.pull === "missing" ? await storedImage(store, ref, options.platform) : undefined;
+    const copying: Promise<CopyResult> =
+      local !== undefined
+        ? Promise.resolve(local)
+        : copyImage(registrySource(client, ref), storeTarget(store, formatReference(ref)), {
+            platform,
+            strictPlatform: options.platform !== undefined,
+            concurrency: options.concurrency ?? UNPACK_DOWNLOADS,
+            onEvent: (event) => {
+              if (event.type === "plan") plan.resolve(event);
+              if (event.type === "blob-done") storedBlob(event.digest).resolve();
+              emit(event);
+            },
+          });
     // An image already in the store announces no plan: read it from there.
     const pulled = copying.then(async (result) => {
       const bytes = await store.layout.readBlob(result.descriptor, 4 * 1024 * 1024);
@@ -383,6 +429,8 @@ export async function unpackImage(
     };
     const key = cacheKey(diffIds, changeset);
     const cachedRoot = cacheDir === false ? undefined : join(cacheDir, key);
+    if (target === undefined && cachedRoot === undefined)
+      throw new UnpackError("A cached root filesystem was asked for, but the unpack cache is off.");
     let report: UnpackReport | undefined;
     let cached = false;
     const marker = cachedRoot === undefined ? undefined : await readMarker(`${cachedRoot}.json`);
@@ -390,12 +438,18 @@ export async function unpackImage(
       await pulled;
       report = marker.report;
       emit({ type: "unpack-cached", chainId: chainId(diffIds) });
-      await materialise(cachedRoot, target, report);
+      if (target !== undefined) await materialise(cachedRoot, target, report);
       cached = true;
     } else {
-      // Extract straight into the target (one write of every file), then cache it as hardlinks.
       if (cachedRoot !== undefined && marker !== undefined) await discardCache(cachedRoot);
-      const application = await LayerApplication.start(target, changeset);
+      if (cacheDir !== false) {
+        await mkdir(cacheDir, { recursive: true, mode: 0o700 });
+        scratch = join(cacheDir, `.tmp-${process.pid}-${randomBytes(6).toString("hex")}`);
+      }
+      // Extract straight into the target (one write of every file), then cache it as
+      // hardlinks; with no target, straight into the cache.
+      const into = target ?? (scratch as string);
+      const application = await LayerApplication.start(into, changeset);
       try {
         for (const [index, layer] of layers.entries()) {
           await blobReady(layer.digest);
@@ -413,16 +467,14 @@ export async function unpackImage(
         await application.close();
       }
       await pulled;
-      if (cachedRoot !== undefined && cacheDir !== false) {
-        await mkdir(cacheDir, { recursive: true, mode: 0o700 });
-        scratch = join(cacheDir, `.tmp-${process.pid}-${randomBytes(6).toString("hex")}`);
-        if (await cacheByLinks(target, scratch, report)) {
+      if (cachedRoot !== undefined && scratch !== undefined) {
+        if (target === undefined || (await cacheByLinks(target, scratch, report))) {
           const files = fingerprint(scratch);
           await publishCache(scratch, cachedRoot, { chainId: chainId(diffIds), report, files });
         }
         scratch = undefined;
       }
-      restoreModes(target, report.loosenedModes);
+      if (target !== undefined) restoreModes(target, report.loosenedModes);
     }
     const result = await pulled;
     return {
@@ -433,7 +485,8 @@ export async function unpackImage(
       platform: result.platform,
       upToDate: result.upToDate,
       bytesTransferred: result.bytesTransferred,
-      dir: target,
+      dir: target ?? cachedRoot,
+      cacheKey: cachedRoot === undefined ? undefined : key,
       cached,
       report,
     };
@@ -441,14 +494,35 @@ export async function unpackImage(
     // Stop a download that no longer has a use, and let it settle before the lease goes.
     if (owned) await client.transport.destroy();
     if (pulling !== undefined) await Promise.allSettled([pulling]);
-    if (created) await rm(target, { recursive: true, force: true });
-    else await emptyDirectory(target);
+    if (target !== undefined) {
+      if (created) await rm(target, { recursive: true, force: true });
+      else await emptyDirectory(target);
+    }
     throw error;
   } finally {
     if (scratch !== undefined) await rm(scratch, { recursive: true, force: true });
     await release();
     if (owned) await client.transport.close();
   }
+}
+
+/** The image as the store has it, when it is there for the platform asked for (else a pull). */
+async function storedImage(
+  store: Store,
+  ref: Reference,
+  platform: UnpackOptions["platform"],
+): Promise<CopyResult | undefined> {
+  const image = await store.find(formatReference(ref));
+  if (image === undefined) return undefined;
+  if (platform !== undefined && image.platform !== formatPlatform(platformOrHost(platform))) return undefined;
+  return {
+    descriptor: image.descriptor,
+    sourceDigest: parseDigest(image.sourceDigest ?? image.descriptor.digest),
+    platform: image.platform,
+    upToDate: true,
+    blobsTransferred: 0,
+    bytesTransferred: 0,
+  };
 }
 
 async function exists(path: string): Promise<boolean> {
@@ -517,14 +591,16 @@ async function liveChains(store: Store): Promise<Set<string>> {
 }
 
 /**
- * Deletes cached roots of images no longer in the store, incomplete entries, and scratch
- * directories of unpacks that died. Returns how many entries went.
+ * Deletes cached roots of images no longer in the store (except the `keep` entries, which
+ * containers use), incomplete entries, and scratch directories of unpacks that died. Returns how many entries went.
  */
 export async function pruneRootfsCache(
   store: Store,
   cacheDir: string = defaultRootfsCacheDir(),
+  options: { keep?: ReadonlySet<string> } = {},
 ): Promise<{ removed: number }> {
   const names = await readdir(cacheDir).catch(() => [] as string[]);
+  const keep = options.keep ?? new Set<string>();
   const live = await liveChains(store);
   const complete = new Set<string>();
   let removed = 0;
@@ -537,7 +613,7 @@ export async function pruneRootfsCache(
     const key = name.slice(0, -".json".length);
     try {
       const marker = JSON.parse(await readFile(join(cacheDir, name), "utf8")) as CacheMarker;
-      if (live.has(marker.chainId)) {
+      if (live.has(marker.chainId) || keep.has(key)) {
         complete.add(key);
         continue;
       }

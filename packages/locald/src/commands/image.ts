@@ -1,6 +1,8 @@
 import {
+  Containers,
   clientFor,
   type Descriptor,
+  defaultDataDir,
   formatReference,
   hostPlatform,
   type ImageConfig,
@@ -32,6 +34,9 @@ export interface CommandContext {
   /** Set by commands whose exit code is not their own (a container's). */
   exitCode?: number;
 }
+
+/** Unpacked roots that containers stand on (their overlay's lower layer): never pruned. */
+const containerRoots = () => new Containers(defaultDataDir()).cacheKeysInUse();
 
 const log = (output: Output) => (line: string) => output.stderr.write(`${line}\n`);
 
@@ -286,7 +291,7 @@ export function registerImageCommands(program: Command, context: CommandContext)
       const pruned = await store.prune();
       if (pruned.removed > 0)
         output.stdout.write(`Deleted ${pruned.removed} blob(s), ${formatBytes(pruned.bytes)}\n`);
-      const roots = await pruneRootfsCache(store);
+      const roots = await pruneRootfsCache(store, undefined, { keep: await containerRoots() });
       if (roots.removed > 0)
         output.stdout.write(`Deleted ${roots.removed} unpacked root(s) from the cache\n`);
     });
@@ -298,7 +303,7 @@ export function registerImageCommands(program: Command, context: CommandContext)
       const store = await Store.open();
       const pruned = await store.prune();
       output.stdout.write(`Deleted ${pruned.removed} blob(s), reclaimed ${formatBytes(pruned.bytes)}\n`);
-      const roots = await pruneRootfsCache(store);
+      const roots = await pruneRootfsCache(store, undefined, { keep: await containerRoots() });
       if (roots.removed > 0)
         output.stdout.write(`Deleted ${roots.removed} unpacked root(s) from the cache\n`);
     });
