@@ -1,4 +1,4 @@
-import { spawn } from "node:child_process";
+import { type ChildProcessWithoutNullStreams, spawn } from "node:child_process";
 import { fileURLToPath } from "node:url";
 
 export const LOCALD_BIN = fileURLToPath(new URL("../../../packages/locald/bin/locald.js", import.meta.url));
@@ -9,17 +9,42 @@ export interface CliResult {
   stderr: string;
 }
 
-/** Runs the real CLI in a child process, as a user would. */
-export function runLocald(
+export interface CliOptions {
+  env?: NodeJS.ProcessEnv;
+  input?: string;
+  cwd?: string;
+  /** Run as this user (through setpriv), as an unprivileged user would. */
+  as?: { uid: number; gid: number };
+}
+
+/** Starts the real CLI in a child process, as a user would. */
+export function startLocald(
   args: readonly string[],
-  options: { env?: NodeJS.ProcessEnv; input?: string; cwd?: string } = {},
-): Promise<CliResult> {
+  options: CliOptions = {},
+): ChildProcessWithoutNullStreams {
+  const command = [process.execPath, LOCALD_BIN, ...args];
+  const [file, ...argv] =
+    options.as === undefined
+      ? command
+      : [
+          "setpriv",
+          `--reuid=${options.as.uid}`,
+          `--regid=${options.as.gid}`,
+          "--clear-groups",
+          "--",
+          ...command,
+        ];
+  return spawn(file as string, argv, {
+    env: { ...process.env, NO_COLOR: "1", ...options.env },
+    cwd: options.cwd,
+    stdio: ["pipe", "pipe", "pipe"],
+  });
+}
+
+/** Runs the real CLI to completion and collects its output. */
+export function runLocald(args: readonly string[], options: CliOptions = {}): Promise<CliResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [LOCALD_BIN, ...args], {
-      env: { ...process.env, NO_COLOR: "1", ...options.env },
-      cwd: options.cwd,
-      stdio: ["pipe", "pipe", "pipe"],
-    });
+    const child = startLocald(args, options);
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     child.stdout.on("data", (c: Buffer) => out.push(c));

@@ -1,6 +1,6 @@
 import { type ChildProcess, execFile } from "node:child_process";
 import { constants as fsConstants } from "node:fs";
-import { access, mkdtemp, rm } from "node:fs/promises";
+import { access, mkdtemp, readFile, rm } from "node:fs/promises";
 import { createServer, type Server } from "node:net";
 import { tmpdir } from "node:os";
 import { delimiter, join } from "node:path";
@@ -163,5 +163,9 @@ export async function unprivilegedUser(): Promise<{ uid: number; gid: number }> 
   } catch {
     await run("useradd", ["--system", "--no-create-home", "--shell", "/usr/sbin/nologin", TEST_USER]);
   }
+  // Subordinate ids, so that images with non-root users run rootless (through newuidmap).
+  const subuid = await readFile("/etc/subuid", "utf8").catch(() => "");
+  if (!subuid.split("\n").some((line) => line.startsWith(`${TEST_USER}:`)))
+    await run("usermod", ["--add-subuids", "300000-365535", "--add-subgids", "300000-365535", TEST_USER]);
   return { uid: await id("-u"), gid: await id("-g") };
 }

@@ -40,6 +40,12 @@ export interface RuntimeMount {
   options: string[];
 }
 
+/** A range of subordinate ids: `start` on the host, `count` of them. */
+export interface IdRange {
+  start: number;
+  count: number;
+}
+
 export interface IdMapping {
   containerID: number;
   hostID: number;
@@ -70,8 +76,11 @@ export interface ContainerOptions {
   /** `-t` */
   tty?: boolean;
   volumes?: readonly BindMount[];
-  /** Run in a user namespace, the caller mapped to the container's user (no cgroups, no devices). */
-  rootless?: { uid: number; gid: number };
+  /**
+   * Run in a user namespace (no cgroups, no devices): the caller is root inside, and the
+   * caller's subordinate ids (`/etc/subuid`, `/etc/subgid`, mapped by newuidmap) are 1… .
+   */
+  rootless?: { uid: number; gid: number; subuids?: IdRange; subgids?: IdRange };
   /** The host's environment, for `-e NAME` without a value. */
   hostEnv?: NodeJS.ProcessEnv;
   /** Host files bind-mounted read-only (default the host's own). */
@@ -285,6 +294,33 @@ export function resolveUser(rootfs: string, spec: string | undefined): ResolvedU
   return { uid, gid, additionalGids, home: entry?.home ?? "/" };
 }
 
+function idMappings(caller: number, range: IdRange | undefined): IdMapping[] {
+  return [
+    { containerID: 0, hostID: caller, size: 1 },
+    ...(range === undefined ? [] : [{ containerID: 1, hostID: range.start, size: range.count }]),
+  ];
+}
+
+/** Without subordinate ids only root exists inside: another user is an error, not a silent root. */
+function unmappable(
+  user: ResolvedUser,
+  rootless: NonNullable<ContainerOptions["rootless"]>,
+  spec: string | undefined,
+): void {
+  const uidLimit = rootless.subuids?.count ?? 0;
+  const gidLimit = rootless.subgids?.count ?? 0;
+  if (user.uid <= uidLimit && [user.gid, ...user.additionalGids].every((gid) => gid <= gidLimit)) return;
+  throw new ContainerConfigError(
+    `Cannot run as user "${spec}" without root: uid ${user.uid}, gid ${user.gid} are outside this user's ` +
+      `subordinate ids (${uidLimit === 0 ? "none" : `${uidLimit} uids`}, ${gidLimit === 0 ? "none" : `${gidLimit} gids`}).`,
+    {
+      hint:
+        "Give your user subordinate ids (as root: usermod --add-subuids 100000-165535 --add-subgids 100000-165535 <you>) " +
+        "and install newuidmap (Debian: apt-get install uidmap), or run as root inside the container (-u 0).",
+    },
+  );
+}
+
 /** The runtime spec for `rootfs` (the bundle's `rootfs` directory) and these options. */
 export function runtimeSpec(
   config: ContainerConfig,
@@ -309,6 +345,7 @@ export function runtimeSpec(
   if (!cwd.startsWith("/"))
     throw new ContainerConfigError(`The working directory "${cwd}" is not an absolute path.`);
   const rootless = options.rootless !== undefined;
+  if (options.rootless !== undefined) unmappable(user, options.rootless, options.user ?? config.User);
   const capabilities = user.uid === 0 ? DEFAULT_CAPABILITIES : [];
   const mounts: RuntimeMount[] = [
     { destination: "/proc", type: "proc", source: "proc", options: ["nosuid", "noexec", "nodev"] },
@@ -397,10 +434,8 @@ export function runtimeSpec(
       ],
       ...(options.rootless
         ? {
-            // One id is all an unprivileged caller may map without newuidmap: it becomes the
-            // image's user (root unless the image or -u says otherwise).
-            uidMappings: [{ containerID: user.uid, hostID: options.rootless.uid, size: 1 }],
-            gidMappings: [{ containerID: user.gid, hostID: options.rootless.gid, size: 1 }],
+            uidMappings: idMappings(options.rootless.uid, options.rootless.subuids),
+            gidMappings: idMappings(options.rootless.gid, options.rootless.subgids),
           }
         : {}),
       maskedPaths: MASKED_PATHS,

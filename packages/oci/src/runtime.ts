@@ -2,7 +2,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync, openSync, readFileSync, watch } from "node:fs";
 import { access, chmod, constants, mkdir, readFile, writeFile } from "node:fs/promises";
-import { release } from "node:os";
+import { release, userInfo } from "node:os";
 import { join } from "node:path";
 import type { ClientOptions } from "./client.js";
 import { parseImageConfig } from "./config.js";
@@ -10,7 +10,7 @@ import { type ContainerRecord, Containers, checkContainerName, processStart } fr
 import { ContainerConfigError, RuntimeError } from "./errors.js";
 import { parseManifestDocument } from "./manifest.js";
 import { formatReference, parseReference } from "./reference.js";
-import { type ContainerOptions, type RuntimeMount, runtimeSpec } from "./runtime-spec.js";
+import { type ContainerOptions, type IdRange, type RuntimeMount, runtimeSpec } from "./runtime-spec.js";
 import { defaultDataDir, defaultStoreDir, Store } from "./store.js";
 import { cachedRootfs, defaultRootfsCacheDir, type UnpackOptions, unpackImage } from "./unpack.js";
 
@@ -89,6 +89,52 @@ export function overlaySupported(rootless: boolean): boolean {
     .split(".")
     .map((part) => Number.parseInt(part, 10));
   return major > 5 || (major === 5 && minor >= 11);
+}
+
+/** The caller's line in /etc/subuid or /etc/subgid (by name or uid), when there is one. */
+export function subordinateIds(file: string, name: string, id: number): IdRange | undefined {
+  let text: string;
+  try {
+    text = readFileSync(file, "utf8");
+  } catch {
+    return undefined;
+  }
+  for (const line of text.split("\n")) {
+    const [owner, start, count] = line.trim().split(":");
+    if (owner !== name && owner !== String(id)) continue;
+    const range = { start: Number(start), count: Number(count) };
+    if (Number.isSafeInteger(range.start) && Number.isSafeInteger(range.count) && range.count > 0)
+      return range;
+  }
+  return undefined;
+}
+
+/** Subordinate ids are only usable through the setuid newuidmap/newgidmap helpers runc calls. */
+async function rootlessIds(uid: number): Promise<NonNullable<ContainerOptions["rootless"]>> {
+  const gid = process.getegid?.() ?? uid;
+  const ids = { uid, gid };
+  const helpers = await Promise.all(
+    ["newuidmap", "newgidmap"].map((tool) =>
+      Promise.any(
+        (process.env.PATH ?? "/usr/bin:/bin")
+          .split(":")
+          .map((dir) => access(join(dir, tool), constants.X_OK)),
+      ).then(
+        () => true,
+        () => false,
+      ),
+    ),
+  );
+  if (!helpers.every(Boolean)) return ids;
+  let name: string;
+  try {
+    name = userInfo().username;
+  } catch {
+    return ids;
+  }
+  const subuids = subordinateIds("/etc/subuid", name, uid);
+  const subgids = subordinateIds("/etc/subgid", name, uid);
+  return { ...ids, ...(subuids && subgids ? { subuids, subgids } : {}) };
 }
 
 /** Commas and colons separate overlay options and layers; such paths get the copy instead. */
@@ -182,9 +228,7 @@ export async function runContainer(reference: string, options: RunOptions = {}):
     // Users are looked up in the image's root: the cached one under an overlay.
     const spec = runtimeSpec(config.config ?? {}, lower ?? rootfs, {
       ...options,
-      ...(rootless && options.rootless === undefined
-        ? { rootless: { uid, gid: process.getegid?.() ?? uid } }
-        : {}),
+      ...(rootless && options.rootless === undefined ? { rootless: await rootlessIds(uid) } : {}),
     });
     if (lower !== undefined) spec.mounts.unshift(overlayMount(lower, bundle));
     await writeFile(join(bundle, "config.json"), JSON.stringify(spec, null, 2));

@@ -144,11 +144,37 @@ describe("runtimeSpec", () => {
     assert.equal(spec.linux.uidMappings, undefined);
   });
 
-  test("rootless: a user namespace mapping the caller to the container's user", async (t) => {
+  test("rootless: a user namespace mapping the caller to root, and subordinate ids after it", async (t) => {
     const root = await rootfs(t, { "etc/passwd": PASSWD });
     const spec = runtimeSpec({ Cmd: ["sh"] }, root, { rootless: { uid: 1234, gid: 1234 }, hostEnv: {} });
     assert.ok(spec.linux.namespaces.some((n) => n.type === "user"));
     assert.deepEqual(spec.linux.uidMappings, [{ containerID: 0, hostID: 1234, size: 1 }]);
+    const ranged = runtimeSpec({ Cmd: ["sh"], User: "app" }, root, {
+      rootless: {
+        uid: 1234,
+        gid: 1235,
+        subuids: { start: 100000, count: 65536 },
+        subgids: { start: 200000, count: 65536 },
+      },
+      hostEnv: {},
+    });
+    assert.deepEqual(ranged.linux.uidMappings, [
+      { containerID: 0, hostID: 1234, size: 1 },
+      { containerID: 1, hostID: 100000, size: 65536 },
+    ]);
+    assert.deepEqual(ranged.linux.gidMappings, [
+      { containerID: 0, hostID: 1235, size: 1 },
+      { containerID: 1, hostID: 200000, size: 65536 },
+    ]);
+    assert.equal(ranged.process.user.uid, 1000);
+    assert.throws(
+      () =>
+        runtimeSpec({ Cmd: ["sh"], User: "app" }, root, { rootless: { uid: 1234, gid: 1234 }, hostEnv: {} }),
+      (error: Error & { code?: string }) =>
+        error.code === "CONTAINER_CONFIG" &&
+        /subordinate ids/.test(error.message) &&
+        /usermod/.test(error.message + (error as { hint?: string }).hint),
+    );
     assert.ok(spec.mounts.some((m) => m.destination === "/sys" && m.options.includes("rbind")));
     assert.ok(!spec.mounts.some((m) => m.options.includes("gid=5")));
   });
