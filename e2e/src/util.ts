@@ -16,6 +16,9 @@ const DEBIAN_PACKAGES: Record<string, string> = {
   setpriv: "util-linux",
   runc: "runc",
   busybox: "busybox-static",
+  newuidmap: "uidmap",
+  script: "bsdutils",
+  mmdebstrap: "mmdebstrap",
 };
 
 const resolvedBinaries = new Map<string, string>();

@@ -16,6 +16,8 @@ import { OciLayout, push, removeTree, runContainer, Store } from "@locald/oci";
 import {
   type CliOptions,
   type CliResult,
+  compressLayer,
+  debianMinbaseTar,
   type LayerEntry,
   LOCALD_BIN,
   makeTempDir,
@@ -44,6 +46,26 @@ async function pushImage(
   const ref = `${registry.host}/e2e/${name}:1`;
   await push({ kind: "layout", dir: layout.root, name }, ref);
   return ref;
+}
+
+let debian: Promise<string> | undefined;
+
+/** A Debian minbase image (mmdebstrap), pushed once for both users. */
+function debianImage(): Promise<string> {
+  debian ??= (async () => {
+    const { registry, work } = shared as Required<typeof shared>;
+    const layer = await compressLayer(await readFile(await debianMinbaseTar()), "gzip", "oci");
+    const layout = await OciLayout.open(join(work, "layout-debian"), { create: true });
+    const image = await writeImage(layout, {
+      layers: [layer],
+      config: { Cmd: ["bash"], Env: ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"] },
+    });
+    await layout.addManifest(image.descriptor, "debian");
+    const ref = `${registry.host}/e2e/debian:bookworm`;
+    await push({ kind: "layout", dir: layout.root, name: "debian" }, ref);
+    return ref;
+  })();
+  return debian;
 }
 
 async function busyboxBase(): Promise<LayerEntry[]> {
@@ -338,6 +360,26 @@ for (const who of ["root", "an unprivileged user"] as const) {
       assert.equal(await readFile(join(canaryDir, "resolv"), "utf8"), "canary\n");
       assert.deepEqual((await readdir(canaryDir)).sort(), ["group", "passwd", "resolv"]);
       assert.deepEqual(await leftovers(), []);
+    });
+
+    test("a Debian minbase image: bash, a system user, the image's own dpkg database", async () => {
+      const image = await debianImage();
+      const result = await run([
+        "-u",
+        "nobody",
+        "-w",
+        "/tmp",
+        "-e",
+        "X=1",
+        image,
+        "/bin/bash",
+        "-c",
+        "echo \"$(id -un) $(id -gn) $(pwd) $X $(cat /etc/debian_version)\"; dpkg-query -W -f='${Package}\\n' dash",
+      ]);
+      assert.equal(result.code, 0, result.stderr);
+      const [identity, dash] = result.stdout.trim().split("\n");
+      assert.match(identity ?? "", /^nobody nogroup \/tmp 1 12\.\d+$/);
+      assert.equal(dash, "dash");
     });
 
     test("a missing runc names the package to install", async () => {
