@@ -374,7 +374,7 @@ for (const who of ["root", "an unprivileged user"] as const) {
         image,
         "/bin/bash",
         "-c",
-        "echo \"$(id -un) $(id -gn) $(pwd) $X $(cat /etc/debian_version)\"; dpkg-query -W dash | cut -f1",
+        'echo "$(id -un) $(id -gn) $(pwd) $X $(cat /etc/debian_version)"; dpkg-query -W dash | cut -f1',
       ]);
       assert.equal(result.code, 0, result.stderr);
       const [identity, dash] = result.stdout.trim().split("\n");

@@ -14,6 +14,7 @@ export * from "./push.js";
 export * from "./reference.js";
 export * from "./registry.js";
 export { readFileInRoot, resolveInRoot } from "./rootfs.js";
+export * from "./runners.js";
 export * from "./runtime.js";
 export * from "./runtime-spec.js";
 export * from "./store.js";

@@ -110,7 +110,7 @@ export function subordinateIds(file: string, name: string, id: number): IdRange 
 }
 
 /** Subordinate ids are only usable through the setuid newuidmap/newgidmap helpers runc calls. */
-async function rootlessIds(uid: number): Promise<NonNullable<ContainerOptions["rootless"]>> {
+export async function rootlessIds(uid: number): Promise<NonNullable<ContainerOptions["rootless"]>> {
   const gid = process.getegid?.() ?? uid;
   const ids = { uid, gid };
   const helpers = await Promise.all(
@@ -270,18 +270,18 @@ async function runForeground(
   record.status = "running";
   record.waiter = { pid: process.pid, start: processStart(process.pid) };
   await containers.save(record);
-  const exitCode = await waitForRunc(child);
+  const exitCode = await waitForRuntime(child);
   await containers.exited(record.name, exitCode);
   return exitCode;
 }
 
-/** runc forwards signals to the container; the waiter only passes on the ones it receives. */
-function waitForRunc(child: ChildProcess): Promise<number> {
+/** The runtime forwards signals to the container; the waiter only passes on the ones it receives. */
+export function waitForRuntime(child: ChildProcess, what = "runc"): Promise<number> {
   return new Promise<number>((resolve, reject) => {
     const forward = (signal: NodeJS.Signals) => child.kill(signal);
     process.on("SIGINT", forward);
     process.on("SIGTERM", forward);
-    child.on("error", (error) => reject(new RuntimeError(`Cannot start runc: ${error.message}.`)));
+    child.on("error", (error) => reject(new RuntimeError(`Cannot start ${what}: ${error.message}.`)));
     child.on("close", (code, signal) => {
       process.off("SIGINT", forward);
       process.off("SIGTERM", forward);
@@ -353,7 +353,7 @@ export async function monitorContainer(home: string, runc: string, name: string)
     if (file === "container.pid" && existsSync(pidFile)) tell({ type: "started" });
   });
   if (existsSync(pidFile)) tell({ type: "started" });
-  const exitCode = await waitForRunc(child);
+  const exitCode = await waitForRuntime(child);
   watcher.close();
   // A container can exit before the watcher hears of its pid file: the file still says it ran.
   tell(existsSync(pidFile) ? { type: "started" } : { type: "failed", exitCode });

@@ -1,0 +1,207 @@
+import { spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { lstatSync, mkdirSync, readdirSync, readlinkSync } from "node:fs";
+import { access, constants, mkdir, writeFile } from "node:fs/promises";
+import { join, posix } from "node:path";
+import { removeTree } from "./containers.js";
+import { ContainerConfigError, RuntimeError } from "./errors.js";
+import { resolveInRoot } from "./rootfs.js";
+import { findRunc, rootlessIds, waitForRuntime } from "./runtime.js";
+import { type BindMount, runtimeSpec } from "./runtime-spec.js";
+import { defaultDataDir } from "./store.js";
+
+/**
+ * The seam between "what to run" and "what runs it" (RFC 0068's ContainerRuntime): one process
+ * in a root filesystem with some bind mounts, by runc or by bubblewrap. The CNB layer runs
+ * lifecycle phases through it, over the host's own OS or over a builder's root.
+ */
+
+export interface SandboxProcess {
+  /** A directory used as `/` (read-write, owned by the caller when rootless), or the host's own root, read-only. */
+  root: string | "host";
+  args: readonly string[];
+  /** The whole environment: nothing of the caller's leaks in. */
+  env: readonly string[];
+  cwd: string;
+  /** Ids inside the sandbox (default 0:0, the caller mapped to root when rootless). */
+  uid?: number;
+  gid?: number;
+  mounts?: readonly BindMount[];
+  hostname?: string;
+  /** "inherit" (default) passes stdio through; a callback gets stdout and stderr instead. */
+  output?: "inherit" | ((chunk: Buffer, stream: "stdout" | "stderr") => void);
+}
+
+export interface ContainerRuntime {
+  readonly name: "runc" | "bubblewrap";
+  /** Runs the process to its end; resolves with its exit code (128 + signal when killed). */
+  run(process: SandboxProcess): Promise<number>;
+}
+
+function stdioOf(output: SandboxProcess["output"]) {
+  return output === undefined || output === "inherit"
+    ? (["ignore", "inherit", "inherit"] as const)
+    : (["ignore", "pipe", "pipe"] as const);
+}
+
+function pipeOutput(child: ReturnType<typeof spawn>, output: SandboxProcess["output"]): void {
+  if (typeof output !== "function") return;
+  child.stdout?.on("data", (chunk: Buffer) => output(chunk, "stdout"));
+  child.stderr?.on("data", (chunk: Buffer) => output(chunk, "stderr"));
+}
+
+/**
+ * Makes each mount point exist inside `root` as a plain directory path. A destination reached
+ * through a symlink is refused: a hostile root could point it anywhere on the host.
+ */
+export function prepareMountPoints(root: string, destinations: readonly string[]): void {
+  for (const destination of destinations) {
+    const parts = posix
+      .normalize(destination)
+      .split("/")
+      .filter((part) => part !== "" && part !== ".");
+    let host = root;
+    for (const part of parts) {
+      if (part === "..")
+        throw new ContainerConfigError(`The mount destination ${destination} climbs out with "..".`);
+      host = join(host, part);
+      const info = lstatSync(host, { throwIfNoEntry: false });
+      if (info === undefined) mkdirSync(host, { mode: 0o755 });
+      else if (!info.isDirectory())
+        throw new ContainerConfigError(
+          `Cannot mount onto ${destination}: /${parts.slice(0, parts.indexOf(part) + 1).join("/")} in the root is ` +
+            `${info.isSymbolicLink() ? "a symlink" : "not a directory"}.`,
+          { hint: "A root filesystem whose mount points are links or files is not usable as a sandbox." },
+        );
+    }
+    if (resolveInRoot(root, destination) !== host)
+      throw new ContainerConfigError(`The mount destination ${destination} does not stay inside the root.`);
+  }
+}
+
+/** The host's top-level directories shown read-only in "host" mode (the rest is a tmpfs). */
+const HOST_SKIPPED = new Set(["proc", "dev", "sys", "tmp", "run", "lost+found"]);
+
+export class BubblewrapRuntime implements ContainerRuntime {
+  readonly name = "bubblewrap";
+
+  constructor(private readonly bwrap: string) {}
+
+  static async find(): Promise<BubblewrapRuntime> {
+    return new BubblewrapRuntime(await findProgram("bwrap", "bubblewrap"));
+  }
+
+  args(process: SandboxProcess): string[] {
+    const mounts = process.mounts ?? [];
+    const args = [
+      "--unshare-user",
+      "--unshare-pid",
+      "--unshare-ipc",
+      "--unshare-uts",
+      "--die-with-parent",
+      "--new-session",
+      "--uid",
+      String(process.uid ?? 0),
+      "--gid",
+      String(process.gid ?? 0),
+      "--hostname",
+      process.hostname ?? "locald",
+    ];
+    if (process.root === "host") {
+      // The host's own OS, read-only, over a tmpfs where the mount points can be made.
+      args.push("--tmpfs", "/");
+      for (const entry of readdirSync("/", { withFileTypes: true })) {
+        if (HOST_SKIPPED.has(entry.name)) continue;
+        const path = `/${entry.name}`;
+        if (entry.isSymbolicLink()) args.push("--symlink", readlinkSync(path), path);
+        else if (entry.isDirectory()) args.push("--ro-bind", path, path);
+      }
+    } else {
+      prepareMountPoints(process.root, ["/proc", "/dev", "/tmp", ...mounts.map((m) => m.destination)]);
+      args.push("--bind", process.root, "/");
+    }
+    args.push("--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp");
+    for (const mount of mounts)
+      args.push(mount.readonly ? "--ro-bind" : "--bind", mount.source, mount.destination);
+    args.push("--chdir", process.cwd, "--clearenv");
+    for (const pair of process.env) {
+      const eq = pair.indexOf("=");
+      if (eq > 0) args.push("--setenv", pair.slice(0, eq), pair.slice(eq + 1));
+    }
+    args.push("--", ...process.args);
+    return args;
+  }
+
+  async run(process: SandboxProcess): Promise<number> {
+    const child = spawn(this.bwrap, this.args(process), { stdio: [...stdioOf(process.output)] });
+    pipeOutput(child, process.output);
+    return waitForRuntime(child, "bubblewrap");
+  }
+}
+
+export class RuncRuntime implements ContainerRuntime {
+  readonly name = "runc";
+
+  constructor(
+    private readonly runc: string,
+    private readonly home: string = defaultDataDir(),
+  ) {}
+
+  static async find(home?: string): Promise<RuncRuntime> {
+    return new RuncRuntime(await findRunc(), home);
+  }
+
+  async run(process: SandboxProcess): Promise<number> {
+    if (process.root === "host")
+      throw new RuntimeError(
+        "runc needs a root filesystem directory; the host's own root is bubblewrap's job.",
+      );
+    const uid = globalThis.process.geteuid?.() ?? 0;
+    const id = `sandbox-${randomBytes(6).toString("hex")}`;
+    const bundle = join(this.home, "sandboxes", id);
+    await mkdir(bundle, { recursive: true, mode: 0o700 });
+    try {
+      const spec = runtimeSpec(
+        {
+          Entrypoint: [...process.args],
+          Env: [...process.env],
+          WorkingDir: process.cwd,
+          User: `${process.uid ?? 0}:${process.gid ?? 0}`,
+        },
+        process.root,
+        {
+          hostEnv: {},
+          ...(process.hostname ? { hostname: process.hostname } : {}),
+          volumes: process.mounts ?? [],
+          ...(uid !== 0 ? { rootless: await rootlessIds(uid) } : {}),
+        },
+      );
+      spec.root = { path: process.root, readonly: false };
+      await writeFile(join(bundle, "config.json"), JSON.stringify(spec));
+      const state = join(this.home, "runc");
+      await mkdir(state, { recursive: true, mode: 0o700 });
+      const child = spawn(this.runc, ["--root", state, "run", "--bundle", bundle, id], {
+        stdio: [...stdioOf(process.output)],
+      });
+      pipeOutput(child, process.output);
+      return await waitForRuntime(child, "runc");
+    } finally {
+      await removeTree(bundle);
+    }
+  }
+}
+
+async function findProgram(name: string, pkg: string): Promise<string> {
+  for (const dir of [...(process.env.PATH ?? "").split(":"), "/usr/bin", "/bin"]) {
+    if (dir === "") continue;
+    try {
+      await access(join(dir, name), constants.X_OK);
+      return join(dir, name);
+    } catch {
+      // keep looking
+    }
+  }
+  throw new RuntimeError(`Cannot run the sandbox: the ${name} program was not found.`, {
+    hint: `Install it (Debian/Ubuntu: apt-get install ${pkg}; Fedora: dnf install ${pkg}) and try again.`,
+  });
+}
