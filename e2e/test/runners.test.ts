@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
-import { chmod, chown, mkdir, readFile, symlink, writeFile } from "node:fs/promises";
+import { chmod, mkdir, readFile, symlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
@@ -45,7 +45,14 @@ async function sandbox(
     ? ["setpriv", `--reuid=${as.uid}`, `--regid=${as.gid}`, "--clear-groups", "--", ...command]
     : command;
   const { stdout } = await execFileAsync(file as string, args, {
-    env: { PATH: process.env.PATH, HOME: home, LOCALD_HOME: join(home, "locald"), XDG_RUNTIME_DIR: home },
+    // HIDDEN must not reach the sandboxed process: its environment is exactly the one asked for.
+    env: {
+      PATH: process.env.PATH,
+      HOME: home,
+      LOCALD_HOME: join(home, "locald"),
+      XDG_RUNTIME_DIR: home,
+      HIDDEN: "leak",
+    },
   });
   return JSON.parse(stdout) as Outcome;
 }
@@ -94,7 +101,7 @@ for (const who of ["root", "an unprivileged user"] as const) {
             args: [
               "/bin/sh",
               "-c",
-              'echo "$X $(id -u):$(id -g) $(pwd) ${HIDDEN:-none}"; cat /in/file; echo out > /out/file; echo x > /in/new || echo ro',
+              'echo "$X $(id -u):$(id -g) $(pwd) [$HIDDEN]"; cat /in/file; echo out > /out/file; echo x > /in/new || echo ro',
             ],
             env: ["X=1", "PATH=/bin"],
             cwd: "/in",
@@ -112,7 +119,7 @@ for (const who of ["root", "an unprivileged user"] as const) {
             ?.split("\n")
             .filter((line) => !line.includes("Read-only"))
             .join("\n"),
-          "1 0:0 /in none\nfrom the host\nro\n",
+          "1 0:0 /in []\nfrom the host\nro\n",
         );
         assert.equal(await readFile(join(home, "out", "file"), "utf8"), "out\n");
       });
