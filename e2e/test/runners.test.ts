@@ -101,7 +101,7 @@ for (const who of ["root", "an unprivileged user"] as const) {
             args: [
               "/bin/sh",
               "-c",
-              'echo "$X $(id -u):$(id -g) $(pwd) [$HIDDEN]"; cat /in/file; echo out > /out/file; echo x > /in/new || echo ro',
+              'echo "$X $(id -u):$(id -g) $(pwd) [$HIDDEN]"; cat /in/file; echo out > /out/file; (echo x > /in/new) 2>/dev/null || echo ro',
             ],
             env: ["X=1", "PATH=/bin"],
             cwd: "/in",
@@ -114,13 +114,7 @@ for (const who of ["root", "an unprivileged user"] as const) {
           as,
         );
         assert.equal(result.code, 0, JSON.stringify(result));
-        assert.equal(
-          result.out
-            ?.split("\n")
-            .filter((line) => !line.includes("Read-only"))
-            .join("\n"),
-          "1 0:0 /in []\nfrom the host\nro\n",
-        );
+        assert.equal(result.out, "1 0:0 /in []\nfrom the host\nro\n");
         assert.equal(await readFile(join(home, "out", "file"), "utf8"), "out\n");
       });
 
