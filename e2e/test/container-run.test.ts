@@ -260,6 +260,32 @@ for (const who of ["root", "an unprivileged user"] as const) {
       assert.match(gone.stderr, /No container named "web"/);
     });
 
+    test("a container whose locald was killed is found stale: stopped, its runc state deleted", async () => {
+      const child = startLocald(
+        ["container", "run", "--name", "orphan", ref, "echo ready; while true; do sleep 0.05; done"],
+        { env: { ...process.env, NO_COLOR: "1", ...env }, ...(as ? { as } : {}) },
+      );
+      let stdout = "";
+      child.stdout.on("data", (chunk: Buffer) => {
+        stdout += chunk.toString();
+        if (stdout.includes("ready\n")) child.kill("SIGKILL");
+      });
+      // runc outlives its killed parent and keeps the pipes open: wait for the exit, not the close.
+      await once(child, "exit");
+      const listed = JSON.parse((await locald(["container", "ls", "-a", "--json"])).stdout) as Array<{
+        name: string;
+        status: string;
+      }>;
+      assert.deepEqual(
+        listed.map(({ name, status }) => ({ name, status })),
+        [{ name: "orphan", status: "exited" }],
+      );
+      const runcState = await readdir(join(home, "locald", "runc")).catch(() => [] as string[]);
+      assert.ok(!runcState.includes("orphan"), "runc's state of the container is gone");
+      assert.equal((await locald(["container", "rm", "orphan"])).code, 0);
+      assert.deepEqual(await leftovers(), []);
+    });
+
     test("--rm leaves nothing behind, a kept container stays until rm, and a failing start leaves nothing", async () => {
       assert.equal((await run([ref, "touch /scratch"])).code, 0);
       assert.deepEqual(await leftovers(), []);
