@@ -1,11 +1,13 @@
 /**
  * The README's "run it" command on built-in defaults: a real registry on loopback, a sample image
- * built by our image factory, pushed and pulled back with the locald CLI, then inspected.
+ * built by our image factory, pushed and pulled back with the locald CLI, inspected, unpacked,
+ * and a busybox image run as a container (twice: the second run stands on the cached root).
  */
 import { join } from "node:path";
 import { OciLayout } from "@locald/oci";
 import { runLocald } from "./cli.js";
-import { sampleImage } from "./fixtures.js";
+import { busyboxLayer, sampleImage } from "./fixtures.js";
+import { writeImage } from "./image-factory.js";
 import { startRegistry } from "./registry.js";
 import { makeTempDir, removeDir } from "./util.js";
 
@@ -34,8 +36,24 @@ try {
   await step("unpack", ["image", "unpack", ref, join(work, "rootfs")], env);
   await step("unpack again (from the cache)", ["image", "unpack", ref, join(work, "rootfs-2")], env);
   await step("ls", ["image", "ls"], env);
+  const shell = await writeImage(layout, {
+    layers: [await busyboxLayer()],
+    config: {
+      Entrypoint: ["/bin/sh", "-c"],
+      Cmd: ['echo "Hello from a locald container: $(id -u)@$(cat /etc/hostname 2>/dev/null || echo locald)"'],
+    },
+  });
+  await layout.addManifest(shell.descriptor, "shell");
+  const shellRef = `${registry.host}/demo/shell:1`;
+  await step("push", ["image", "push", `${layout.root}:shell`, shellRef], env);
+  await step("run", ["container", "run", "--rm", shellRef], env);
+  await step(
+    "run again (overlay over the cached root)",
+    ["container", "run", "--rm", shellRef, "echo again"],
+    env,
+  );
   process.stdout.write(
-    "\nDemo finished: pushed, pulled (then up to date), inspected and unpacked through a real registry.\n",
+    "\nDemo finished: pushed, pulled (then up to date), inspected, unpacked and run through a real registry.\n",
   );
 } finally {
   await registry.stop();

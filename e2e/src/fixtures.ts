@@ -1,13 +1,15 @@
+import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { OciLayout, type Platform } from "@locald/oci";
 import {
   type ImageFormat,
+  type LayerEntry,
   pseudoRandomBytes,
   type WrittenImage,
   writeImage,
   writeIndex,
 } from "./image-factory.js";
-import { makeTempDir, removeDir } from "./util.js";
+import { makeTempDir, removeDir, requireBinary } from "./util.js";
 
 /** A small two-layer image with a file per layer, distinct per `seed`. */
 export async function sampleImage(
@@ -27,6 +29,35 @@ export async function sampleImage(
       [{ path: "data.bin", content: pseudoRandomBytes(options.layerBytes ?? 64 * 1024, seed) }],
     ],
   });
+}
+
+/** Applets linked to busybox in `busyboxLayer()`. */
+export const BUSYBOX_APPLETS = [
+  "sh",
+  "echo",
+  "id",
+  "cat",
+  "pwd",
+  "ls",
+  "env",
+  "sleep",
+  "true",
+  "touch",
+  "tty",
+  "kill",
+];
+
+/** `/bin/busybox` (Debian's static build) and its applets as symlinks: a shell for test images. */
+export async function busyboxLayer(): Promise<LayerEntry[]> {
+  return [
+    { path: "bin/", type: "directory" },
+    { path: "bin/busybox", content: await readFile(await requireBinary("busybox")), mode: 0o755 },
+    ...BUSYBOX_APPLETS.map((name) => ({
+      path: `bin/${name}`,
+      type: "symlink" as const,
+      linkname: "busybox",
+    })),
+  ];
 }
 
 export const TEST_PLATFORMS: readonly Platform[] = [

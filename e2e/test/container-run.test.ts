@@ -14,6 +14,7 @@ import { after, before, describe, test } from "node:test";
 import { promisify } from "node:util";
 import { OciLayout, push, removeTree, runContainer, Store } from "@locald/oci";
 import {
+  busyboxLayer,
   type CliOptions,
   type CliResult,
   compressLayer,
@@ -30,9 +31,7 @@ import {
   writeImage,
 } from "../src/index.js";
 
-const APPLETS = ["sh", "echo", "id", "cat", "pwd", "ls", "env", "sleep", "true", "touch", "tty", "kill"];
-
-const shared: { registry?: TestRegistry; work?: string; busybox?: string } = {};
+const shared: { registry?: TestRegistry; work?: string } = {};
 
 async function pushImage(
   name: string,
@@ -68,18 +67,10 @@ function debianImage(): Promise<string> {
   return debian;
 }
 
-async function busyboxBase(): Promise<LayerEntry[]> {
-  return [
-    { path: "bin/", type: "directory" },
-    { path: "bin/busybox", content: await readFile(shared.busybox as string), mode: 0o755 },
-    ...APPLETS.map((name) => ({ path: `bin/${name}`, type: "symlink" as const, linkname: "busybox" })),
-  ];
-}
-
 before(async () => {
   await requireBinary("runc");
   await requireBinary("setpriv");
-  shared.busybox = await requireBinary("busybox");
+  await requireBinary("busybox");
   shared.registry = await startRegistry({ flavour: "anonymous" });
   shared.work = await makeTempDir("container");
   await chmod(shared.work, 0o755);
@@ -110,7 +101,7 @@ for (const who of ["root", "an unprivileged user"] as const) {
         `busybox-${slug}`,
         [
           [
-            ...(await busyboxBase()),
+            ...(await busyboxLayer()),
             { path: "etc/", type: "directory" },
             {
               path: "etc/passwd",
@@ -360,7 +351,7 @@ for (const who of ["root", "an unprivileged user"] as const) {
         `hostile-${who === "root" ? "root" : "user"}`,
         [
           [
-            ...(await busyboxBase()),
+            ...(await busyboxLayer()),
             { path: "etc/", type: "directory" },
             // Absolute and climbing links: every one must resolve inside the container's root.
             { path: "etc/passwd", type: "symlink", linkname: `${up}${canaryDir}/passwd` },
