@@ -40,7 +40,7 @@ try {
     layers: [await busyboxLayer()],
     config: {
       Entrypoint: ["/bin/sh", "-c"],
-      Cmd: ['echo "Hello from a locald container: $(id -u)@$(cat /etc/hostname 2>/dev/null || echo locald)"'],
+      Cmd: ['echo "Hello from a locald container (uid $(id -u) on $(hostname))"'],
     },
   });
   await layout.addManifest(shell.descriptor, "shell");
