@@ -1,4 +1,5 @@
 export * from "./cli.js";
+export * from "./cnb-fixtures.js";
 export * from "./debian.js";
 export * from "./fault-proxy.js";
 export * from "./fixtures.js";

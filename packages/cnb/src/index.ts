@@ -1,2 +1,6 @@
-// @locald/cnb: drives the CNB lifecycle. Its modules (builder, lifecycle, platform, sandbox, launcher) arrive with the "Builds" issue.
-export {};
+// @locald/cnb: drives the official CNB lifecycle natively (see README.md).
+export * from "./build.js";
+export * from "./builder.js";
+export * from "./errors.js";
+export * from "./lifecycle.js";
+export * from "./platform.js";

@@ -26,6 +26,11 @@ export interface SandboxProcess {
   /** Ids inside the sandbox (default 0:0, the caller mapped to root when rootless). */
   uid?: number;
   gid?: number;
+  /**
+   * bubblewrap only: false keeps the caller's own ids and privileges (root stays root, to chown
+   * for others); default true, a user namespace mapping the caller to `uid`/`gid`.
+   */
+  userNamespace?: boolean;
   mounts?: readonly BindMount[];
   hostname?: string;
   /** "inherit" (default) passes stdio through; a callback gets stdout and stderr instead. */
@@ -93,17 +98,17 @@ export class BubblewrapRuntime implements ContainerRuntime {
 
   args(process: SandboxProcess): string[] {
     const mounts = process.mounts ?? [];
+    const ids =
+      process.userNamespace === false
+        ? []
+        : ["--unshare-user", "--uid", String(process.uid ?? 0), "--gid", String(process.gid ?? 0)];
     const args = [
-      "--unshare-user",
+      ...ids,
       "--unshare-pid",
       "--unshare-ipc",
       "--unshare-uts",
       "--die-with-parent",
       "--new-session",
-      "--uid",
-      String(process.uid ?? 0),
-      "--gid",
-      String(process.gid ?? 0),
       "--hostname",
       process.hostname ?? "locald",
     ];
@@ -120,7 +125,8 @@ export class BubblewrapRuntime implements ContainerRuntime {
       prepareMountPoints(process.root, ["/proc", "/dev", "/tmp", ...mounts.map((m) => m.destination)]);
       args.push("--bind", process.root, "/");
     }
-    args.push("--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp");
+    // /tmp for every user of the sandbox, as on any host (bwrap makes it 0755 otherwise).
+    args.push("--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/tmp");
     for (const mount of mounts)
       args.push(mount.readonly ? "--ro-bind" : "--bind", mount.source, mount.destination);
     args.push("--chdir", process.cwd, "--clearenv");

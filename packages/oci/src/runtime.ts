@@ -5,10 +5,8 @@ import { access, chmod, constants, mkdir, readFile, writeFile } from "node:fs/pr
 import { release, userInfo } from "node:os";
 import { join } from "node:path";
 import type { ClientOptions } from "./client.js";
-import { parseImageConfig } from "./config.js";
 import { type ContainerRecord, Containers, checkContainerName, processStart } from "./containers.js";
 import { ContainerConfigError, RuntimeError } from "./errors.js";
-import { parseManifestDocument } from "./manifest.js";
 import { formatReference, parseReference } from "./reference.js";
 import { type ContainerOptions, type IdRange, type RuntimeMount, runtimeSpec } from "./runtime-spec.js";
 import { defaultDataDir, defaultStoreDir, Store } from "./store.js";
@@ -215,16 +213,7 @@ export async function runContainer(reference: string, options: RunOptions = {}):
       image = await unpackImage(ref, rootfs, unpackOptions);
       await chmod(rootfs, 0o755);
     }
-    const manifest = parseManifestDocument(
-      await store.layout.readBlob(image.descriptor, 4 * 1024 * 1024),
-      image.descriptor.mediaType,
-      reference,
-    );
-    if (manifest.kind !== "manifest") throw new ContainerConfigError(`${reference} is not a single image.`);
-    const config = parseImageConfig(
-      await store.layout.readBlob(manifest.manifest.config, 64 * 1024 * 1024),
-      `The config of ${reference}`,
-    );
+    const { config } = await store.readImage(image.descriptor, reference);
     // Users are looked up in the image's root: the cached one under an overlay.
     const spec = runtimeSpec(config.config ?? {}, lower ?? rootfs, {
       ...options,

@@ -2,12 +2,13 @@ import { randomBytes } from "node:crypto";
 import { mkdir, readdir, readFile, rm, stat } from "node:fs/promises";
 import { homedir } from "node:os";
 import { join } from "node:path";
+import { type ImageConfig, parseImageConfig } from "./config.js";
 import type { Digest } from "./digest.js";
 import { parseDigest } from "./digest.js";
-import { OciError, StoreError } from "./errors.js";
+import { InvalidManifestError, OciError, StoreError } from "./errors.js";
 import { writeFileAtomic } from "./files.js";
 import { OciLayout, REF_NAME_ANNOTATION } from "./layout.js";
-import { type Descriptor, parseManifestDocument } from "./manifest.js";
+import { type Descriptor, type ImageManifest, parseManifestDocument } from "./manifest.js";
 
 /** Annotations the store keeps on each image entry. */
 export const SOURCE_DIGEST_ANNOTATION = "io.locald.source.digest";
@@ -169,6 +170,22 @@ export class Store {
       (sum, layer) => sum + layer.size,
       descriptor.size + document.manifest.config.size,
     );
+  }
+
+  /** The manifest and config of a single-platform image whose manifest is `descriptor`. */
+  async readImage(
+    descriptor: Descriptor,
+    what: string,
+  ): Promise<{ manifest: ImageManifest; config: ImageConfig }> {
+    const bytes = await this.layout.readBlob(descriptor, 4 * 1024 * 1024);
+    const document = parseManifestDocument(bytes, descriptor.mediaType, what);
+    if (document.kind !== "manifest")
+      throw new InvalidManifestError(`${what} is not a single-platform image.`);
+    const config = parseImageConfig(
+      await this.layout.readBlob(document.manifest.config, 64 * 1024 * 1024),
+      `The config of ${what}`,
+    );
+    return { manifest: document.manifest, config };
   }
 
   digestOf(image: StoredImage): Digest {

@@ -1,0 +1,231 @@
+import { execFile } from "node:child_process";
+import { mkdir, readFile, rename, rm, stat } from "node:fs/promises";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
+import { OciLayout, push } from "@locald/oci";
+import { parse as parseToml } from "smol-toml";
+import { debianMinbaseTar, fixtureCacheDir } from "./debian.js";
+import {
+  type BuiltLayer,
+  buildLayer,
+  compressLayer,
+  entriesFromDirectory,
+  type LayerEntry,
+  writeImage,
+} from "./image-factory.js";
+import type { TestRegistry } from "./registry.js";
+import { requireBinary } from "./util.js";
+
+/**
+ * A CNB test builder from real parts: the real lifecycle (built from source through the Go
+ * module proxy, pinned in e2e/fixtures/lifecycle), our sample buildpacks (e2e/fixtures/buildpacks)
+ * and a Debian minbase run image, assembled into images by our own code and pushed with it.
+ */
+
+const run = promisify(execFile);
+
+/** Pinned in e2e/fixtures/lifecycle/go.mod. Platform API 0.7–0.14, Buildpack API 0.7–0.11. */
+export const LIFECYCLE_VERSION = "0.20.19";
+export const LIFECYCLE_PLATFORM_APIS = ["0.7", "0.8", "0.9", "0.10", "0.11", "0.12", "0.13", "0.14"];
+export const LIFECYCLE_BUILDPACK_APIS = ["0.7", "0.8", "0.9", "0.10", "0.11"];
+const PHASES = ["analyzer", "detector", "restorer", "builder", "exporter", "creator", "rebaser", "extender"];
+
+const FIXTURES = fileURLToPath(new URL("../../fixtures/", import.meta.url));
+export const SAMPLE_BUILDPACKS_DIR = join(FIXTURES, "buildpacks");
+
+/** The builder's build user (its CNB_USER_ID / CNB_GROUP_ID). */
+export const BUILDER_UID = 1000;
+export const BUILDER_GID = 1000;
+
+let lifecycle: Promise<string> | undefined;
+
+/**
+ * The directory holding `lifecycle` and `launcher`, built once per machine with `go build`
+ * against the committed go.sum (the proxy's checksum database has no entry for this version).
+ */
+export function lifecycleBinaries(): Promise<string> {
+  lifecycle ??= (async () => {
+    const dir = join(fixtureCacheDir(), `lifecycle-${LIFECYCLE_VERSION}`);
+    if ((await stat(join(dir, "launcher")).catch(() => undefined))?.isFile()) return dir;
+    const go = await requireBinary("go");
+    const partial = `${dir}.${process.pid}.partial`;
+    await mkdir(partial, { recursive: true });
+    try {
+      await run(
+        go,
+        [
+          "build",
+          "-trimpath",
+          "-ldflags",
+          `-s -w -X github.com/buildpacks/lifecycle/cmd.Version=${LIFECYCLE_VERSION}`,
+          "-o",
+          `${partial}/`,
+          "github.com/buildpacks/lifecycle/cmd/lifecycle",
+          "github.com/buildpacks/lifecycle/cmd/launcher",
+        ],
+        {
+          cwd: join(FIXTURES, "lifecycle"),
+          env: { ...process.env, CGO_ENABLED: "0", GOFLAGS: "-mod=readonly", GOSUMDB: "off" },
+          maxBuffer: 16 * 1024 * 1024,
+        },
+      );
+    } catch (error) {
+      await rm(partial, { recursive: true, force: true });
+      const stderr = (error as { stderr?: string }).stderr?.trim() ?? "";
+      throw new Error(`Cannot build the CNB lifecycle ${LIFECYCLE_VERSION} with go: ${stderr || error}`);
+    }
+    await rm(dir, { recursive: true, force: true });
+    await rename(partial, dir);
+    return dir;
+  })();
+  return lifecycle;
+}
+
+export interface SampleBuildpack {
+  id: string;
+  version: string;
+  api: string;
+  dir: string;
+}
+
+export async function sampleBuildpack(name: string): Promise<SampleBuildpack> {
+  const dir = join(SAMPLE_BUILDPACKS_DIR, name);
+  const descriptor = parseToml(await readFile(join(dir, "buildpack.toml"), "utf8")) as {
+    api: string;
+    buildpack: { id: string; version: string };
+  };
+  return { id: descriptor.buildpack.id, version: descriptor.buildpack.version, api: descriptor.api, dir };
+}
+
+const root = (path: string, mode = 0o755): LayerEntry => ({ path, type: "directory", mode, uid: 0, gid: 0 });
+
+/** The Debian minbase run image with the `io.buildpacks.base.*` labels the lifecycle matches targets by. */
+export async function pushRunImage(
+  registry: TestRegistry,
+  work: string,
+  name = "cnb/run:bookworm",
+): Promise<string> {
+  const layer = await compressLayer(await readFile(await debianMinbaseTar()), "gzip", "oci");
+  const layout = await OciLayout.open(join(work, "layout-run-image"), { create: true });
+  const image = await writeImage(layout, {
+    layers: [layer],
+    config: {
+      Env: ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+      Labels: {
+        "io.buildpacks.base.distro.name": "debian",
+        "io.buildpacks.base.distro.version": "12",
+        "io.buildpacks.stack.id": "io.locald.stacks.bookworm",
+        "io.buildpacks.base.maintainer": "locald e2e",
+      },
+    },
+  });
+  await layout.addManifest(image.descriptor, "run");
+  const ref = `${registry.host}/${name}`;
+  await push({ kind: "layout", dir: layout.root, name: "run" }, ref);
+  return ref;
+}
+
+export interface TestBuilderOptions {
+  runImage: string;
+  /** Sample buildpack names (directories under e2e/fixtures/buildpacks), in detection order: one group each. */
+  buildpacks: readonly string[];
+  name?: string;
+}
+
+/** Assembles the builder image (lifecycle layer, a layer per buildpack, order/run/stack), pushes it. */
+export async function pushTestBuilder(
+  registry: TestRegistry,
+  work: string,
+  options: TestBuilderOptions,
+): Promise<string> {
+  const binaries = await lifecycleBinaries();
+  const buildpacks = await Promise.all(options.buildpacks.map(sampleBuildpack));
+  const lifecycleLayer: LayerEntry[] = [
+    root("cnb/"),
+    root("cnb/lifecycle/"),
+    { path: "cnb/lifecycle/lifecycle", content: await readFile(join(binaries, "lifecycle")), mode: 0o755 },
+    { path: "cnb/lifecycle/launcher", content: await readFile(join(binaries, "launcher")), mode: 0o755 },
+    ...PHASES.map((phase) => ({
+      path: `cnb/lifecycle/${phase}`,
+      type: "symlink" as const,
+      linkname: "lifecycle",
+    })),
+  ];
+  const buildpackLayers: BuiltLayer[] = [];
+  for (const bp of buildpacks) {
+    const base = `cnb/buildpacks/${bp.id.replaceAll("/", "_")}`;
+    buildpackLayers.push(
+      await buildLayer([
+        root("cnb/"),
+        root("cnb/buildpacks/"),
+        root(`${base}/`),
+        ...(await entriesFromDirectory(bp.dir, `${base}/${bp.version}`)).map((entry) => ({
+          ...entry,
+          uid: 0,
+          gid: 0,
+        })),
+      ]),
+    );
+  }
+  const order = buildpacks
+    .map((bp) => `[[order]]\n[[order.group]]\nid = "${bp.id}"\nversion = "${bp.version}"\n`)
+    .join("\n");
+  const configLayer: LayerEntry[] = [
+    root("cnb/"),
+    { path: "cnb/order.toml", content: order },
+    { path: "cnb/run.toml", content: `[[images]]\nimage = "${options.runImage}"\n` },
+    { path: "cnb/stack.toml", content: `[run-image]\nimage = "${options.runImage}"\n` },
+    root("cnb/build-config/"),
+    root("cnb/build-config/env/"),
+    root("workspace/", 0o755),
+    root("layers/", 0o755),
+    root("platform/", 0o755),
+  ];
+  const apis = {
+    buildpack: { deprecated: [], supported: LIFECYCLE_BUILDPACK_APIS },
+    platform: { deprecated: [], supported: LIFECYCLE_PLATFORM_APIS },
+  };
+  const layout = await OciLayout.open(join(work, "layout-builder"), { create: true });
+  const image = await writeImage(layout, {
+    layers: [lifecycleLayer, ...buildpackLayers, configLayer],
+    config: {
+      Env: [
+        `CNB_USER_ID=${BUILDER_UID}`,
+        `CNB_GROUP_ID=${BUILDER_GID}`,
+        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+      ],
+      User: `${BUILDER_UID}:${BUILDER_GID}`,
+      WorkingDir: "/layers",
+      Labels: {
+        "io.buildpacks.builder.metadata": JSON.stringify({
+          description:
+            "locald test builder: the real lifecycle, locald's sample buildpacks, a Debian run image",
+          buildpacks: buildpacks.map((bp) => ({ id: bp.id, version: bp.version })),
+          stack: { runImage: { image: options.runImage, mirrors: [] } },
+          images: [{ image: options.runImage }],
+          lifecycle: { version: LIFECYCLE_VERSION, apis },
+          createdBy: { name: "locald e2e", version: "0.1.0" },
+        }),
+        "io.buildpacks.buildpack.layers": JSON.stringify(
+          Object.fromEntries(
+            buildpacks.map((bp, index) => [
+              bp.id,
+              { [bp.version]: { api: bp.api, layerDiffID: buildpackLayers[index]?.diffId, homepage: "" } },
+            ]),
+          ),
+        ),
+        "io.buildpacks.buildpack.order": JSON.stringify(
+          buildpacks.map((bp) => ({ group: [{ id: bp.id, version: bp.version }] })),
+        ),
+        "io.buildpacks.lifecycle.version": LIFECYCLE_VERSION,
+        "io.buildpacks.lifecycle.apis": JSON.stringify(apis),
+        "io.buildpacks.stack.id": "io.locald.stacks.bookworm",
+      },
+    },
+  });
+  await layout.addManifest(image.descriptor, "builder");
+  const ref = `${registry.host}/${options.name ?? "cnb/builder:test"}`;
+  await push({ kind: "layout", dir: layout.root, name: "builder" }, ref);
+  return ref;
+}

@@ -1,0 +1,244 @@
+import { execFile } from "node:child_process";
+import { createHash, randomBytes } from "node:crypto";
+import { cp, mkdir, stat, writeFile } from "node:fs/promises";
+import { join, resolve } from "node:path";
+import { promisify } from "node:util";
+import {
+  type BindMount,
+  BubblewrapRuntime,
+  type ClientOptions,
+  copyImage,
+  defaultDataDir,
+  layoutSource,
+  layoutTarget,
+  OciLayout,
+  pull,
+  removeTree,
+  Store,
+  storeTarget,
+} from "@locald/oci";
+import { type Builder, fetchBuilder } from "./builder.js";
+import { BuildConfigError } from "./errors.js";
+import { BUILD_USER_PHASES, type Phase, phaseError } from "./lifecycle.js";
+import { imageName, layoutAlias, layoutPath, negotiatePlatformApi, platformEnv } from "./platform.js";
+
+/**
+ * `locald build`: source → OCI image with the official lifecycle, phase by phase, in a mount
+ * namespace over the host's own OS (bubblewrap) that shows the app at /workspace, layers at
+ * /layers, the platform dir at /platform, the cache at /cache and the builder's /cnb — so the
+ * image comes out as pack makes it (WORKDIR /workspace, CNB_LAYERS_DIR=/layers).
+ */
+
+const run = promisify(execFile);
+
+export type BuildOutput =
+  /** Into the local store under `name` (default). */
+  | { kind: "store"; name: string }
+  /** An OCI image layout directory, the image named `name` in it. */
+  | { kind: "layout"; dir: string; name: string };
+
+export interface BuildEvent {
+  type: "phase";
+  phase: Phase;
+}
+
+export interface BuildOptions {
+  builder: string;
+  output: BuildOutput;
+  /** `-e K=V` (or `K`: taken from this environment) → `<platform>/env/K`. */
+  env?: readonly string[];
+  /** Instead of the builder's run image. */
+  runImage?: string;
+  clearCache?: boolean;
+  /** `SOURCE_DATE_EPOCH` for the image's created time (default: the lifecycle's 1980). */
+  creationTime?: Date;
+  home?: string;
+  store?: Store;
+  client?: ClientOptions;
+  /** Phase output (headers, buildpack output); default: this process's stdout/stderr. */
+  onOutput?: (chunk: Buffer, stream: "stdout" | "stderr") => void;
+  onEvent?: (event: BuildEvent) => void;
+  /** Lifecycle `-log-level` (default info). */
+  logLevel?: "info" | "debug";
+}
+
+export interface BuildResult {
+  readonly image: string;
+  readonly digest: string;
+  readonly builder: Builder;
+  readonly platformApi: string;
+  /** The layout directory written, for `{ kind: "layout" }`. */
+  readonly layout?: string;
+}
+
+/** Per-app state kept between builds: the lifecycle's cache, and the layout repository holding the previous image. */
+function appStateDir(home: string, app: string, image: string): string {
+  const key = createHash("sha256").update(`${app}\n${image}`).digest("hex").slice(0, 32);
+  return join(home, "cache", "builds", key);
+}
+
+const DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+export async function build(appDir: string, options: BuildOptions): Promise<BuildResult> {
+  const app = resolve(appDir);
+  if (!(await stat(app).catch(() => undefined))?.isDirectory())
+    throw new BuildConfigError(`The app directory ${app} does not exist.`, {
+      hint: "Pass the directory of the app to build.",
+    });
+  const home = options.home ?? defaultDataDir();
+  const store = options.store ?? (await Store.open(options.home ? join(home, "store") : undefined));
+  const sandbox = await BubblewrapRuntime.find();
+  const builder = await fetchBuilder(options.builder, {
+    store,
+    cacheDir: join(home, "cache", "builders"),
+    ...(options.client ? { client: options.client } : {}),
+  });
+  const platformApi = negotiatePlatformApi(builder.platformApis, builder.lifecycleVersion);
+  const runImage = options.runImage ?? builder.runImages[0];
+  if (runImage === undefined)
+    throw new BuildConfigError(`The builder ${builder.reference} names no run image.`, {
+      hint: "Pass one with --run-image.",
+    });
+  const image = imageName(options.output.name);
+  const root = process.geteuid?.() === 0;
+  // As root the lifecycle drops to the builder's user; as anyone else the caller is the build user.
+  const uid = root ? builder.uid : (process.geteuid?.() ?? 0);
+  const gid = root ? builder.gid : (process.getegid?.() ?? 0);
+
+  const state = appStateDir(home, app, image);
+  const cache = join(state, "cache");
+  const repo = join(state, "layout-repo");
+  if (options.clearCache) await removeTree(cache);
+  const work = join(home, "builds", `${Date.now().toString(36)}-${randomBytes(4).toString("hex")}`);
+  try {
+    const layers = join(work, "layers");
+    const platform = join(work, "platform");
+    const workspace = join(work, "workspace");
+    for (const dir of [cache, repo, layers, join(platform, "env")])
+      await mkdir(dir, { recursive: true, mode: 0o755 });
+    await mkdir(work, { recursive: true, mode: 0o700 });
+    // The app is copied: buildpacks may write into /workspace, and the user's files stay theirs.
+    await cp(app, workspace, {
+      recursive: true,
+      verbatimSymlinks: true,
+      filter: (src) => !src.endsWith("/.git"),
+    });
+    for (const [name, value] of platformEnv(options.env ?? []))
+      await writeFile(join(platform, "env", name), value);
+
+    // The run image, as an OCI layout at the path the lifecycle maps its (aliased) reference to.
+    const runAlias = layoutAlias("run", runImage);
+    const appAlias = layoutAlias("app", image);
+    await removeTree(join(repo, layoutPath(runAlias)));
+    await pull(runImage, {
+      ...options.client,
+      to: { kind: "layout", dir: join(repo, layoutPath(runAlias)) },
+    });
+    // The phases that drop to the build user write here.
+    if (root) await run("chown", ["-R", `${uid}:${gid}`, "--", workspace, layers, cache, repo]);
+
+    const mounts: BindMount[] = [
+      { source: workspace, destination: "/workspace", readonly: false },
+      { source: layers, destination: "/layers", readonly: false },
+      { source: platform, destination: "/platform", readonly: true },
+      { source: cache, destination: "/cache", readonly: false },
+      { source: repo, destination: "/layout-repo", readonly: false },
+      { source: builder.cnbDir, destination: "/cnb", readonly: true },
+    ];
+    const env = [
+      `CNB_PLATFORM_API=${platformApi}`,
+      "CNB_EXPERIMENTAL_MODE=warn",
+      `PATH=${DEFAULT_PATH}`,
+      "HOME=/tmp",
+      ...(options.creationTime
+        ? [`SOURCE_DATE_EPOCH=${Math.floor(options.creationTime.getTime() / 1000)}`]
+        : []),
+    ];
+    const logLevel = ["-log-level", options.logLevel ?? "info"];
+    const ids = ["-uid", String(uid), "-gid", String(gid)];
+    const layout = ["-layout", "-layout-dir", "/layout-repo"];
+    const phase = async (name: Phase, args: string[]): Promise<void> => {
+      options.onEvent?.({ type: "phase", phase: name });
+      const onOutput =
+        options.onOutput ??
+        ((chunk, stream) => (stream === "stdout" ? process.stdout : process.stderr).write(chunk));
+      onOutput(Buffer.from(`===> ${PHASE_TITLES[name]}\n`), "stdout");
+      let output = "";
+      const asBuildUser = root && BUILD_USER_PHASES.has(name);
+      const command = [`/cnb/lifecycle/${name}`, ...logLevel, ...args];
+      const code = await sandbox.run({
+        root: "host",
+        args: asBuildUser
+          ? ["setpriv", `--reuid=${uid}`, `--regid=${gid}`, "--clear-groups", "--", ...command]
+          : command,
+        env,
+        cwd: "/workspace",
+        mounts,
+        ...(root ? { userNamespace: false } : { uid, gid }),
+        output: (chunk, stream) => {
+          output += chunk.toString("utf8");
+          if (output.length > 256 * 1024) output = output.slice(-128 * 1024);
+          onOutput(chunk, stream);
+        },
+      });
+      if (code !== 0) throw phaseError(name, code, output);
+    };
+
+    await phase("analyzer", [...layout, ...ids, "-run-image", runAlias, appAlias]);
+    await phase("detector", ["-app", "/workspace", "-layers", "/layers", "-platform", "/platform"]);
+    await phase("restorer", ["-cache-dir", "/cache", "-layers", "/layers", ...ids, ...layout]);
+    await phase("builder", ["-app", "/workspace", "-layers", "/layers", "-platform", "/platform"]);
+    await phase("exporter", [
+      ...layout,
+      ...ids,
+      "-app",
+      "/workspace",
+      "-layers",
+      "/layers",
+      "-cache-dir",
+      "/cache",
+      "-launcher",
+      "/cnb/lifecycle/launcher",
+      "-report",
+      "/layers/report.toml",
+      appAlias,
+    ]);
+
+    const exported = await OciLayout.open(join(repo, layoutPath(appAlias)));
+    const descriptor = await exported.resolve(undefined);
+    const digest = descriptor.digest;
+    const result = { image, digest, builder, platformApi };
+    if (options.output.kind === "store") {
+      const release = await store.lease();
+      try {
+        await copyImage(
+          layoutSource(exported, undefined, { manifest: 4 * 1024 * 1024 }),
+          storeTarget(store, image),
+          {
+            platform: "all",
+          },
+        );
+      } finally {
+        await release();
+      }
+      return result;
+    }
+    const target = await OciLayout.open(options.output.dir, { create: true });
+    await copyImage(
+      layoutSource(exported, undefined, { manifest: 4 * 1024 * 1024 }),
+      layoutTarget(target, options.output.name),
+      { platform: "all" },
+    );
+    return { ...result, layout: resolve(options.output.dir) };
+  } finally {
+    await removeTree(work);
+  }
+}
+
+const PHASE_TITLES: Record<Phase, string> = {
+  analyzer: "ANALYZING",
+  detector: "DETECTING",
+  restorer: "RESTORING",
+  builder: "BUILDING",
+  exporter: "EXPORTING",
+};

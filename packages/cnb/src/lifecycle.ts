@@ -1,0 +1,69 @@
+import { ApiMismatchError, BuildError, DetectError } from "./errors.js";
+
+/**
+ * The lifecycle's phases as locald runs them (separately, not `creator`), and what their exit
+ * codes mean (platform spec, "Exit codes").
+ */
+
+export type Phase = "analyzer" | "detector" | "restorer" | "builder" | "exporter";
+
+/** Detect and build never run as root; the others do when locald does (they chown to the build user). */
+export const BUILD_USER_PHASES: ReadonlySet<Phase> = new Set(["detector", "builder"]);
+
+const MEANINGS: Record<number, string> = {
+  1: "failed",
+  3: "was given invalid arguments",
+  11: "does not support this Platform API",
+  12: "does not support a buildpack's Buildpack API",
+  20: "found no buildpack group that detects this app",
+  21: "found no buildpack group that detects this app (and a buildpack failed while detecting)",
+  22: "failed while detecting",
+  32: "failed to analyze the previous image",
+  42: "failed to restore the cache",
+  51: "ran a buildpack that failed",
+  52: "failed while building",
+  62: "failed to export the image",
+};
+
+/** The last lines of a phase's output, for the error message. */
+function tailOf(output: string, lines = 12): string {
+  return output.trimEnd().split("\n").slice(-lines).join("\n");
+}
+
+/** Buildpack lines of the detector's output (`pass: id@version`, `fail: …`, `skip: …`, `err: …`). */
+function detectVerdicts(output: string): string[] {
+  return output
+    .split("\n")
+    .map((line) => line.trim())
+    .filter((line) => /^(pass|fail|skip|err|error):/i.test(line) || /^=+\s*Results/.test(line));
+}
+
+/** The error for a phase that exited with `code`, given what it printed. */
+export function phaseError(phase: Phase, code: number, output: string): Error {
+  const meaning = MEANINGS[code] ?? `exited with ${code}`;
+  if (code === 20 || code === 21) {
+    const verdicts = detectVerdicts(output);
+    return new DetectError(
+      `No buildpack detected this app: the lifecycle ${meaning}.` +
+        (verdicts.length > 0 ? `\n${verdicts.join("\n")}` : `\n${tailOf(output)}`),
+      {
+        hint: "Check the app has what a buildpack looks for (package.json, Procfile, Cargo.toml…), or add one with -b.",
+      },
+    );
+  }
+  if (code === 11 || code === 12)
+    return new ApiMismatchError(`The ${phase} ${meaning}.\n${tailOf(output, 5)}`, {
+      hint: "Use a builder whose lifecycle and buildpacks support a Platform API locald speaks (0.12–0.14).",
+    });
+  if (code === 51) {
+    return new BuildError(
+      `A buildpack failed while building (the lifecycle ${meaning}).\n${tailOf(output)}`,
+      {
+        hint: "The buildpack's own output is above; fix the app or the buildpack and build again.",
+      },
+    );
+  }
+  return new BuildError(`The lifecycle's ${phase} ${meaning} (exit ${code}).\n${tailOf(output)}`, {
+    hint: "Run again with --verbose for the lifecycle's debug output.",
+  });
+}

@@ -1,0 +1,71 @@
+import { createHash } from "node:crypto";
+import { formatReference, parseReference, type Reference } from "@locald/oci";
+import { ApiMismatchError, BuildConfigError } from "./errors.js";
+
+/**
+ * What locald speaks to the lifecycle: the Platform API versions it implements, the env allow-list
+ * and the OCI-layout path rules of the platform spec.
+ */
+
+/** Platform API versions locald drives (layout export needs 0.12+; 0.14 is the newest we know). */
+export const PLATFORM_APIS = ["0.12", "0.13", "0.14"] as const;
+
+function compareApi(a: string, b: string): number {
+  const [am = 0, an = 0] = a.split(".").map(Number);
+  const [bm = 0, bn = 0] = b.split(".").map(Number);
+  return am - bm || an - bn;
+}
+
+/** The newest Platform API both sides support. */
+export function negotiatePlatformApi(
+  lifecycleSupported: readonly string[],
+  lifecycleVersion: string,
+): string {
+  const common = PLATFORM_APIS.filter((api) => lifecycleSupported.includes(api)).sort(compareApi);
+  const chosen = common.at(-1);
+  if (chosen === undefined)
+    throw new ApiMismatchError(
+      `The builder's lifecycle ${lifecycleVersion} supports Platform API ${lifecycleSupported.join(", ") || "(none listed)"}, ` +
+        `but locald drives ${PLATFORM_APIS.join(", ")}.`,
+      { hint: "Use a builder with a lifecycle from v0.17 or later." },
+    );
+  return chosen;
+}
+
+/**
+ * Where the lifecycle looks for an image in OCI layout mode: `<registry>/<repository>/<tag>` or
+ * `<registry>/<repository>/sha256/<hex>` under the layout dir.
+ */
+export function layoutPath(reference: string | Reference): string {
+  const ref = typeof reference === "string" ? parseReference(reference) : reference;
+  const registry = ref.registry === "docker.io" ? "index.docker.io" : ref.registry;
+  const base = `${registry}/${ref.repository}`;
+  if (ref.digest !== undefined) return `${base}/${ref.digest.replace(":", "/")}`;
+  return `${base}/${ref.tag ?? "latest"}`;
+}
+
+/** `name` fully qualified, as the store and layouts name it. */
+export function imageName(reference: string): string {
+  return formatReference(parseReference(reference));
+}
+
+/**
+ * The name an image goes by inside the lifecycle's layout repository. In layout mode the
+ * lifecycle records images as `<path>@sha256:…` and parses that back as a reference, which fails
+ * when the path holds a registry port ("127.0.0.1:5000"); a port-free alias avoids it.
+ */
+export function layoutAlias(role: "run" | "app", reference: string): string {
+  const hash = createHash("sha256").update(imageName(reference)).digest("hex").slice(0, 16);
+  return `locald.internal/${role}-${hash}:latest`;
+}
+
+/** `-e K=V` pairs as `<platform>/env/K` files; names a shell could not export are refused. */
+export function platformEnv(pairs: readonly string[]): Array<[name: string, value: string]> {
+  return pairs.map((pair) => {
+    const eq = pair.indexOf("=");
+    const name = eq < 0 ? pair : pair.slice(0, eq);
+    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name))
+      throw new BuildConfigError(`"${name}" is not a valid environment variable name.`);
+    return [name, eq < 0 ? (process.env[name] ?? "") : pair.slice(eq + 1)];
+  });
+}
