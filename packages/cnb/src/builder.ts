@@ -125,14 +125,11 @@ export async function fetchBuilder(
   const orderToml = await readToml(join(cnbDir, "order.toml"));
   const runToml = await readToml(join(cnbDir, "run.toml"));
   const stackToml = await readToml(join(cnbDir, "stack.toml"));
-  const runImages = [
-    ...((runToml?.images as Array<{ image?: string; mirrors?: string[] }> | undefined) ?? []).flatMap(
-      (image) => (image.image ? [image.image, ...(image.mirrors ?? [])] : []),
-    ),
-    ...(((stackToml?.["run-image"] as { image?: string } | undefined)?.image ?? "") !== ""
-      ? [(stackToml?.["run-image"] as { image: string }).image]
-      : []),
-  ];
+  const fromRunToml = (
+    (runToml?.images as Array<{ image?: string; mirrors?: string[] }> | undefined) ?? []
+  ).flatMap((image) => (image.image ? [image.image, ...(image.mirrors ?? [])] : []));
+  const legacy = (stackToml?.["run-image"] as { image?: string; mirrors?: string[] } | undefined) ?? {};
+  const runImages = [...fromRunToml, ...(legacy.image ? [legacy.image, ...(legacy.mirrors ?? [])] : [])];
   const uid = Number(envValue(container, "CNB_USER_ID") ?? 1000);
   const gid = Number(envValue(container, "CNB_GROUP_ID") ?? 1000);
   return {
