@@ -1,4 +1,5 @@
 import { Command, CommanderError } from "commander";
+import { registerBuildCommand } from "./commands/build.js";
 import { registerContainerCommands } from "./commands/container.js";
 import { type CommandContext, registerImageCommands } from "./commands/image.js";
 import { registerLoginCommands } from "./commands/login.js";
@@ -32,6 +33,7 @@ export async function main(argv: readonly string[], output: Output = processOutp
     .showSuggestionAfterError(true);
 
   const context: CommandContext = { output, flags: () => program.opts<GlobalFlags>() };
+  registerBuildCommand(program, context);
   registerImageCommands(program, context);
   registerLoginCommands(program, context);
   registerContainerCommands(program, context);

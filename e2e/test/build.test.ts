@@ -1,0 +1,172 @@
+/**
+ * `locald build` with the real CNB lifecycle and a test builder assembled by our own code
+ * (e2e/src/cnb-fixtures.ts), served by a real registry: the sample Procfile app builds into the
+ * store and into an OCI layout, runs with `locald container run`, rebuilds reusing its layers,
+ * and fails clearly when nothing detects the app or the builder cannot be reached — as root and
+ * as an unprivileged user.
+ */
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { chmod, cp, mkdir, readFile, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { after, before, describe, test } from "node:test";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
+import { removeTree } from "@locald/oci";
+import {
+  type CliOptions,
+  type CliResult,
+  makeTempDir,
+  pushRunImage,
+  pushTestBuilder,
+  requireBinary,
+  runLocald,
+  startRegistry,
+  type TestRegistry,
+  unprivilegedUser,
+} from "../src/index.js";
+
+const run = promisify(execFile);
+const EXAMPLES = fileURLToPath(new URL("../../../examples/", import.meta.url));
+
+const shared: { registry?: TestRegistry; work?: string; builder?: string } = {};
+
+before(async () => {
+  for (const tool of ["bwrap", "runc", "skopeo", "umoci", "setpriv", "go"]) await requireBinary(tool);
+  shared.registry = await startRegistry({ flavour: "anonymous" });
+  shared.work = await makeTempDir("build");
+  await chmod(shared.work, 0o755);
+  const runImage = await pushRunImage(shared.registry, shared.work);
+  shared.builder = await pushTestBuilder(shared.registry, shared.work, {
+    runImage,
+    buildpacks: ["procfile"],
+  });
+});
+
+after(async () => {
+  await shared.registry?.stop();
+  if (shared.work) await removeTree(shared.work);
+});
+
+interface Manifest {
+  config: { digest: string };
+  layers: Array<{ digest: string }>;
+}
+
+for (const who of ["root", "an unprivileged user"] as const) {
+  describe(`locald build, as ${who}`, () => {
+    let home: string;
+    let apps: string;
+    let as: CliOptions["as"];
+    let env: NodeJS.ProcessEnv;
+    before(async () => {
+      const slug = who === "root" ? "root" : "user";
+      home = join(shared.work as string, `home-${slug}`);
+      apps = join(home, "apps");
+      await mkdir(apps, { recursive: true });
+      await cp(join(EXAMPLES, "procfile-static"), join(apps, "procfile-static"), { recursive: true });
+      await mkdir(join(apps, "nothing"));
+      await writeFile(join(apps, "nothing", "README"), "nothing a buildpack looks for\n");
+      if (who !== "root") {
+        as = await unprivilegedUser();
+        await run("chown", ["-R", `${as.uid}:${as.gid}`, home]);
+      }
+      env = { HOME: home, LOCALD_HOME: join(home, "locald"), XDG_RUNTIME_DIR: home };
+    });
+
+    const locald = (args: string[]): Promise<CliResult> => runLocald(args, { env, ...(as ? { as } : {}) });
+    const buildApp = (app: string, extra: string[] = []) =>
+      locald(["build", join(apps, app), "--builder", shared.builder as string, ...extra]);
+
+    test("the Procfile app builds into the store and runs; WORKDIR is /workspace", async () => {
+      const built = await buildApp("procfile-static");
+      assert.equal(built.code, 0, built.stderr);
+      assert.match(
+        built.stdout,
+        /^Successfully built docker\.io\/library\/procfile-static:latest \(sha256:[0-9a-f]{64}\)/,
+      );
+      for (const header of ["ANALYZING", "DETECTING", "RESTORING", "BUILDING", "EXPORTING"])
+        assert.match(built.stderr, new RegExp(`===> ${header}`));
+      assert.match(built.stderr, /Procfile: process "web": cat message.txt/);
+      const ran = await locald(["container", "run", "--rm", "procfile-static"]);
+      assert.equal(ran.code, 0, ran.stderr);
+      assert.equal(ran.stdout, "Hello from a Procfile app built by locald with the CNB lifecycle.\n");
+      const other = await locald([
+        "container",
+        "run",
+        "--rm",
+        "--entrypoint",
+        "/cnb/process/shout",
+        "procfile-static",
+      ]);
+      assert.equal(other.stdout, "HELLO FROM A PROCFILE APP BUILT BY LOCALD WITH THE CNB LIFECYCLE.\n");
+      const inspected = JSON.parse(
+        (await locald(["image", "inspect", "--json", "procfile-static"])).stdout,
+      ) as {
+        config: { WorkingDir: string; Env: string[] };
+      };
+      assert.equal(inspected.config.WorkingDir, "/workspace");
+      assert.ok(inspected.config.Env.includes("CNB_LAYERS_DIR=/layers"));
+    });
+
+    test("a rebuild with no change reuses every layer", async () => {
+      const manifest = async (): Promise<Manifest> =>
+        JSON.parse(
+          (await locald(["image", "inspect", "--raw", "manifest", "procfile-static"])).stdout,
+        ) as Manifest;
+      const before = await manifest();
+      const rebuilt = await buildApp("procfile-static");
+      assert.equal(rebuilt.code, 0, rebuilt.stderr);
+      assert.match(rebuilt.stderr, /Reusing (\d+\/\d+ app layer|layer)/);
+      const afterBuild = await manifest();
+      assert.deepEqual(
+        afterBuild.layers.map((l) => l.digest),
+        before.layers.map((l) => l.digest),
+        "same layer digests",
+      );
+    });
+
+    test("--layout writes an OCI layout that skopeo and umoci accept", async () => {
+      const layout = join(home, "layout");
+      const built = await buildApp("procfile-static", ["--layout", layout, "-t", "hello"]);
+      assert.equal(built.code, 0, built.stderr);
+      assert.match(built.stdout, /into OCI layout /);
+      const inspected = JSON.parse((await run("skopeo", ["inspect", `oci:${layout}:hello`])).stdout) as {
+        Env: string[];
+      };
+      assert.ok(inspected.Env.includes("CNB_APP_DIR=/workspace"));
+      const listed = await run("umoci", ["ls", "--layout", layout]);
+      assert.equal(listed.stdout.trim(), "hello");
+    });
+
+    test("an app nothing detects: a clear message listing what each buildpack said", async () => {
+      const failed = await buildApp("nothing", ["-t", "nothing"]);
+      assert.equal(failed.code, 1);
+      assert.match(failed.stderr, /No buildpack detected this app/);
+      assert.match(failed.stderr, /fail: locald-samples\/procfile@0\.1\.0/);
+      assert.doesNotMatch(failed.stderr, /at .*\.js:\d+/);
+    });
+
+    test("an unreachable builder: a clear message", async () => {
+      const failed = await locald([
+        "build",
+        join(apps, "procfile-static"),
+        "--builder",
+        "127.0.0.1:9/no/builder:1",
+      ]);
+      assert.equal(failed.code, 1);
+      assert.match(failed.stderr, /127\.0\.0\.1:9/);
+      assert.doesNotMatch(failed.stderr, /at .*\.js:\d+/);
+      const none = await locald(["build", join(apps, "procfile-static")]);
+      assert.equal(none.code, 2);
+      assert.match(none.stderr, /No builder: pass --builder/);
+    });
+
+    test("the app's own files are left as they were", async () => {
+      const message = await readFile(join(apps, "procfile-static", "message.txt"), "utf8");
+      assert.equal(message, "Hello from a Procfile app built by locald with the CNB lifecycle.\n");
+      const { stdout } = await run("ls", ["-A", join(apps, "procfile-static")]);
+      assert.deepEqual(stdout.trim().split("\n").sort(), ["Procfile", "message.txt"]);
+    });
+  });
+}
