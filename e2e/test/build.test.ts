@@ -65,6 +65,8 @@ for (const who of ["root", "an unprivileged user"] as const) {
       apps = join(home, "apps");
       await mkdir(apps, { recursive: true });
       await cp(join(EXAMPLES, "procfile-static"), join(apps, "procfile-static"), { recursive: true });
+      await mkdir(join(apps, "broken"));
+      await writeFile(join(apps, "broken", "Procfile"), "# no processes here\n");
       await mkdir(join(apps, "nothing"));
       await writeFile(join(apps, "nothing", "README"), "nothing a buildpack looks for\n");
       if (who !== "root") {
@@ -144,6 +146,14 @@ for (const who of ["root", "an unprivileged user"] as const) {
       assert.equal(failed.code, 1);
       assert.match(failed.stderr, /No buildpack detected this app/);
       assert.match(failed.stderr, /fail: locald-samples\/procfile@0\.1\.0/);
+      assert.doesNotMatch(failed.stderr, /at .*\.js:\d+/);
+    });
+
+    test("a buildpack that fails: its id and its last output lines", async () => {
+      const failed = await buildApp("broken", ["-t", "broken"]);
+      assert.equal(failed.code, 1);
+      assert.match(failed.stderr, /Buildpack locald-samples\/procfile@0\.1\.0 failed while building/);
+      assert.match(failed.stderr, /no "type: command" line in the Procfile/);
       assert.doesNotMatch(failed.stderr, /at .*\.js:\d+/);
     });
 

@@ -19,7 +19,7 @@ import {
 } from "@locald/oci";
 import { type Builder, fetchBuilder } from "./builder.js";
 import { BuildConfigError } from "./errors.js";
-import { BUILD_USER_PHASES, type Phase, phaseError } from "./lifecycle.js";
+import { BUILD_USER_PHASES, failedBuildpack, type Phase, phaseError } from "./lifecycle.js";
 import { imageName, layoutAlias, layoutPath, negotiatePlatformApi, platformEnv } from "./platform.js";
 
 /**
@@ -181,7 +181,8 @@ export async function build(appDir: string, options: BuildOptions): Promise<Buil
           onOutput(chunk, stream);
         },
       });
-      if (code !== 0) throw phaseError(name, code, output);
+      if (code !== 0)
+        throw phaseError(name, code, output, code === 51 ? await failedBuildpack(layers) : undefined);
     };
 
     await phase("analyzer", [...layout, ...ids, "-run-image", runAlias, appAlias]);

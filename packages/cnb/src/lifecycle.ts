@@ -1,3 +1,6 @@
+import { readFile, stat } from "node:fs/promises";
+import { join } from "node:path";
+import { parse as parseToml } from "smol-toml";
 import { ApiMismatchError, BuildError, DetectError } from "./errors.js";
 
 /**
@@ -39,7 +42,7 @@ function detectVerdicts(output: string): string[] {
 }
 
 /** The error for a phase that exited with `code`, given what it printed. */
-export function phaseError(phase: Phase, code: number, output: string): Error {
+export function phaseError(phase: Phase, code: number, output: string, failedBuildpack?: string): Error {
   const meaning = MEANINGS[code] ?? `exited with ${code}`;
   if (code === 20 || code === 21) {
     const verdicts = detectVerdicts(output);
@@ -56,14 +59,34 @@ export function phaseError(phase: Phase, code: number, output: string): Error {
       hint: "Use a builder whose lifecycle and buildpacks support a Platform API locald speaks (0.12–0.14).",
     });
   if (code === 51) {
+    const who = failedBuildpack === undefined ? "A buildpack" : `Buildpack ${failedBuildpack}`;
     return new BuildError(
-      `A buildpack failed while building (the lifecycle ${meaning}).\n${tailOf(output)}`,
+      `${who} failed while building (lifecycle exit 51). Its last output:\n${tailOf(output)}`,
       {
-        hint: "The buildpack's own output is above; fix the app or the buildpack and build again.",
+        hint: "Fix what the buildpack's output above points at (in the app or in the buildpack), then build again.",
       },
     );
   }
   return new BuildError(`The lifecycle's ${phase} ${meaning} (exit ${code}).\n${tailOf(output)}`, {
     hint: "Run again with --verbose for the lifecycle's debug output.",
   });
+}
+
+/**
+ * The buildpack whose build failed: the lifecycle runs the group in order and makes each one's
+ * layers directory before its bin/build, so it is the last of the group that has one.
+ */
+export async function failedBuildpack(layersDir: string): Promise<string | undefined> {
+  try {
+    const group = parseToml(await readFile(join(layersDir, "group.toml"), "utf8")) as {
+      group?: Array<{ id: string; version?: string }>;
+    };
+    let last: string | undefined;
+    for (const bp of group.group ?? [])
+      if (await stat(join(layersDir, bp.id.replaceAll("/", "_"))).catch(() => undefined))
+        last = bp.version ? `${bp.id}@${bp.version}` : bp.id;
+    return last;
+  } catch {
+    return undefined;
+  }
 }
