@@ -1,15 +1,18 @@
 /**
- * The README's "run it" command on built-in defaults: a real registry on loopback, a sample image
- * built by our image factory, pushed and pulled back with the locald CLI, inspected, unpacked,
- * and a busybox image run as a container (twice: the second run stands on the cached root).
+ * The README's "run it" command on built-in defaults: a real registry on loopback, a CNB
+ * builder assembled by our own code (the real lifecycle built from source, our sample Procfile
+ * buildpack, a Debian bookworm run image made with mmdebstrap) and pushed to it; then
+ * `locald build` of the bundled sample app into an OCI image, and `locald container run` of it.
  */
+import { chmod } from "node:fs/promises";
 import { join } from "node:path";
-import { OciLayout } from "@locald/oci";
+import { fileURLToPath } from "node:url";
 import { runLocald } from "./cli.js";
-import { busyboxLayer, sampleImage } from "./fixtures.js";
-import { writeImage } from "./image-factory.js";
+import { pushRunImage, pushTestBuilder } from "./cnb-fixtures.js";
 import { startRegistry } from "./registry.js";
 import { makeTempDir, removeDir } from "./util.js";
+
+const SAMPLE_APP = fileURLToPath(new URL("../../../examples/procfile-static", import.meta.url));
 
 async function step(title: string, args: string[], env: NodeJS.ProcessEnv): Promise<string> {
   process.stdout.write(`\n$ locald ${args.join(" ")}\n`);
@@ -20,40 +23,32 @@ async function step(title: string, args: string[], env: NodeJS.ProcessEnv): Prom
   return result.stdout;
 }
 
-const work = await makeTempDir("locald-demo-");
+const work = await makeTempDir("demo");
+await chmod(work, 0o755);
 const registry = await startRegistry({ flavour: "anonymous" });
 try {
   const env = { LOCALD_HOME: join(work, "home") };
-  const layout = await OciLayout.open(join(work, "sample-layout"), { create: true });
-  const image = await sampleImage(layout, { seed: 7 });
-  await layout.addManifest(image.descriptor, "sample");
-  process.stdout.write(`Built a sample image ${image.descriptor.digest} in ${layout.root}\n`);
-  const ref = `${registry.host}/demo/sample:1`;
-  await step("push", ["image", "push", `${layout.root}:sample`, ref], env);
-  await step("pull", ["image", "pull", ref], env);
-  await step("re-pull", ["image", "pull", ref], env);
-  await step("inspect", ["image", "inspect", ref], env);
-  await step("unpack", ["image", "unpack", ref, join(work, "rootfs")], env);
-  await step("unpack again (from the cache)", ["image", "unpack", ref, join(work, "rootfs-2")], env);
-  await step("ls", ["image", "ls"], env);
-  const shell = await writeImage(layout, {
-    layers: [await busyboxLayer()],
-    config: {
-      Entrypoint: ["/bin/sh", "-c"],
-      Cmd: ['echo "Hello from a locald container (uid $(id -u) on $(hostname))"'],
-    },
-  });
-  await layout.addManifest(shell.descriptor, "shell");
-  const shellRef = `${registry.host}/demo/shell:1`;
-  await step("push", ["image", "push", `${layout.root}:shell`, shellRef], env);
-  await step("run", ["container", "run", "--rm", shellRef], env);
+  process.stdout.write(
+    "Preparing the sample builder (first time on a machine: builds the lifecycle and a Debian run image)…\n",
+  );
+  const runImage = await pushRunImage(registry, work);
+  const builder = await pushTestBuilder(registry, work, { runImage, buildpacks: ["procfile"] });
+  process.stdout.write(`Builder ${builder}, run image ${runImage}\n`);
+  await step("build", ["build", SAMPLE_APP, "--builder", builder, "-t", "procfile-static"], env);
+  await step("run", ["container", "run", "--rm", "procfile-static"], env);
   await step(
-    "run again (overlay over the cached root)",
-    ["container", "run", "--rm", shellRef, "echo again"],
+    "rebuild (layers reused)",
+    ["build", SAMPLE_APP, "--builder", builder, "-t", "procfile-static"],
     env,
   );
+  await step(
+    "run another process type",
+    ["container", "run", "--rm", "--entrypoint", "/cnb/process/shout", "procfile-static"],
+    env,
+  );
+  await step("ls", ["image", "ls"], env);
   process.stdout.write(
-    "\nDemo finished: pushed, pulled (then up to date), inspected, unpacked and run through a real registry.\n",
+    "\nDemo finished: the sample app was built with the CNB lifecycle into an OCI image and run.\n",
   );
 } finally {
   await registry.stop();

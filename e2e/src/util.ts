@@ -31,7 +31,7 @@ export async function requireBinary(name: string): Promise<string> {
   const cached = resolvedBinaries.get(name);
   if (cached !== undefined) return cached;
   const dirs = (process.env.PATH ?? "").split(delimiter).filter((d) => d.length > 0);
-  for (const dir of [...dirs, "/usr/sbin", "/usr/bin", "/sbin", "/bin"]) {
+  for (const dir of [...dirs, "/usr/sbin", "/usr/bin", "/sbin", "/bin", "/usr/local/go/bin"]) {
     const candidate = join(dir, name);
     try {
       await access(candidate, fsConstants.X_OK);
@@ -42,10 +42,11 @@ export async function requireBinary(name: string): Promise<string> {
     }
   }
   const pkg = DEBIAN_PACKAGES[name] ?? name;
-  throw new Error(
-    `e2e harness needs the \`${name}\` binary, which was not found on PATH. ` +
-      `Install it with: apt-get install ${pkg}`,
-  );
+  const how =
+    name === "go"
+      ? "Install Go 1.21 or newer from https://go.dev/dl/ into /usr/local/go (Debian's golang-go is too old)."
+      : `Install it with: apt-get install ${pkg}`;
+  throw new Error(`e2e harness needs the \`${name}\` binary, which was not found on PATH. ${how}`);
 }
 
 export interface RunResult {

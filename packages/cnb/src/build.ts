@@ -9,6 +9,7 @@ import {
   type ClientOptions,
   copyImage,
   defaultDataDir,
+  hostPlatform,
   layoutSource,
   layoutTarget,
   OciLayout,
