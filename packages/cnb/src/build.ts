@@ -217,7 +217,7 @@ export async function build(appDir: string, options: BuildOptions): Promise<Buil
           layoutSource(exported, undefined, { manifest: 4 * 1024 * 1024 }),
           storeTarget(store, image),
           {
-            platform: "all",
+            platform: hostPlatform(),
           },
         );
       } finally {
