@@ -16,6 +16,7 @@ import { removeTree } from "@locald/oci";
 import {
   type CliOptions,
   type CliResult,
+  findFreePort,
   makeTempDir,
   pushRunImage,
   pushTestBuilder,
@@ -39,7 +40,7 @@ before(async () => {
   const runImage = await pushRunImage(shared.registry, shared.work);
   shared.builder = await pushTestBuilder(shared.registry, shared.work, {
     runImage,
-    buildpacks: ["procfile"],
+    buildpacks: ["nodejs", "procfile"],
   });
 });
 
@@ -47,6 +48,21 @@ after(async () => {
   await shared.registry?.stop();
   if (shared.work) await removeTree(shared.work);
 });
+
+/** GETs `url` once the server is up: connection refusals are retried for up to 20 s. */
+async function httpGetWhenUp(url: string): Promise<string> {
+  const deadline = Date.now() + 20_000;
+  for (;;) {
+    try {
+      const response = await fetch(url);
+      return await response.text();
+    } catch (error) {
+      if (Date.now() > deadline) throw error;
+      // A readiness poll, not a timing assumption: the next attempt comes as soon as this one fails.
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  }
+}
 
 interface Manifest {
   config: { digest: string };
@@ -65,6 +81,7 @@ for (const who of ["root", "an unprivileged user"] as const) {
       apps = join(home, "apps");
       await mkdir(apps, { recursive: true });
       await cp(join(EXAMPLES, "procfile-static"), join(apps, "procfile-static"), { recursive: true });
+      await cp(join(EXAMPLES, "hello-node"), join(apps, "hello-node"), { recursive: true });
       await mkdir(join(apps, "broken"));
       await writeFile(join(apps, "broken", "Procfile"), "# no processes here\n");
       await mkdir(join(apps, "nothing"));
@@ -111,6 +128,42 @@ for (const who of ["root", "an unprivileged user"] as const) {
       assert.ok(inspected.config.Env.includes("CNB_LAYERS_DIR=/layers"));
     });
 
+    test("the Node.js app builds, answers on its port, and a rebuild reuses its layers", async () => {
+      const built = await buildApp("hello-node");
+      assert.equal(built.code, 0, built.stderr);
+      assert.match(built.stderr, /Node\.js v\d+\.\d+\.\d+: installed into the node layer/);
+      const port = await findFreePort();
+      const started = await locald([
+        "container",
+        "run",
+        "-d",
+        "--name",
+        "hello-node",
+        "-e",
+        `PORT=${port}`,
+        "hello-node",
+      ]);
+      assert.equal(started.code, 0, started.stderr);
+      try {
+        const body = await httpGetWhenUp(`http://127.0.0.1:${port}/`);
+        assert.equal(body, `Hello from hello-node on Node.js ${process.version}\n`);
+      } finally {
+        await locald(["container", "rm", "-f", "hello-node"]);
+      }
+      const layersOf = async () =>
+        (
+          JSON.parse(
+            (await locald(["image", "inspect", "--raw", "manifest", "hello-node"])).stdout,
+          ) as Manifest
+        ).layers.map((l) => l.digest);
+      const first = await layersOf();
+      const rebuilt = await buildApp("hello-node");
+      assert.equal(rebuilt.code, 0, rebuilt.stderr);
+      assert.match(rebuilt.stderr, /reusing the node layer/);
+      assert.match(rebuilt.stderr, /package-lock\.json unchanged, reusing the node_modules layer/);
+      assert.deepEqual(await layersOf(), first, "same layer digests");
+    });
+
     test("a rebuild with no change reuses every layer", async () => {
       const manifest = async (): Promise<Manifest> =>
         JSON.parse(
@@ -145,6 +198,7 @@ for (const who of ["root", "an unprivileged user"] as const) {
       const failed = await buildApp("nothing", ["-t", "nothing"]);
       assert.equal(failed.code, 1);
       assert.match(failed.stderr, /No buildpack detected this app/);
+      assert.match(failed.stderr, /fail: locald-samples\/nodejs@0\.1\.0/);
       assert.match(failed.stderr, /fail: locald-samples\/procfile@0\.1\.0/);
       assert.doesNotMatch(failed.stderr, /at .*\.js:\d+/);
     });
