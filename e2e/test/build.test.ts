@@ -30,11 +30,12 @@ import {
 const run = promisify(execFile);
 const EXAMPLES = fileURLToPath(new URL("../../../examples/", import.meta.url));
 
-const shared: { registry?: TestRegistry; work?: string; builder?: string } = {};
+const shared: { registry?: TestRegistry; secured?: TestRegistry; work?: string; builder?: string } = {};
 
 before(async () => {
   for (const tool of ["bwrap", "runc", "skopeo", "umoci", "setpriv", "go"]) await requireBinary(tool);
   shared.registry = await startRegistry({ flavour: "anonymous" });
+  shared.secured = await startRegistry({ flavour: "token" });
   shared.work = await makeTempDir("build");
   await chmod(shared.work, 0o755);
   const runImage = await pushRunImage(shared.registry, shared.work);
@@ -46,6 +47,7 @@ before(async () => {
 
 after(async () => {
   await shared.registry?.stop();
+  await shared.secured?.stop();
   if (shared.work) await removeTree(shared.work);
 });
 
@@ -179,6 +181,44 @@ for (const who of ["root", "an unprivileged user"] as const) {
         before.layers.map((l) => l.digest),
         "same layer digests",
       );
+    });
+
+    test("--publish pushes to a registry with token auth, with the caller's credentials", async () => {
+      const secured = shared.secured as TestRegistry;
+      const name = `${secured.host}/apps/procfile-${who === "root" ? "root" : "user"}:1`;
+      const refused = await buildApp("procfile-static", ["--publish", "-t", name]);
+      assert.equal(refused.code, 1, "no credentials yet");
+      const login = await runLocald(["login", secured.host, "-u", "alice", "--password-stdin"], {
+        env,
+        input: "wonderland\n",
+        ...(as ? { as } : {}),
+      });
+      assert.equal(login.code, 0, login.stderr);
+      const published = await buildApp("procfile-static", ["--publish", "-t", name]);
+      assert.equal(published.code, 0, published.stderr);
+      assert.doesNotMatch(
+        published.stderr + published.stdout,
+        /wonderland|YWxpY2U6d29uZGVybGFuZA/,
+        "no credential in the output",
+      );
+      const digest = /\((sha256:[0-9a-f]{64})\)/.exec(published.stdout)?.[1];
+      assert.ok(digest, published.stdout);
+      const inspected = JSON.parse(
+        (
+          await run("skopeo", [
+            "inspect",
+            "--tls-verify=false",
+            "--creds",
+            "alice:wonderland",
+            `docker://${name}`,
+          ])
+        ).stdout,
+      ) as { Digest: string; Env: string[] };
+      assert.equal(inspected.Digest, digest);
+      assert.ok(inspected.Env.includes("CNB_APP_DIR=/workspace"));
+      const ran = await locald(["container", "run", "--rm", "--pull", "always", name]);
+      assert.equal(ran.code, 0, ran.stderr);
+      assert.equal(ran.stdout, "Hello from a Procfile app built by locald with the CNB lifecycle.\n");
     });
 
     test("--layout writes an OCI layout that skopeo and umoci accept", async () => {

@@ -1,6 +1,6 @@
 import { execFile } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
-import { cp, mkdir, stat, writeFile } from "node:fs/promises";
+import { cp, mkdir, readFile, stat, writeFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { promisify } from "node:util";
 import {
@@ -9,17 +9,21 @@ import {
   type ClientOptions,
   copyImage,
   defaultDataDir,
+  dockerConfigCredentials,
+  dockerConfigKey,
   hostPlatform,
   layoutSource,
   layoutTarget,
   OciLayout,
+  parseReference,
   pull,
   removeTree,
   Store,
   storeTarget,
 } from "@locald/oci";
+import { parse as parseToml } from "smol-toml";
 import { type Builder, fetchBuilder } from "./builder.js";
-import { BuildConfigError } from "./errors.js";
+import { BuildConfigError, BuildError } from "./errors.js";
 import { BUILD_USER_PHASES, failedBuildpack, type Phase, phaseError } from "./lifecycle.js";
 import { imageName, layoutAlias, layoutPath, negotiatePlatformApi, platformEnv } from "./platform.js";
 
@@ -36,7 +40,9 @@ export type BuildOutput =
   /** Into the local store under `name` (default). */
   | { kind: "store"; name: string }
   /** An OCI image layout directory, the image named `name` in it. */
-  | { kind: "layout"; dir: string; name: string };
+  | { kind: "layout"; dir: string; name: string }
+  /** Pushed by the lifecycle's exporter to the registry `name` names (`--publish`). */
+  | { kind: "registry"; name: string };
 
 export interface BuildEvent {
   type: "phase";
@@ -130,11 +136,13 @@ export async function build(appDir: string, options: BuildOptions): Promise<Buil
     // The run image, as an OCI layout at the path the lifecycle maps its (aliased) reference to.
     const runAlias = layoutAlias("run", runImage);
     const appAlias = layoutAlias("app", image);
-    await removeTree(join(repo, layoutPath(runAlias)));
-    await pull(runImage, {
-      ...options.client,
-      to: { kind: "layout", dir: join(repo, layoutPath(runAlias)) },
-    });
+    if (options.output.kind !== "registry") {
+      await removeTree(join(repo, layoutPath(runAlias)));
+      await pull(runImage, {
+        ...options.client,
+        to: { kind: "layout", dir: join(repo, layoutPath(runAlias)) },
+      });
+    }
     // The phases that drop to the build user write here.
     if (root) await run("chown", ["-R", `${uid}:${gid}`, "--", workspace, layers, cache, repo]);
 
@@ -157,7 +165,19 @@ export async function build(appDir: string, options: BuildOptions): Promise<Buil
     ];
     const logLevel = ["-log-level", options.logLevel ?? "info"];
     const ids = ["-uid", String(uid), "-gid", String(gid)];
-    const layout = ["-layout", "-layout-dir", "/layout-repo"];
+    const publish = options.output.kind === "registry";
+    // Publishing talks to registries: the lifecycle gets the caller's credentials through a
+    // private docker config (never argv or the environment, which other users can read).
+    if (publish) {
+      const configDir = join(work, "docker-config");
+      await writeRegistryConfig(configDir, [image, runImage], options.client);
+      if (root) await run("chown", ["-R", `${uid}:${gid}`, "--", configDir]);
+      mounts.push({ source: configDir, destination: "/docker-config", readonly: true });
+      env.push("DOCKER_CONFIG=/docker-config");
+    }
+    const layout = publish ? [] : ["-layout", "-layout-dir", "/layout-repo"];
+    const insecure = publish ? insecureFlags(options.client, [image, runImage]) : [];
+    const lifecycleImage = publish ? image : appAlias;
     const phase = async (name: Phase, args: string[]): Promise<void> => {
       options.onEvent?.({ type: "phase", phase: name });
       const onOutput =
@@ -186,9 +206,16 @@ export async function build(appDir: string, options: BuildOptions): Promise<Buil
         throw phaseError(name, code, output, code === 51 ? await failedBuildpack(layers) : undefined);
     };
 
-    await phase("analyzer", [...layout, ...ids, "-run-image", runAlias, appAlias]);
+    await phase("analyzer", [
+      ...layout,
+      ...insecure,
+      ...ids,
+      "-run-image",
+      publish ? runImage : runAlias,
+      lifecycleImage,
+    ]);
     await phase("detector", ["-app", "/workspace", "-layers", "/layers", "-platform", "/platform"]);
-    await phase("restorer", ["-cache-dir", "/cache", "-layers", "/layers", ...ids, ...layout]);
+    await phase("restorer", ["-cache-dir", "/cache", "-layers", "/layers", ...ids, ...layout, ...insecure]);
     await phase("builder", ["-app", "/workspace", "-layers", "/layers", "-platform", "/platform"]);
     await phase("exporter", [
       ...layout,
@@ -203,14 +230,17 @@ export async function build(appDir: string, options: BuildOptions): Promise<Buil
       "/cnb/lifecycle/launcher",
       "-report",
       "/layers/report.toml",
-      appAlias,
+      ...insecure,
+      lifecycleImage,
     ]);
+    if (publish)
+      return { image, digest: await reportedDigest(join(layers, "report.toml")), builder, platformApi };
 
     const exported = await OciLayout.open(join(repo, layoutPath(appAlias)));
     const descriptor = await exported.resolve(undefined);
     const digest = descriptor.digest;
     const result = { image, digest, builder, platformApi };
-    if (options.output.kind === "store") {
+    if (options.output.kind !== "layout") {
       const release = await store.lease();
       try {
         await copyImage(
@@ -244,3 +274,42 @@ const PHASE_TITLES: Record<Phase, string> = {
   builder: "BUILDING",
   exporter: "EXPORTING",
 };
+
+/** `[image] digest` of the exporter's report.toml (registry mode). */
+async function reportedDigest(path: string): Promise<string> {
+  const report = parseToml(await readFile(path, "utf8")) as { image?: { digest?: string } };
+  const digest = report.image?.digest;
+  if (digest === undefined) throw new BuildError(`The exporter's report (${path}) names no image digest.`);
+  return digest;
+}
+
+/** A docker config with the caller's credentials for these images' registries. */
+async function writeRegistryConfig(
+  dir: string,
+  images: readonly string[],
+  client: ClientOptions | undefined,
+): Promise<void> {
+  const credentials = client?.credentials ?? dockerConfigCredentials();
+  const auths: Record<string, Record<string, string>> = {};
+  for (const registry of new Set(images.map((name) => parseReference(name).registry))) {
+    const found = await credentials(registry);
+    if (found?.username !== undefined && found.password !== undefined)
+      auths[dockerConfigKey(registry)] = {
+        auth: Buffer.from(`${found.username}:${found.password}`).toString("base64"),
+      };
+    else if (found?.identityToken !== undefined)
+      auths[dockerConfigKey(registry)] = { identitytoken: found.identityToken };
+    else if (found?.registryToken !== undefined)
+      auths[dockerConfigKey(registry)] = { registrytoken: found.registryToken };
+  }
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  await writeFile(join(dir, "config.json"), JSON.stringify({ auths }), { mode: 0o600 });
+}
+
+/** `-insecure-registry` for the registries the caller marked insecure (loopback is plain HTTP anyway). */
+function insecureFlags(client: ClientOptions | undefined, images: readonly string[]): string[] {
+  const insecure = new Set(client?.insecureRegistries ?? []);
+  return [...new Set(images.map((name) => parseReference(name).registry))]
+    .filter((registry) => insecure.has(registry))
+    .flatMap((registry) => ["-insecure-registry", registry]);
+}

@@ -33,6 +33,7 @@ export function registerBuildCommand(program: Command, context: CommandContext):
     .option("-B, --builder <ref>", "builder image (e.g. paketobuildpacks/builder-jammy-base)")
     .option("-t, --tag <name>", "image name (default: the directory's name)")
     .option("--layout <dir>", "write the image to this OCI layout directory instead of the store")
+    .option("--publish", "push the image to the registry its name (-t) names, instead of the store")
     .option(
       "-e, --env <K=V>",
       "build-time environment variable for buildpacks (K alone: take it from here)",
@@ -50,6 +51,7 @@ export function registerBuildCommand(program: Command, context: CommandContext):
           builder?: string;
           tag?: string;
           layout?: string;
+          publish?: boolean;
           env: string[];
           envFile: string[];
           runImage?: string;
@@ -60,6 +62,11 @@ export function registerBuildCommand(program: Command, context: CommandContext):
         const builder = opts.builder ?? process.env.LOCALD_BUILDER;
         if (builder === undefined)
           throw new UsageError("No builder: pass --builder <image> (or set LOCALD_BUILDER).");
+        if (opts.publish && opts.layout) throw new UsageError("--publish and --layout exclude each other.");
+        if (opts.publish && opts.tag === undefined)
+          throw new UsageError(
+            "--publish needs the image's name with -t (for example -t registry.example.com/team/app:1).",
+          );
         const name = opts.tag ?? defaultName(path);
         const fileLines = (await Promise.all(opts.envFile.map((file) => readFile(file, "utf8")))).flatMap(
           envFileLines,
@@ -67,7 +74,11 @@ export function registerBuildCommand(program: Command, context: CommandContext):
         const flags = context.flags();
         const result = await build(path, {
           builder,
-          output: opts.layout ? { kind: "layout", dir: opts.layout, name } : { kind: "store", name },
+          output: opts.publish
+            ? { kind: "registry", name }
+            : opts.layout
+              ? { kind: "layout", dir: opts.layout, name }
+              : { kind: "store", name },
           env: [...fileLines, ...opts.env],
           ...(opts.runImage ? { runImage: opts.runImage } : {}),
           ...(opts.clearCache ? { clearCache: true } : {}),
@@ -76,7 +87,11 @@ export function registerBuildCommand(program: Command, context: CommandContext):
           logLevel: flags.verbose || process.env.LOCALD_DEBUG === "1" ? "debug" : "info",
           onOutput: (chunk) => output.stderr.write(chunk),
         });
-        const where = result.layout ? `OCI layout ${result.layout}` : "the local store";
+        const where = result.layout
+          ? `OCI layout ${result.layout}`
+          : opts.publish
+            ? "its registry"
+            : "the local store";
         output.stdout.write(`Successfully built ${result.image} (${result.digest}) into ${where}\n`);
       },
     );
