@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-apt_packages=(docker-registry skopeo umoci runc bubblewrap openssl apache2-utils zstd util-linux time busybox-static uidmap mmdebstrap)
+apt_packages=(docker-registry skopeo umoci runc bubblewrap openssl apache2-utils zstd util-linux time busybox-static uidmap mmdebstrap cargo)
 missing=()
 for pkg in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -41,7 +41,7 @@ before(async () => {
   const runImage = await pushRunImage(shared.registry, shared.work);
   shared.builder = await pushTestBuilder(shared.registry, shared.work, {
     runImage,
-    buildpacks: ["nodejs", "procfile"],
+    buildpacks: ["nodejs", "rust", "procfile"],
   });
 });
 
@@ -84,6 +84,7 @@ for (const who of ["root", "an unprivileged user"] as const) {
       await mkdir(apps, { recursive: true });
       await cp(join(EXAMPLES, "procfile-static"), join(apps, "procfile-static"), { recursive: true });
       await cp(join(EXAMPLES, "hello-node"), join(apps, "hello-node"), { recursive: true });
+      await cp(join(EXAMPLES, "hello-rust"), join(apps, "hello-rust"), { recursive: true });
       await mkdir(join(apps, "broken"));
       await writeFile(join(apps, "broken", "Procfile"), "# no processes here\n");
       await mkdir(join(apps, "nothing"));
@@ -166,6 +167,42 @@ for (const who of ["root", "an unprivileged user"] as const) {
       assert.deepEqual(await layersOf(), first, "same layer digests");
     });
 
+    test("the Rust app builds and answers; a one-line change recompiles on the restored target/", async () => {
+      const serve = async (expected: string) => {
+        const port = await findFreePort();
+        const started = await locald([
+          "container",
+          "run",
+          "-d",
+          "--name",
+          "hello-rust",
+          "-e",
+          `PORT=${port}`,
+          "hello-rust",
+        ]);
+        assert.equal(started.code, 0, started.stderr);
+        try {
+          assert.equal(await httpGetWhenUp(`http://127.0.0.1:${port}/`), expected);
+        } finally {
+          await locald(["container", "rm", "-f", "hello-rust"]);
+        }
+      };
+      const built = await buildApp("hello-rust");
+      assert.equal(built.code, 0, built.stderr);
+      assert.match(built.stderr, /Rust: no cached target\/, building from scratch/);
+      await serve("Hello from hello-rust\n");
+      const main = join(apps, "hello-rust", "src", "main.rs");
+      const source = await readFile(main, "utf8");
+      await writeFile(main, source.replace('"Hello from hello-rust"', '"Hello again from hello-rust"'));
+      const rebuilt = await buildApp("hello-rust");
+      assert.equal(rebuilt.code, 0, rebuilt.stderr);
+      assert.match(rebuilt.stderr, /Restoring data for "locald-samples\/rust:target" from cache/);
+      assert.match(rebuilt.stderr, /Rust: reusing the cached target\/ \(\d+ files\)/);
+      assert.match(rebuilt.stderr, /Rust: sources changed since the cached build/);
+      assert.match(rebuilt.stderr, /Compiling hello-rust v1\.0\.0/);
+      await serve("Hello again from hello-rust\n");
+    });
+
     test("a rebuild with no change reuses every layer", async () => {
       const manifest = async (): Promise<Manifest> =>
         JSON.parse(
@@ -239,6 +276,7 @@ for (const who of ["root", "an unprivileged user"] as const) {
       assert.equal(failed.code, 1);
       assert.match(failed.stderr, /No buildpack detected this app/);
       assert.match(failed.stderr, /fail: locald-samples\/nodejs@0\.1\.0/);
+      assert.match(failed.stderr, /fail: locald-samples\/rust@0\.1\.0/);
       assert.match(failed.stderr, /fail: locald-samples\/procfile@0\.1\.0/);
       assert.doesNotMatch(failed.stderr, /at .*\.js:\d+/);
     });
