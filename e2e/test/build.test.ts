@@ -96,7 +96,8 @@ for (const who of ["root", "an unprivileged user"] as const) {
       env = { HOME: home, LOCALD_HOME: join(home, "locald"), XDG_RUNTIME_DIR: home };
     });
 
-    const locald = (args: string[]): Promise<CliResult> => runLocald(args, { env, ...(as ? { as } : {}) });
+    const locald = (args: string[], cwd?: string): Promise<CliResult> =>
+      runLocald(args, { env, ...(as ? { as } : {}), ...(cwd ? { cwd } : {}) });
     const buildApp = (app: string, extra: string[] = []) =>
       locald(["build", join(apps, app), "--builder", shared.builder as string, ...extra]);
 
@@ -287,6 +288,43 @@ for (const who of ["root", "an unprivileged user"] as const) {
       assert.match(failed.stderr, /Buildpack locald-samples\/procfile@0\.1\.0 failed while building/);
       assert.match(failed.stderr, /no "type: command" line in the Procfile/);
       assert.doesNotMatch(failed.stderr, /at .*\.js:\d+/);
+    });
+
+    test("locald.toml: a service's build table, and a broken file refused with its line", async () => {
+      const project = join(home, "project");
+      await mkdir(project, { recursive: true });
+      await cp(join(EXAMPLES, "procfile-static"), join(project, "site"), { recursive: true });
+      await writeFile(
+        join(project, "locald.toml"),
+        [
+          "[project]",
+          `builder = "${shared.builder}"`,
+          "",
+          "[services.site.build]",
+          'path = "site"',
+          'buildpacks = ["locald-samples/procfile"]',
+          'image = "site-image"',
+        ].join("\n"),
+      );
+      if (as) await run("chown", ["-R", `${as.uid}:${as.gid}`, project]);
+      const built = await locald(["build", "site"], project);
+      assert.equal(built.code, 0, built.stderr);
+      assert.match(built.stdout, /Successfully built docker\.io\/library\/site-image:latest/);
+      const unknown = await locald(["build", "site", "-b", "no/such-buildpack"], project);
+      assert.equal(unknown.code, 1);
+      assert.match(unknown.stderr, /has no buildpack no\/such-buildpack/);
+      await writeFile(
+        join(project, "locald.toml"),
+        '[services.site.build]\npath = "site"\nbuidler = "typo"\n',
+      );
+      const broken = await locald(["build", "site"], project);
+      assert.equal(broken.code, 1);
+      assert.match(broken.stderr, /locald\.toml: services\.site\.build/);
+      await writeFile(join(project, "locald.toml"), '[services.site.build\npath = "site"\n');
+      const syntax = await locald(["build"], project);
+      assert.equal(syntax.code, 1);
+      assert.match(syntax.stderr, /locald\.toml:1:\d+: /);
+      assert.doesNotMatch(broken.stderr + syntax.stderr, /at .*\.js:\d+/);
     });
 
     test("an unreachable builder: a clear message", async () => {

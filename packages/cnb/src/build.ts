@@ -56,6 +56,11 @@ export interface BuildOptions {
   env?: readonly string[];
   /** Instead of the builder's run image. */
   runImage?: string;
+  /**
+   * Buildpacks of the builder to run, in this order (`id` or `id@version`), instead of its
+   * detection order (`-b`).
+   */
+  buildpacks?: readonly string[];
   clearCache?: boolean;
   /** `SOURCE_DATE_EPOCH` for the image's created time (default: the lifecycle's 1980). */
   creationTime?: Date;
@@ -132,6 +137,9 @@ export async function build(appDir: string, options: BuildOptions): Promise<Buil
     });
     for (const [name, value] of platformEnv(options.env ?? []))
       await writeFile(join(platform, "env", name), value);
+    // The detector reads <layers>/order.toml before the builder's own order.
+    if (options.buildpacks?.length)
+      await writeFile(join(layers, "order.toml"), orderToml(builder, options.buildpacks));
 
     // The run image, as an OCI layout at the path the lifecycle maps its (aliased) reference to.
     const runAlias = layoutAlias("run", runImage);
@@ -312,4 +320,24 @@ function insecureFlags(client: ClientOptions | undefined, images: readonly strin
   return [...new Set(images.map((name) => parseReference(name).registry))]
     .filter((registry) => insecure.has(registry))
     .flatMap((registry) => ["-insecure-registry", registry]);
+}
+
+/** One group of the builder's buildpacks, as `-b` asked for them. */
+export function orderToml(builder: Builder, wanted: readonly string[]): string {
+  const entries = wanted.map((spec) => {
+    if (spec.startsWith(".") || spec.startsWith("/") || spec.includes(":"))
+      throw new BuildConfigError(`-b ${spec}: buildpacks from directories or images are not supported yet.`, {
+        hint: `Name a buildpack the builder has (${builder.buildpacks.map((bp) => bp.id).join(", ")}).`,
+      });
+    const [id, version] = spec.split("@") as [string, string | undefined];
+    const found = builder.buildpacks.find(
+      (bp) => bp.id === id && (version === undefined || bp.version === version),
+    );
+    if (found === undefined)
+      throw new BuildConfigError(`The builder ${builder.reference} has no buildpack ${spec}.`, {
+        hint: `It has: ${builder.buildpacks.map((bp) => `${bp.id}@${bp.version}`).join(", ") || "none listed"}.`,
+      });
+    return `[[order.group]]\nid = ${JSON.stringify(found.id)}\nversion = ${JSON.stringify(found.version)}\n`;
+  });
+  return `[[order]]\n${entries.join("\n")}`;
 }

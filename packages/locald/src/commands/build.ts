@@ -1,8 +1,9 @@
-import { readFile } from "node:fs/promises";
-import { basename, resolve } from "node:path";
+import { readFile, stat } from "node:fs/promises";
+import { basename, join, resolve } from "node:path";
 import { build } from "@locald/cnb";
 import { envFileLines } from "@locald/oci";
 import type { Command } from "commander";
+import { CONFIG_FILE, type LoadedConfig, loadConfig, type ServiceBuild } from "../config.js";
 import { clientOptions } from "../options.js";
 import { UsageError } from "../usage.js";
 import type { CommandContext } from "./image.js";
@@ -24,14 +25,66 @@ function creationTime(value: string): Date {
   throw new UsageError(`--creation-time must be "now" or seconds since the epoch, not "${value}".`);
 }
 
+interface BuildFlags {
+  builder?: string;
+  buildpack: string[];
+  tag?: string;
+  layout?: string;
+  publish?: boolean;
+  env: string[];
+  envFile: string[];
+  runImage?: string;
+  clearCache?: boolean;
+  creationTime?: string;
+}
+
+/** One thing to build: a directory, with what locald.toml says about it (if anything). */
+interface BuildTarget {
+  path: string;
+  name: string;
+  service?: ServiceBuild;
+}
+
+/**
+ * `locald build web` builds service "web" of ./locald.toml; `locald build some/dir` a directory;
+ * `locald build` every service with a [build] table, else the current directory.
+ */
+async function targets(arg: string | undefined, loaded: LoadedConfig | undefined): Promise<BuildTarget[]> {
+  const services = Object.entries(loaded?.config.services ?? {}).filter(([, service]) => service.build);
+  const serviceTarget = ([name, service]: (typeof services)[number]): BuildTarget => ({
+    path: join((loaded as LoadedConfig).dir, service.build?.path ?? "."),
+    name: service.build?.image ?? name,
+    ...(service.build ? { service: service.build } : {}),
+  });
+  if (arg === undefined)
+    return services.length > 0 ? services.map(serviceTarget) : [{ path: ".", name: defaultName(".") }];
+  const service = services.find(([name]) => name === arg);
+  if (service) return [serviceTarget(service)];
+  if ((await stat(arg).catch(() => undefined))?.isDirectory()) return [{ path: arg, name: defaultName(arg) }];
+  throw new UsageError(
+    loaded
+      ? `"${arg}" is neither a service with a [services.${arg}.build] table in ${loaded.file} nor a directory.`
+      : `"${arg}" is not a directory (and there is no ${CONFIG_FILE} here to name services).`,
+  );
+}
+
 export function registerBuildCommand(program: Command, context: CommandContext): void {
   const { output } = context;
   program
     .command("build")
     .description("Build an app into an OCI image with Cloud Native Buildpacks (the official lifecycle)")
-    .argument("[path]", "the app's directory", ".")
+    .argument(
+      "[service-or-path]",
+      `a service of ./${CONFIG_FILE}, or the app's directory (default: all services, else .)`,
+    )
     .option("-B, --builder <ref>", "builder image (e.g. paketobuildpacks/builder-jammy-base)")
-    .option("-t, --tag <name>", "image name (default: the directory's name)")
+    .option(
+      "-b, --buildpack <id[@version]>",
+      "use this buildpack of the builder (repeatable, in order)",
+      collect,
+      [],
+    )
+    .option("-t, --tag <name>", "image name (default: the service's or the directory's name)")
     .option("--layout <dir>", "write the image to this OCI layout directory instead of the store")
     .option("--publish", "push the image to the registry its name (-t) names, instead of the store")
     .option(
@@ -44,42 +97,42 @@ export function registerBuildCommand(program: Command, context: CommandContext):
     .option("--run-image <ref>", "run image instead of the builder's")
     .option("--clear-cache", "start without the cache of previous builds")
     .option("--creation-time <now|seconds>", "the image's created time (default: 1980, reproducible)")
-    .action(
-      async (
-        path: string,
-        opts: {
-          builder?: string;
-          tag?: string;
-          layout?: string;
-          publish?: boolean;
-          env: string[];
-          envFile: string[];
-          runImage?: string;
-          clearCache?: boolean;
-          creationTime?: string;
-        },
-      ) => {
-        const builder = opts.builder ?? process.env.LOCALD_BUILDER;
-        if (builder === undefined)
-          throw new UsageError("No builder: pass --builder <image> (or set LOCALD_BUILDER).");
-        if (opts.publish && opts.layout) throw new UsageError("--publish and --layout exclude each other.");
-        if (opts.publish && opts.tag === undefined)
-          throw new UsageError(
-            "--publish needs the image's name with -t (for example -t registry.example.com/team/app:1).",
-          );
-        const name = opts.tag ?? defaultName(path);
-        const fileLines = (await Promise.all(opts.envFile.map((file) => readFile(file, "utf8")))).flatMap(
-          envFileLines,
+    .action(async (arg: string | undefined, opts: BuildFlags) => {
+      if (opts.publish && opts.layout) throw new UsageError("--publish and --layout exclude each other.");
+      if (opts.publish && opts.tag === undefined)
+        throw new UsageError(
+          "--publish needs the image's name with -t (for example -t registry.example.com/team/app:1).",
         );
-        const flags = context.flags();
-        const result = await build(path, {
+      const loaded = await loadConfig(".");
+      const chosen = await targets(arg, loaded);
+      if (chosen.length > 1 && (opts.tag || opts.layout))
+        throw new UsageError("-t and --layout name one image: pick a service (locald build <service>).");
+      const fileLines = (await Promise.all(opts.envFile.map((file) => readFile(file, "utf8")))).flatMap(
+        envFileLines,
+      );
+      const flags = context.flags();
+      for (const target of chosen) {
+        const builder =
+          opts.builder ??
+          target.service?.builder ??
+          loaded?.config.project?.builder ??
+          process.env.LOCALD_BUILDER;
+        if (builder === undefined)
+          throw new UsageError(
+            `No builder: pass --builder <image>, set [project] builder in ${CONFIG_FILE}, or set LOCALD_BUILDER.`,
+          );
+        const name = opts.tag ?? target.name;
+        const serviceEnv = Object.entries(target.service?.env ?? {}).map(([key, value]) => `${key}=${value}`);
+        const buildpacks = [...(target.service?.buildpacks ?? []), ...opts.buildpack];
+        const result = await build(target.path, {
           builder,
           output: opts.publish
             ? { kind: "registry", name }
             : opts.layout
               ? { kind: "layout", dir: opts.layout, name }
               : { kind: "store", name },
-          env: [...fileLines, ...opts.env],
+          env: [...serviceEnv, ...fileLines, ...opts.env],
+          ...(buildpacks.length > 0 ? { buildpacks } : {}),
           ...(opts.runImage ? { runImage: opts.runImage } : {}),
           ...(opts.clearCache ? { clearCache: true } : {}),
           ...(opts.creationTime ? { creationTime: creationTime(opts.creationTime) } : {}),
@@ -93,6 +146,6 @@ export function registerBuildCommand(program: Command, context: CommandContext):
             ? "its registry"
             : "the local store";
         output.stdout.write(`Successfully built ${result.image} (${result.digest}) into ${where}\n`);
-      },
-    );
+      }
+    });
 }
