@@ -144,13 +144,8 @@ export async function build(appDir: string, options: BuildOptions): Promise<Buil
     // The run image, as an OCI layout at the path the lifecycle maps its (aliased) reference to.
     const runAlias = layoutAlias("run", runImage);
     const appAlias = layoutAlias("app", image);
-    if (options.output.kind !== "registry") {
-      await removeTree(join(repo, layoutPath(runAlias)));
-      await pull(runImage, {
-        ...options.client,
-        to: { kind: "layout", dir: join(repo, layoutPath(runAlias)) },
-      });
-    }
+    if (options.output.kind !== "registry")
+      await placeRunImage(runImage, join(repo, layoutPath(runAlias)), store, options.client);
     // The phases that drop to the build user write here.
     if (root) await run("chown", ["-R", `${uid}:${gid}`, "--", workspace, layers, cache, repo]);
 
@@ -340,4 +335,28 @@ export function orderToml(builder: Builder, wanted: readonly string[]): string {
     return `[[order.group]]\nid = ${JSON.stringify(found.id)}\nversion = ${JSON.stringify(found.version)}\n`;
   });
   return `[[order]]\n${entries.join("\n")}`;
+}
+
+/**
+ * The run image as a one-manifest OCI layout at `dir`: pulled into the store (a HEAD when it is
+ * up to date) and copied from there, unless `dir` already holds that very manifest.
+ */
+async function placeRunImage(runImage: string, dir: string, store: Store, client: ClientOptions | undefined) {
+  const name = imageName(runImage);
+  const pulled = await pull(name, { ...client, to: { kind: "store", store } });
+  const existing = await OciLayout.open(dir)
+    .then((layout) => layout.resolve(undefined))
+    .catch(() => undefined);
+  if (existing?.digest === pulled.digest) return;
+  await removeTree(dir);
+  const release = await store.lease();
+  try {
+    await copyImage(
+      layoutSource(store.layout, name, { manifest: 4 * 1024 * 1024 }),
+      layoutTarget(await OciLayout.open(dir, { create: true }), undefined),
+      { platform: hostPlatform() },
+    );
+  } finally {
+    await release();
+  }
 }
