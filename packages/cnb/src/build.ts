@@ -7,16 +7,12 @@ import {
   type BindMount,
   BubblewrapRuntime,
   type ClientOptions,
-  copyImage,
   defaultDataDir,
   dockerConfigCredentials,
   dockerConfigKey,
-  hostPlatform,
-  layoutSource,
   layoutTarget,
   OciLayout,
   parseReference,
-  pull,
   removeTree,
   Store,
   storeTarget,
@@ -24,6 +20,7 @@ import {
 import { parse as parseToml } from "smol-toml";
 import { type Builder, fetchBuilder } from "./builder.js";
 import { BuildConfigError, BuildError } from "./errors.js";
+import { exportBuiltImage, placeRunImage } from "./layout-repo.js";
 import { BUILD_USER_PHASES, failedBuildpack, type Phase, phaseError } from "./lifecycle.js";
 import { imageName, layoutAlias, layoutPath, negotiatePlatformApi, platformEnv } from "./platform.js";
 
@@ -144,8 +141,10 @@ export async function build(appDir: string, options: BuildOptions): Promise<Buil
     // The run image, as an OCI layout at the path the lifecycle maps its (aliased) reference to.
     const runAlias = layoutAlias("run", runImage);
     const appAlias = layoutAlias("app", image);
-    if (options.output.kind !== "registry")
-      await placeRunImage(runImage, join(repo, layoutPath(runAlias)), store, options.client);
+    const swaps =
+      options.output.kind === "registry"
+        ? new Map()
+        : await placeRunImage(runImage, join(repo, layoutPath(runAlias)), store, options.client);
     // The phases that drop to the build user write here.
     if (root) await run("chown", ["-R", `${uid}:${gid}`, "--", workspace, layers, cache, repo]);
 
@@ -239,32 +238,17 @@ export async function build(appDir: string, options: BuildOptions): Promise<Buil
     if (publish)
       return { image, digest: await reportedDigest(join(layers, "report.toml")), builder, platformApi };
 
-    const exported = await OciLayout.open(join(repo, layoutPath(appAlias)));
-    const descriptor = await exported.resolve(undefined);
-    const digest = descriptor.digest;
-    const result = { image, digest, builder, platformApi };
-    if (options.output.kind !== "layout") {
-      const release = await store.lease();
-      try {
-        await copyImage(
-          layoutSource(exported, undefined, { manifest: 4 * 1024 * 1024 }),
-          storeTarget(store, image),
-          {
-            platform: hostPlatform(),
-          },
-        );
-      } finally {
-        await release();
-      }
-      return result;
+    const exported = join(repo, layoutPath(appAlias));
+    if (options.output.kind === "layout") {
+      const target = layoutTarget(
+        await OciLayout.open(options.output.dir, { create: true }),
+        options.output.name,
+      );
+      const descriptor = await exportBuiltImage(exported, swaps, store, target);
+      return { image, digest: descriptor.digest, builder, platformApi, layout: resolve(options.output.dir) };
     }
-    const target = await OciLayout.open(options.output.dir, { create: true });
-    await copyImage(
-      layoutSource(exported, undefined, { manifest: 4 * 1024 * 1024 }),
-      layoutTarget(target, options.output.name),
-      { platform: "all" },
-    );
-    return { ...result, layout: resolve(options.output.dir) };
+    const descriptor = await exportBuiltImage(exported, swaps, store, storeTarget(store, image));
+    return { image, digest: descriptor.digest, builder, platformApi };
   } finally {
     await removeTree(work);
   }
@@ -335,28 +319,4 @@ export function orderToml(builder: Builder, wanted: readonly string[]): string {
     return `[[order.group]]\nid = ${JSON.stringify(found.id)}\nversion = ${JSON.stringify(found.version)}\n`;
   });
   return `[[order]]\n${entries.join("\n")}`;
-}
-
-/**
- * The run image as a one-manifest OCI layout at `dir`: pulled into the store (a HEAD when it is
- * up to date) and copied from there, unless `dir` already holds that very manifest.
- */
-async function placeRunImage(runImage: string, dir: string, store: Store, client: ClientOptions | undefined) {
-  const name = imageName(runImage);
-  const pulled = await pull(name, { ...client, to: { kind: "store", store } });
-  const existing = await OciLayout.open(dir)
-    .then((layout) => layout.resolve(undefined))
-    .catch(() => undefined);
-  if (existing?.digest === pulled.digest) return;
-  await removeTree(dir);
-  const release = await store.lease();
-  try {
-    await copyImage(
-      layoutSource(store.layout, name, { manifest: 4 * 1024 * 1024 }),
-      layoutTarget(await OciLayout.open(dir, { create: true }), undefined),
-      { platform: hostPlatform() },
-    );
-  } finally {
-    await release();
-  }
 }

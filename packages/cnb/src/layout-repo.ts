@@ -1,0 +1,162 @@
+import { createHash } from "node:crypto";
+import { createReadStream, createWriteStream } from "node:fs";
+import { readFile, rename, rm, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { Transform } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import { createGunzip } from "node:zlib";
+import {
+  type ClientOptions,
+  copyImage,
+  type Descriptor,
+  hostPlatform,
+  type ImageSource,
+  type ImageTarget,
+  MediaType,
+  OciLayout,
+  parseDigest,
+  parseManifestDocument,
+  pull,
+  removeTree,
+  type Store,
+} from "@locald/oci";
+import { BuildError } from "./errors.js";
+
+/**
+ * The lifecycle's OCI layout repository (layout mode): where the run image goes before analyze
+ * and where the exporter leaves the app image.
+ *
+ * The lifecycle's layout reader decompresses every gzip layer of every image it opens, in each
+ * phase: about a second per 60 MB layer here. So the run image goes in with its layers already
+ * decompressed (once, kept while its digest is the same), and when the built image leaves for
+ * the store or a user's layout its base layers get their original compressed blobs back — the
+ * same DiffIDs, so the same image content.
+ */
+
+const GZIP_LAYERS = new Set<string>([MediaType.OciLayerGzip, MediaType.DockerLayerGzip]);
+const MARKER = "locald-run-image.json";
+
+/** Uncompressed layer digest → the run image's original (compressed) layer descriptor. */
+export type LayerSwaps = ReadonlyMap<string, Descriptor>;
+
+interface Marker {
+  source: string;
+  swaps: Array<[string, Descriptor]>;
+}
+
+/** Decompresses a stored gzip blob into the layout; its digest must be the DiffID the config names. */
+async function decompressInto(layout: OciLayout, source: string, diffId: string): Promise<Descriptor> {
+  const temp = join(layout.root, `.tmp-${process.pid}-${Date.now().toString(36)}`);
+  const hash = createHash("sha256");
+  let size = 0;
+  try {
+    await pipeline(
+      createReadStream(source),
+      createGunzip(),
+      new Transform({
+        transform(chunk: Buffer, _encoding, callback) {
+          hash.update(chunk);
+          size += chunk.length;
+          callback(null, chunk);
+        },
+      }),
+      createWriteStream(temp),
+    );
+    const digest = `sha256:${hash.digest("hex")}`;
+    if (digest !== diffId)
+      throw new BuildError(`A run image layer decompresses to ${digest}, but its config says ${diffId}.`, {
+        hint: "The run image is corrupt: pull it again, or use another one.",
+      });
+    await rename(temp, layout.blobPath(parseDigest(digest)));
+    return { mediaType: MediaType.OciLayer, digest, size };
+  } finally {
+    await rm(temp, { force: true });
+  }
+}
+
+/** Pulls the run image into the store and lays it out at `dir` with decompressed layers. */
+export async function placeRunImage(
+  runImage: string,
+  dir: string,
+  store: Store,
+  client: ClientOptions | undefined,
+): Promise<LayerSwaps> {
+  const pulled = await pull(runImage, { ...client, to: { kind: "store", store } });
+  const marker = await readFile(join(dir, MARKER), "utf8")
+    .then((text) => JSON.parse(text) as Marker)
+    .catch(() => undefined);
+  if (marker?.source === pulled.digest) return new Map(marker.swaps);
+  await removeTree(dir);
+  const release = await store.lease();
+  try {
+    const { manifest, config } = await store.readImage(pulled.descriptor, runImage);
+    const layout = await OciLayout.open(dir, { create: true });
+    const swaps = new Map<string, Descriptor>();
+    const layers: Descriptor[] = [];
+    for (const [index, layer] of manifest.layers.entries()) {
+      const diffId = config.rootfs.diff_ids[index];
+      if (diffId === undefined || !GZIP_LAYERS.has(layer.mediaType)) {
+        await layout.writeBlob(layer, store.layout.openBlob(layer));
+        layers.push(layer);
+        continue;
+      }
+      const plain = await decompressInto(layout, store.layout.blobPath(parseDigest(layer.digest)), diffId);
+      swaps.set(plain.digest, layer);
+      layers.push(plain);
+    }
+    await layout.writeBlob(manifest.config, store.layout.openBlob(manifest.config));
+    const bytes = Buffer.from(JSON.stringify({ ...manifest, mediaType: MediaType.OciManifest, layers }));
+    const descriptor = await layout.writeBytes(bytes, MediaType.OciManifest);
+    await layout.addManifest({ ...descriptor, platform: hostPlatform() }, undefined);
+    await writeFile(
+      join(dir, MARKER),
+      JSON.stringify({ source: pulled.digest, swaps: [...swaps] } satisfies Marker),
+    );
+    return swaps;
+  } finally {
+    await release();
+  }
+}
+
+/**
+ * Copies the image the exporter left in `dir` to `target`, with the run image's original
+ * compressed blobs (from the store) in place of the decompressed ones. Returns its descriptor.
+ */
+export async function exportBuiltImage(
+  dir: string,
+  swaps: LayerSwaps,
+  store: Store,
+  target: ImageTarget,
+): Promise<Descriptor> {
+  const exported = await OciLayout.open(dir);
+  const original = await exported.resolve(undefined);
+  const document = parseManifestDocument(
+    await exported.readBlob(original, 4 * 1024 * 1024),
+    original.mediaType,
+    `The exported image in ${dir}`,
+  );
+  if (document.kind !== "manifest")
+    throw new BuildError(`The exporter left an index in ${dir}, not an image.`);
+  const layers = document.manifest.layers.map((layer) => swaps.get(layer.digest) ?? layer);
+  const bytes = Buffer.from(JSON.stringify({ ...document.manifest, layers }));
+  const descriptor: Descriptor = {
+    mediaType: original.mediaType,
+    digest: `sha256:${createHash("sha256").update(bytes).digest("hex")}`,
+    size: bytes.length,
+  };
+  const fromStore = new Set([...swaps.values()].map((layer) => layer.digest));
+  const source: ImageSource = {
+    description: dir,
+    head: async () => descriptor,
+    resolve: async () => ({ descriptor, bytes }),
+    manifest: async () => bytes,
+    blob: (blob) => (fromStore.has(blob.digest) ? store.layout.openBlob(blob) : exported.openBlob(blob)),
+  };
+  const release = await store.lease();
+  try {
+    const result = await copyImage(source, target, { platform: hostPlatform() });
+    return result.descriptor;
+  } finally {
+    await release();
+  }
+}
