@@ -20,7 +20,13 @@ import {
 import { parse as parseToml } from "smol-toml";
 import { type Builder, fetchBuilder } from "./builder.js";
 import { BuildConfigError, BuildError } from "./errors.js";
-import { exportBuiltImage, placeRunImage } from "./layout-repo.js";
+import {
+  decompressPreviousImage,
+  exportBuiltImage,
+  placeRunImage,
+  readSwaps,
+  writeSwaps,
+} from "./layout-repo.js";
 import { BUILD_USER_PHASES, failedBuildpack, type Phase, phaseError } from "./lifecycle.js";
 import { imageName, layoutAlias, layoutPath, negotiatePlatformApi, platformEnv } from "./platform.js";
 
@@ -239,16 +245,22 @@ export async function build(appDir: string, options: BuildOptions): Promise<Buil
       return { image, digest: await reportedDigest(join(layers, "report.toml")), builder, platformApi };
 
     const exported = join(repo, layoutPath(appAlias));
-    if (options.output.kind === "layout") {
-      const target = layoutTarget(
-        await OciLayout.open(options.output.dir, { create: true }),
-        options.output.name,
-      );
-      const descriptor = await exportBuiltImage(exported, swaps, store, target);
-      return { image, digest: descriptor.digest, builder, platformApi, layout: resolve(options.output.dir) };
-    }
-    const descriptor = await exportBuiltImage(exported, swaps, store, storeTarget(store, image));
-    return { image, digest: descriptor.digest, builder, platformApi };
+    const known = new Map([...(await readSwaps(state)), ...swaps]);
+    const target =
+      options.output.kind === "layout"
+        ? layoutTarget(await OciLayout.open(options.output.dir, { create: true }), options.output.name)
+        : storeTarget(store, image);
+    const descriptor = await exportBuiltImage(exported, known, store, target);
+    // Its compressed layers are in the store now; the next build reads them decompressed.
+    const decompressed = await decompressPreviousImage(exported);
+    await writeSwaps(state, new Map([...(await readSwaps(state)), ...decompressed]));
+    return {
+      image,
+      digest: descriptor.digest,
+      builder,
+      platformApi,
+      ...(options.output.kind === "layout" ? { layout: resolve(options.output.dir) } : {}),
+    };
   } finally {
     await removeTree(work);
   }

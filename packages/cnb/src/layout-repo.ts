@@ -137,14 +137,22 @@ export async function exportBuiltImage(
   );
   if (document.kind !== "manifest")
     throw new BuildError(`The exporter left an index in ${dir}, not an image.`);
-  const layers = document.manifest.layers.map((layer) => swaps.get(layer.digest) ?? layer);
+  const layers: Descriptor[] = [];
+  const fromStore = new Set<string>();
+  for (const layer of document.manifest.layers) {
+    const swap = swaps.get(layer.digest);
+    // A compressed twin pruned from the store since: the decompressed blob is as valid.
+    if (swap !== undefined && (await store.layout.hasBlob(swap))) {
+      layers.push(swap);
+      fromStore.add(swap.digest);
+    } else layers.push(layer);
+  }
   const bytes = Buffer.from(JSON.stringify({ ...document.manifest, layers }));
   const descriptor: Descriptor = {
     mediaType: original.mediaType,
     digest: `sha256:${createHash("sha256").update(bytes).digest("hex")}`,
     size: bytes.length,
   };
-  const fromStore = new Set([...swaps.values()].map((layer) => layer.digest));
   const source: ImageSource = {
     description: dir,
     head: async () => descriptor,
@@ -159,4 +167,68 @@ export async function exportBuiltImage(
   } finally {
     await release();
   }
+}
+
+/**
+ * Decompresses the gzip layers of the image the exporter left in `dir`, in place, so that the
+ * next build's phases open it as the previous image without gunzipping it again; returns the
+ * new swaps (decompressed digest → the compressed layer, which is in the store by now).
+ */
+export async function decompressPreviousImage(dir: string): Promise<Map<string, Descriptor>> {
+  const layout = await OciLayout.open(dir);
+  const original = await layout.resolve(undefined);
+  const document = parseManifestDocument(
+    await layout.readBlob(original, 4 * 1024 * 1024),
+    original.mediaType,
+    `The exported image in ${dir}`,
+  );
+  const swaps = new Map<string, Descriptor>();
+  if (document.kind !== "manifest") return swaps;
+  const config = JSON.parse(
+    (await layout.readBlob(document.manifest.config, 64 * 1024 * 1024)).toString("utf8"),
+  ) as {
+    rootfs?: { diff_ids?: string[] };
+  };
+  const layers: Descriptor[] = [];
+  for (const [index, layer] of document.manifest.layers.entries()) {
+    const diffId = config.rootfs?.diff_ids?.[index];
+    if (diffId === undefined || !GZIP_LAYERS.has(layer.mediaType)) {
+      layers.push(layer);
+      continue;
+    }
+    const plain = await decompressInto(layout, layout.blobPath(parseDigest(layer.digest)), diffId);
+    swaps.set(plain.digest, layer);
+    layers.push(plain);
+  }
+  if (swaps.size === 0) return swaps;
+  const bytes = Buffer.from(JSON.stringify({ ...document.manifest, layers }));
+  const descriptor = await layout.writeBytes(bytes, original.mediaType);
+  // The lifecycle wants exactly one manifest in the index: this one replaces the exporter's.
+  const indexPath = join(dir, "index.json");
+  const index = JSON.parse(await readFile(indexPath, "utf8")) as { manifests: Descriptor[] };
+  index.manifests = [{ ...original, digest: descriptor.digest, size: descriptor.size }];
+  await writeFile(`${indexPath}.tmp`, JSON.stringify(index));
+  await rename(`${indexPath}.tmp`, indexPath);
+  for (const compressed of swaps.values()) await layout.removeBlob(parseDigest(compressed.digest));
+  await layout.removeBlob(parseDigest(original.digest));
+  return swaps;
+}
+
+const SWAPS_FILE = "layer-swaps.json";
+
+/** The app's decompressed-layer swaps, kept in its build state between builds. */
+export async function readSwaps(stateDir: string): Promise<Map<string, Descriptor>> {
+  try {
+    return new Map(
+      JSON.parse(await readFile(join(stateDir, SWAPS_FILE), "utf8")) as Array<[string, Descriptor]>,
+    );
+  } catch {
+    return new Map();
+  }
+}
+
+/** Keeps the newest entries only: swaps of layers long gone are of no use. */
+export async function writeSwaps(stateDir: string, swaps: ReadonlyMap<string, Descriptor>): Promise<void> {
+  const entries = [...swaps].slice(-256);
+  await writeFile(join(stateDir, SWAPS_FILE), JSON.stringify(entries));
 }
