@@ -8,7 +8,6 @@ import { chmod, cp, mkdir, mkdtemp, readdir } from "node:fs/promises";
 import { cpus, tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { parseArgs } from "node:util";
 import {
   BUILDER_GID,
   BUILDER_UID,
@@ -20,6 +19,7 @@ import {
 } from "@locald/e2e";
 import { removeTree } from "@locald/oci";
 import {
+  benchArgs,
   median,
   numberOption,
   type RssProbe,
@@ -51,19 +51,7 @@ function usage(): string {
 }
 
 function parseOptions(argv: string[]): Options {
-  const { values } = parseArgs({
-    args: argv,
-    options: {
-      runs: { type: "string", default: "3" },
-      app: { type: "string", default: "hello-node" },
-      help: { type: "boolean", short: "h", default: false },
-    },
-    strict: true,
-  });
-  if (values.help) {
-    process.stdout.write(`${usage()}\n`);
-    process.exit(0);
-  }
+  const values = benchArgs(argv, { runs: "3", app: "hello-node" }, usage);
   return { runs: numberOption(usage)("runs", values.runs, true), app: values.app };
 }
 

@@ -7,6 +7,7 @@ import { constants as fsConstants } from "node:fs";
 import { access, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
+import { parseArgs } from "node:util";
 import type { Descriptor } from "@locald/oci";
 
 export const SKOPEO = "/usr/bin/skopeo";
@@ -15,6 +16,33 @@ export const MiB = 1024 * 1024;
 
 // ---------------------------------------------------------------------------------------------
 // arguments
+
+/**
+ * Parses a benchmark's `--name value` options (defaults given as text) and `-h/--help`, which
+ * prints the usage and exits.
+ */
+export function benchArgs<K extends string>(
+  argv: string[],
+  defaults: Record<K, string>,
+  usage: () => string,
+): Record<K, string> {
+  const options = Object.fromEntries(
+    Object.entries(defaults).map(([name, value]) => [
+      name,
+      { type: "string" as const, default: value as string },
+    ]),
+  );
+  const { values } = parseArgs({
+    args: argv,
+    options: { ...options, help: { type: "boolean", short: "h", default: false } },
+    strict: true,
+  });
+  if (values.help) {
+    process.stdout.write(`${usage()}\n`);
+    process.exit(0);
+  }
+  return values as unknown as Record<K, string>;
+}
 
 /**
  * A parser for numeric options: `(name, text, integer, allowZero)` → the number, or an error that

@@ -8,7 +8,6 @@
 import { mkdir, mkdtemp, readdir, readFile, writeFile } from "node:fs/promises";
 import { cpus, tmpdir } from "node:os";
 import { join } from "node:path";
-import { parseArgs } from "node:util";
 import {
   type LayerEntry,
   LOCALD_BIN,
@@ -20,6 +19,7 @@ import {
 } from "@locald/e2e";
 import { OciLayout, push, removeTree } from "@locald/oci";
 import {
+  benchArgs,
   MiB,
   median,
   numberOption,
@@ -54,20 +54,7 @@ function usage(): string {
 }
 
 function parseOptions(argv: string[]): Options {
-  const { values } = parseArgs({
-    args: argv,
-    options: {
-      runs: { type: "string", default: "9" },
-      "size-mb": { type: "string", default: "100" },
-      files: { type: "string", default: "3000" },
-      help: { type: "boolean", short: "h", default: false },
-    },
-    strict: true,
-  });
-  if (values.help) {
-    process.stdout.write(`${usage()}\n`);
-    process.exit(0);
-  }
+  const values = benchArgs(argv, { runs: "9", "size-mb": "100", files: "3000" }, usage);
   const positive = numberOption(usage);
   return {
     runs: positive("runs", values.runs, true),

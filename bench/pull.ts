@@ -7,7 +7,6 @@
 import { mkdir, mkdtemp, rm } from "node:fs/promises";
 import { cpus, loadavg, tmpdir, totalmem } from "node:os";
 import { join } from "node:path";
-import { parseArgs } from "node:util";
 import {
   type BuiltLayer,
   compressLayer,
@@ -21,6 +20,7 @@ import {
 } from "@locald/e2e";
 import { type Descriptor, OciLayout, push } from "@locald/oci";
 import {
+  benchArgs,
   compressibleText,
   executable,
   killActiveChild,
@@ -69,22 +69,11 @@ function usage(): string {
 }
 
 function parseOptions(argv: string[]): BenchOptions {
-  const { values } = parseArgs({
-    args: argv,
-    options: {
-      runs: { type: "string", default: "3" },
-      "size-mb": { type: "string", default: "300" },
-      layers: { type: "string", default: "8" },
-      "settle-ms": { type: "string", default: "1000" },
-      warmup: { type: "string", default: "1" },
-      help: { type: "boolean", short: "h", default: false },
-    },
-    strict: true,
-  });
-  if (values.help) {
-    process.stdout.write(`${usage()}\n`);
-    process.exit(0);
-  }
+  const values = benchArgs(
+    argv,
+    { runs: "3", "size-mb": "300", layers: "8", "settle-ms": "1000", warmup: "1" },
+    usage,
+  );
   const positive = numberOption(usage);
   return {
     runs: positive("runs", values.runs, true),

@@ -10,7 +10,6 @@ import { createHash } from "node:crypto";
 import { mkdir, mkdtemp, readFile, rm } from "node:fs/promises";
 import { cpus, loadavg, tmpdir, totalmem } from "node:os";
 import { join } from "node:path";
-import { parseArgs } from "node:util";
 import {
   type BuiltLayer,
   compressLayer,
@@ -24,6 +23,7 @@ import {
 } from "@locald/e2e";
 import { type Descriptor, OciLayout, push } from "@locald/oci";
 import {
+  benchArgs,
   compressibleText,
   executable,
   killActiveChild,
@@ -87,23 +87,11 @@ function usage(): string {
 }
 
 function parseOptions(argv: string[]): BenchOptions {
-  const { values } = parseArgs({
-    args: argv,
-    options: {
-      runs: { type: "string", default: "3" },
-      "size-mb": { type: "string", default: "300" },
-      files: { type: "string", default: "35000" },
-      layers: { type: "string", default: "8" },
-      "settle-ms": { type: "string", default: "1000" },
-      warmup: { type: "string", default: "1" },
-      help: { type: "boolean", short: "h", default: false },
-    },
-    strict: true,
-  });
-  if (values.help) {
-    process.stdout.write(`${usage()}\n`);
-    process.exit(0);
-  }
+  const values = benchArgs(
+    argv,
+    { runs: "3", "size-mb": "300", files: "35000", layers: "8", "settle-ms": "1000", warmup: "1" },
+    usage,
+  );
   const positive = numberOption(usage);
   const options = {
     runs: positive("runs", values.runs, true),

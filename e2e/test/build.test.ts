@@ -98,6 +98,17 @@ for (const who of ["root", "an unprivileged user"] as const) {
 
     const locald = (args: string[], cwd?: string): Promise<CliResult> =>
       runLocald(args, { env, ...(as ? { as } : {}), ...(cwd ? { cwd } : {}) });
+    /** Runs `image` detached on a free port, checks what it answers, and removes it. */
+    const serveAndCheck = async (image: string, expected: string): Promise<void> => {
+      const port = await findFreePort();
+      const started = await locald(["container", "run", "-d", "--name", image, "-e", `PORT=${port}`, image]);
+      assert.equal(started.code, 0, started.stderr);
+      try {
+        assert.equal(await httpGetWhenUp(`http://127.0.0.1:${port}/`), expected);
+      } finally {
+        await locald(["container", "rm", "-f", image]);
+      }
+    };
     const buildApp = (app: string, extra: string[] = []) =>
       locald(["build", join(apps, app), "--builder", shared.builder as string, ...extra]);
 
@@ -136,24 +147,7 @@ for (const who of ["root", "an unprivileged user"] as const) {
       const built = await buildApp("hello-node");
       assert.equal(built.code, 0, built.stderr);
       assert.match(built.stderr, /Node\.js v\d+\.\d+\.\d+: installed into the node layer/);
-      const port = await findFreePort();
-      const started = await locald([
-        "container",
-        "run",
-        "-d",
-        "--name",
-        "hello-node",
-        "-e",
-        `PORT=${port}`,
-        "hello-node",
-      ]);
-      assert.equal(started.code, 0, started.stderr);
-      try {
-        const body = await httpGetWhenUp(`http://127.0.0.1:${port}/`);
-        assert.equal(body, `Hello from hello-node on Node.js ${process.version}\n`);
-      } finally {
-        await locald(["container", "rm", "-f", "hello-node"]);
-      }
+      await serveAndCheck("hello-node", `Hello from hello-node on Node.js ${process.version}\n`);
       const layersOf = async () =>
         (
           JSON.parse(
@@ -169,29 +163,10 @@ for (const who of ["root", "an unprivileged user"] as const) {
     });
 
     test("the Rust app builds and answers; a one-line change recompiles on the restored target/", async () => {
-      const serve = async (expected: string) => {
-        const port = await findFreePort();
-        const started = await locald([
-          "container",
-          "run",
-          "-d",
-          "--name",
-          "hello-rust",
-          "-e",
-          `PORT=${port}`,
-          "hello-rust",
-        ]);
-        assert.equal(started.code, 0, started.stderr);
-        try {
-          assert.equal(await httpGetWhenUp(`http://127.0.0.1:${port}/`), expected);
-        } finally {
-          await locald(["container", "rm", "-f", "hello-rust"]);
-        }
-      };
       const built = await buildApp("hello-rust");
       assert.equal(built.code, 0, built.stderr);
       assert.match(built.stderr, /Rust: no cached target\/, building from scratch/);
-      await serve("Hello from hello-rust\n");
+      await serveAndCheck("hello-rust", "Hello from hello-rust\n");
       const main = join(apps, "hello-rust", "src", "main.rs");
       const source = await readFile(main, "utf8");
       await writeFile(main, source.replace('"Hello from hello-rust"', '"Hello again from hello-rust"'));
@@ -201,7 +176,7 @@ for (const who of ["root", "an unprivileged user"] as const) {
       assert.match(rebuilt.stderr, /Rust: reusing the cached target\/ \(\d+ files\)/);
       assert.match(rebuilt.stderr, /Rust: sources changed since the cached build/);
       assert.match(rebuilt.stderr, /Compiling hello-rust v1\.0\.0/);
-      await serve("Hello again from hello-rust\n");
+      await serveAndCheck("hello-rust", "Hello again from hello-rust\n");
     });
 
     test("a rebuild with no change reuses every layer", async () => {

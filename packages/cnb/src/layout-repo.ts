@@ -10,6 +10,7 @@ import {
   copyImage,
   type Descriptor,
   hostPlatform,
+  type ImageManifest,
   type ImageSource,
   type ImageTarget,
   MediaType,
@@ -118,6 +119,22 @@ export async function placeRunImage(
   }
 }
 
+/** The one image manifest the exporter left in the layout `dir`. */
+async function exportedImage(
+  dir: string,
+): Promise<{ layout: OciLayout; original: Descriptor; manifest: ImageManifest }> {
+  const layout = await OciLayout.open(dir);
+  const original = await layout.resolve(undefined);
+  const document = parseManifestDocument(
+    await layout.readBlob(original, 4 * 1024 * 1024),
+    original.mediaType,
+    `The exported image in ${dir}`,
+  );
+  if (document.kind !== "manifest")
+    throw new BuildError(`The exporter left an index in ${dir}, not an image.`);
+  return { layout, original, manifest: document.manifest };
+}
+
 /**
  * Copies the image the exporter left in `dir` to `target`, with the run image's original
  * compressed blobs (from the store) in place of the decompressed ones. Returns its descriptor.
@@ -128,18 +145,10 @@ export async function exportBuiltImage(
   store: Store,
   target: ImageTarget,
 ): Promise<Descriptor> {
-  const exported = await OciLayout.open(dir);
-  const original = await exported.resolve(undefined);
-  const document = parseManifestDocument(
-    await exported.readBlob(original, 4 * 1024 * 1024),
-    original.mediaType,
-    `The exported image in ${dir}`,
-  );
-  if (document.kind !== "manifest")
-    throw new BuildError(`The exporter left an index in ${dir}, not an image.`);
+  const { layout: exported, original, manifest } = await exportedImage(dir);
   const layers: Descriptor[] = [];
   const fromStore = new Set<string>();
-  for (const layer of document.manifest.layers) {
+  for (const layer of manifest.layers) {
     const swap = swaps.get(layer.digest);
     // A compressed twin pruned from the store since: the decompressed blob is as valid.
     if (swap !== undefined && (await store.layout.hasBlob(swap))) {
@@ -147,7 +156,7 @@ export async function exportBuiltImage(
       fromStore.add(swap.digest);
     } else layers.push(layer);
   }
-  const bytes = Buffer.from(JSON.stringify({ ...document.manifest, layers }));
+  const bytes = Buffer.from(JSON.stringify({ ...manifest, layers }));
   const descriptor: Descriptor = {
     mediaType: original.mediaType,
     digest: `sha256:${createHash("sha256").update(bytes).digest("hex")}`,
@@ -175,22 +184,13 @@ export async function exportBuiltImage(
  * new swaps (decompressed digest → the compressed layer, which is in the store by now).
  */
 export async function decompressPreviousImage(dir: string): Promise<Map<string, Descriptor>> {
-  const layout = await OciLayout.open(dir);
-  const original = await layout.resolve(undefined);
-  const document = parseManifestDocument(
-    await layout.readBlob(original, 4 * 1024 * 1024),
-    original.mediaType,
-    `The exported image in ${dir}`,
-  );
+  const { layout, original, manifest } = await exportedImage(dir);
   const swaps = new Map<string, Descriptor>();
-  if (document.kind !== "manifest") return swaps;
-  const config = JSON.parse(
-    (await layout.readBlob(document.manifest.config, 64 * 1024 * 1024)).toString("utf8"),
-  ) as {
+  const config = JSON.parse((await layout.readBlob(manifest.config, 64 * 1024 * 1024)).toString("utf8")) as {
     rootfs?: { diff_ids?: string[] };
   };
   const layers: Descriptor[] = [];
-  for (const [index, layer] of document.manifest.layers.entries()) {
+  for (const [index, layer] of manifest.layers.entries()) {
     const diffId = config.rootfs?.diff_ids?.[index];
     if (diffId === undefined || !GZIP_LAYERS.has(layer.mediaType)) {
       layers.push(layer);
@@ -201,7 +201,7 @@ export async function decompressPreviousImage(dir: string): Promise<Map<string, 
     layers.push(plain);
   }
   if (swaps.size === 0) return swaps;
-  const bytes = Buffer.from(JSON.stringify({ ...document.manifest, layers }));
+  const bytes = Buffer.from(JSON.stringify({ ...manifest, layers }));
   const descriptor = await layout.writeBytes(bytes, original.mediaType);
   // The lifecycle wants exactly one manifest in the index: this one replaces the exporter's.
   const indexPath = join(dir, "index.json");
