@@ -129,9 +129,10 @@ export async function build(appDir: string, options: BuildOptions): Promise<Buil
     const layers = join(work, "layers");
     const platform = join(work, "platform");
     const workspace = join(work, "workspace");
+    // Private (it may hold registry credentials); the phases reach its dirs through bind mounts.
+    await mkdir(work, { recursive: true, mode: 0o700 });
     for (const dir of [cache, repo, layers, join(platform, "env")])
       await mkdir(dir, { recursive: true, mode: 0o755 });
-    await mkdir(work, { recursive: true, mode: 0o700 });
     // The app is copied: buildpacks may write into /workspace, and the user's files stay theirs.
     await cp(app, workspace, {
       recursive: true,
