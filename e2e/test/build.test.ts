@@ -30,6 +30,8 @@ import {
 const run = promisify(execFile);
 const EXAMPLES = fileURLToPath(new URL("../../../examples/", import.meta.url));
 
+const SAMPLE_APPS = ["procfile-static", "hello-node", "hello-rust"] as const;
+
 const shared: { registry?: TestRegistry; secured?: TestRegistry; work?: string; builder?: string } = {};
 
 before(async () => {
@@ -196,10 +198,10 @@ for (const who of ["root", "an unprivileged user"] as const) {
       );
     });
 
-    test("--publish pushes to a registry with token auth, with the caller's credentials", async () => {
+    test("--publish pushes every sample app to a registry with token auth, with the caller's credentials", async () => {
       const secured = shared.secured as TestRegistry;
-      const name = `${secured.host}/apps/procfile-${who === "root" ? "root" : "user"}:1`;
-      const refused = await buildApp("procfile-static", ["--publish", "-t", name]);
+      const nameOf = (app: string) => `${secured.host}/apps/${app}-${who === "root" ? "root" : "user"}:1`;
+      const refused = await buildApp("procfile-static", ["--publish", "-t", nameOf("procfile-static")]);
       assert.equal(refused.code, 1, "no credentials yet");
       const login = await runLocald(["login", secured.host, "-u", "alice", "--password-stdin"], {
         env,
@@ -207,44 +209,57 @@ for (const who of ["root", "an unprivileged user"] as const) {
         ...(as ? { as } : {}),
       });
       assert.equal(login.code, 0, login.stderr);
-      const published = await buildApp("procfile-static", ["--publish", "-t", name]);
-      assert.equal(published.code, 0, published.stderr);
-      assert.doesNotMatch(
-        published.stderr + published.stdout,
-        /wonderland|YWxpY2U6d29uZGVybGFuZA/,
-        "no credential in the output",
-      );
-      const digest = /\((sha256:[0-9a-f]{64})\)/.exec(published.stdout)?.[1];
-      assert.ok(digest, published.stdout);
-      const inspected = JSON.parse(
-        (
-          await run("skopeo", [
-            "inspect",
-            "--tls-verify=false",
-            "--creds",
-            "alice:wonderland",
-            `docker://${name}`,
-          ])
-        ).stdout,
-      ) as { Digest: string; Env: string[] };
-      assert.equal(inspected.Digest, digest);
-      assert.ok(inspected.Env.includes("CNB_APP_DIR=/workspace"));
-      const ran = await locald(["container", "run", "--rm", "--pull", "always", name]);
+      for (const app of SAMPLE_APPS) {
+        const published = await buildApp(app, ["--publish", "-t", nameOf(app)]);
+        assert.equal(published.code, 0, published.stderr);
+        assert.doesNotMatch(
+          published.stderr + published.stdout,
+          /wonderland|YWxpY2U6d29uZGVybGFuZA/,
+          "no credential in the output",
+        );
+        const digest = /\((sha256:[0-9a-f]{64})\)/.exec(published.stdout)?.[1];
+        const inspected = JSON.parse(
+          (
+            await run("skopeo", [
+              "inspect",
+              "--tls-verify=false",
+              "--creds",
+              "alice:wonderland",
+              `docker://${nameOf(app)}`,
+            ])
+          ).stdout,
+        ) as { Digest: string; Env: string[] };
+        assert.equal(inspected.Digest, digest, app);
+        assert.ok(inspected.Env.includes("CNB_APP_DIR=/workspace"), app);
+      }
+      const ran = await locald(["container", "run", "--rm", "--pull", "always", nameOf("procfile-static")]);
       assert.equal(ran.code, 0, ran.stderr);
       assert.equal(ran.stdout, "Hello from a Procfile app built by locald with the CNB lifecycle.\n");
     });
 
-    test("--layout writes an OCI layout that skopeo and umoci accept", async () => {
+    test("every sample app into an OCI layout that skopeo and umoci accept, WORKDIR /workspace", async () => {
       const layout = join(home, "layout");
-      const built = await buildApp("procfile-static", ["--layout", layout, "-t", "hello"]);
-      assert.equal(built.code, 0, built.stderr);
-      assert.match(built.stdout, /into OCI layout /);
-      const inspected = JSON.parse((await run("skopeo", ["inspect", `oci:${layout}:hello`])).stdout) as {
-        Env: string[];
-      };
-      assert.ok(inspected.Env.includes("CNB_APP_DIR=/workspace"));
+      for (const app of SAMPLE_APPS) {
+        const built = await buildApp(app, ["--layout", layout, "-t", app]);
+        assert.equal(built.code, 0, built.stderr);
+        assert.match(built.stdout, /into OCI layout /);
+        const inspected = JSON.parse(
+          (await run("skopeo", ["inspect", "--config", `oci:${layout}:${app}`])).stdout,
+        ) as {
+          config: { WorkingDir: string; Env: string[] };
+        };
+        assert.equal(inspected.config.WorkingDir, "/workspace", app);
+        assert.ok(inspected.config.Env.includes("CNB_APP_DIR=/workspace"), app);
+      }
       const listed = await run("umoci", ["ls", "--layout", layout]);
-      assert.equal(listed.stdout.trim(), "hello");
+      assert.deepEqual(listed.stdout.trim().split("\n").sort(), [...SAMPLE_APPS].sort());
+      const unpacked = join(home, "umoci-bundle");
+      await run("umoci", ["unpack", "--rootless", "--image", `${layout}:procfile-static`, unpacked]);
+      assert.equal(
+        await readFile(join(unpacked, "rootfs", "workspace", "message.txt"), "utf8"),
+        "Hello from a Procfile app built by locald with the CNB lifecycle.\n",
+      );
+      await removeTree(unpacked);
     });
 
     test("an app nothing detects: a clear message listing what each buildpack said", async () => {
@@ -300,6 +315,16 @@ for (const who of ["root", "an unprivileged user"] as const) {
       assert.equal(syntax.code, 1);
       assert.match(syntax.stderr, /locald\.toml:1:\d+: /);
       assert.doesNotMatch(broken.stderr + syntax.stderr, /at .*\.js:\d+/);
+    });
+
+    test("builder inspect shows the lifecycle, its APIs, the buildpacks, the order and the run image", async () => {
+      const shown = await locald(["builder", "inspect", shared.builder as string]);
+      assert.equal(shown.code, 0, shown.stderr);
+      assert.match(shown.stdout, /^Lifecycle: +0\.20\.19$/m);
+      assert.match(shown.stdout, /^Platform APIs: +0\.7, .*0\.14$/m);
+      assert.match(shown.stdout, /^Build user: +1000:1000$/m);
+      assert.match(shown.stdout, /^Run images: +127\.0\.0\.1:\d+\/cnb\/run:bookworm$/m);
+      assert.match(shown.stdout, /^ {2}Group #2: locald-samples\/rust@0\.1\.0$/m);
     });
 
     test("an unreachable builder: a clear message", async () => {

@@ -119,6 +119,21 @@ export async function placeRunImage(
   }
 }
 
+/** Docker layer media types an OCI manifest should not carry, and their OCI names (same bytes). */
+const OCI_LAYER_TYPES: Record<string, string> = {
+  [MediaType.DockerLayerGzip]: MediaType.OciLayerGzip,
+  "application/vnd.docker.image.rootfs.diff.tar": MediaType.OciLayer,
+};
+
+/**
+ * The lifecycle's layout exporter writes Docker layer media types into OCI manifests, which
+ * strict readers (umoci) refuse; the blobs are plain (gzipped) tars either way.
+ */
+function ociLayerType(manifestType: string, layer: Descriptor): Descriptor {
+  const oci = OCI_LAYER_TYPES[layer.mediaType];
+  return manifestType === MediaType.OciManifest && oci !== undefined ? { ...layer, mediaType: oci } : layer;
+}
+
 /** The one image manifest the exporter left in the layout `dir`. */
 async function exportedImage(
   dir: string,
@@ -152,9 +167,9 @@ export async function exportBuiltImage(
     const swap = swaps.get(layer.digest);
     // A compressed twin pruned from the store since: the decompressed blob is as valid.
     if (swap !== undefined && (await store.layout.hasBlob(swap))) {
-      layers.push(swap);
+      layers.push(ociLayerType(original.mediaType, swap));
       fromStore.add(swap.digest);
-    } else layers.push(layer);
+    } else layers.push(ociLayerType(original.mediaType, layer));
   }
   const bytes = Buffer.from(JSON.stringify({ ...manifest, layers }));
   const descriptor: Descriptor = {

@@ -1,5 +1,6 @@
 import { Command, CommanderError } from "commander";
 import { registerBuildCommand } from "./commands/build.js";
+import { registerBuilderCommands } from "./commands/builder.js";
 import { registerContainerCommands } from "./commands/container.js";
 import { type CommandContext, registerImageCommands } from "./commands/image.js";
 import { registerLoginCommands } from "./commands/login.js";
@@ -34,6 +35,7 @@ export async function main(argv: readonly string[], output: Output = processOutp
 
   const context: CommandContext = { output, flags: () => program.opts<GlobalFlags>() };
   registerBuildCommand(program, context);
+  registerBuilderCommands(program, context);
   registerImageCommands(program, context);
   registerLoginCommands(program, context);
   registerContainerCommands(program, context);
