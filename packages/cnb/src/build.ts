@@ -27,8 +27,9 @@ import {
   readSwaps,
   writeSwaps,
 } from "./layout-repo.js";
-import { BUILD_USER_PHASES, failedBuildpack, type Phase, phaseError } from "./lifecycle.js";
+import type { Phase } from "./lifecycle.js";
 import { imageName, layoutAlias, layoutPath, negotiatePlatformApi, platformEnv } from "./platform.js";
+import { DEFAULT_PATH, HostSandbox, processOutput } from "./sandbox.js";
 
 /**
  * `locald build`: source → OCI image with the official lifecycle, phase by phase, in a mount
@@ -92,8 +93,6 @@ function appStateDir(home: string, app: string, image: string): string {
   return join(home, "cache", "builds", key);
 }
 
-const DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
 export async function build(appDir: string, options: BuildOptions): Promise<BuildResult> {
   const app = resolve(appDir);
   if (!(await stat(app).catch(() => undefined))?.isDirectory())
@@ -102,7 +101,7 @@ export async function build(appDir: string, options: BuildOptions): Promise<Buil
     });
   const home = options.home ?? defaultDataDir();
   const store = options.store ?? (await Store.open(options.home ? join(home, "store") : undefined));
-  const sandbox = await BubblewrapRuntime.find();
+  const runtime = await BubblewrapRuntime.find();
   const builder = await fetchBuilder(options.builder, {
     store,
     cacheDir: join(home, "cache", "builders"),
@@ -172,7 +171,6 @@ export async function build(appDir: string, options: BuildOptions): Promise<Buil
         ? [`SOURCE_DATE_EPOCH=${Math.floor(options.creationTime.getTime() / 1000)}`]
         : []),
     ];
-    const logLevel = ["-log-level", options.logLevel ?? "info"];
     const ids = ["-uid", String(uid), "-gid", String(gid)];
     const publish = options.output.kind === "registry";
     // Publishing talks to registries: the lifecycle gets the caller's credentials through a
@@ -187,33 +185,18 @@ export async function build(appDir: string, options: BuildOptions): Promise<Buil
     const layout = publish ? [] : ["-layout", "-layout-dir", "/layout-repo"];
     const insecure = publish ? insecureFlags(options.client, [image, runImage]) : [];
     const lifecycleImage = publish ? image : appAlias;
-    const phase = async (name: Phase, args: string[]): Promise<void> => {
-      options.onEvent?.({ type: "phase", phase: name });
-      const onOutput =
-        options.onOutput ??
-        ((chunk, stream) => (stream === "stdout" ? process.stdout : process.stderr).write(chunk));
-      onOutput(Buffer.from(`===> ${PHASE_TITLES[name]}\n`), "stdout");
-      let output = "";
-      const asBuildUser = root && BUILD_USER_PHASES.has(name);
-      const command = [`/cnb/lifecycle/${name}`, ...logLevel, ...args];
-      const code = await sandbox.run({
-        root: "host",
-        args: asBuildUser
-          ? ["setpriv", `--reuid=${uid}`, `--regid=${gid}`, "--clear-groups", "--", ...command]
-          : command,
-        env,
-        cwd: "/workspace",
-        mounts,
-        ...(root ? { userNamespace: false } : { uid, gid }),
-        output: (chunk, stream) => {
-          output += chunk.toString("utf8");
-          if (output.length > 256 * 1024) output = output.slice(-128 * 1024);
-          onOutput(chunk, stream);
-        },
-      });
-      if (code !== 0)
-        throw phaseError(name, code, output, code === 51 ? await failedBuildpack(layers) : undefined);
-    };
+    const sandbox = new HostSandbox({
+      runtime,
+      uid,
+      gid,
+      mounts,
+      env,
+      layersDir: layers,
+      logLevel: options.logLevel ?? "info",
+      onOutput: options.onOutput ?? processOutput,
+      ...(options.onEvent ? { onPhase: (phase: Phase) => options.onEvent?.({ type: "phase", phase }) } : {}),
+    });
+    const phase = (name: Phase, args: string[]) => sandbox.phase(name, args);
 
     await phase("analyzer", [
       ...layout,
@@ -266,14 +249,6 @@ export async function build(appDir: string, options: BuildOptions): Promise<Buil
     await removeTree(work);
   }
 }
-
-const PHASE_TITLES: Record<Phase, string> = {
-  analyzer: "ANALYZING",
-  detector: "DETECTING",
-  restorer: "RESTORING",
-  builder: "BUILDING",
-  exporter: "EXPORTING",
-};
 
 /** `[image] digest` of the exporter's report.toml (registry mode). */
 async function reportedDigest(path: string): Promise<string> {
