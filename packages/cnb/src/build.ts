@@ -88,7 +88,7 @@ export interface BuildResult {
 }
 
 /** Per-app state kept between builds: the lifecycle's cache, and the layout repository holding the previous image. */
-function appStateDir(home: string, app: string, image: string): string {
+export function appStateDir(home: string, app: string, image: string): string {
   const key = createHash("sha256").update(`${app}\n${image}`).digest("hex").slice(0, 32);
   return join(home, "cache", "builds", key);
 }

@@ -80,15 +80,25 @@ async function readToml(path: string): Promise<Record<string, unknown> | undefin
  */
 export async function fetchBuilder(
   reference: string,
-  options: { store: Store; cacheDir: string; client?: ClientOptions; onEvent?: PullOptions["onEvent"] },
+  options: {
+    store: Store;
+    cacheDir: string;
+    client?: ClientOptions;
+    onEvent?: PullOptions["onEvent"];
+    /** false: use the stored builder when there is one, without asking the registry (dev loops). */
+    refresh?: boolean;
+  },
 ): Promise<Builder> {
   const ref = formatReference(parseReference(reference));
-  const pulled = await pull(ref, {
-    ...options.client,
-    to: { kind: "store", store: options.store },
-    ...(options.onEvent ? { onEvent: options.onEvent } : {}),
-  });
-  const digest = pulled.digest;
+  const stored = options.refresh === false ? await options.store.find(ref) : undefined;
+  const pulled =
+    stored ??
+    (await pull(ref, {
+      ...options.client,
+      to: { kind: "store", store: options.store },
+      ...(options.onEvent ? { onEvent: options.onEvent } : {}),
+    }));
+  const digest = pulled.descriptor.digest;
   const { config } = await options.store.readImage(pulled.descriptor, ref);
   const container = config.config ?? {};
   const labels = container.Labels ?? {};

@@ -2,5 +2,6 @@
 export * from "./build.js";
 export * from "./builder.js";
 export * from "./errors.js";
+export * from "./launcher.js";
 export * from "./lifecycle.js";
 export * from "./platform.js";

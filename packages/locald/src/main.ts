@@ -2,6 +2,7 @@ import { Command, CommanderError } from "commander";
 import { registerBuildCommand } from "./commands/build.js";
 import { registerBuilderCommands } from "./commands/builder.js";
 import { registerContainerCommands } from "./commands/container.js";
+import { registerDevCommands } from "./commands/dev.js";
 import { type CommandContext, registerImageCommands } from "./commands/image.js";
 import { registerLoginCommands } from "./commands/login.js";
 import type { GlobalFlags } from "./options.js";
@@ -33,9 +34,10 @@ export async function main(argv: readonly string[], output: Output = processOutp
     })
     .showSuggestionAfterError(true);
 
-  const context: CommandContext = { output, flags: () => program.opts<GlobalFlags>() };
+  const context: CommandContext = { output, argv, flags: () => program.opts<GlobalFlags>() };
   registerBuildCommand(program, context);
   registerBuilderCommands(program, context);
+  registerDevCommands(program, context);
   registerImageCommands(program, context);
   registerLoginCommands(program, context);
   registerContainerCommands(program, context);

@@ -35,6 +35,11 @@ export interface SandboxProcess {
   hostname?: string;
   /** "inherit" (default) passes stdio through; a callback gets stdout and stderr instead. */
   output?: "inherit" | ((chunk: Buffer, stream: "stdout" | "stderr") => void);
+  /**
+   * An interactive command on the caller's terminal: stdin passed through, and (bubblewrap) the
+   * session kept, so job control works. Only for the caller's own commands.
+   */
+  terminal?: boolean;
 }
 
 export interface ContainerRuntime {
@@ -43,10 +48,11 @@ export interface ContainerRuntime {
   run(process: SandboxProcess): Promise<number>;
 }
 
-function stdioOf(output: SandboxProcess["output"]) {
-  return output === undefined || output === "inherit"
-    ? (["ignore", "inherit", "inherit"] as const)
-    : (["ignore", "pipe", "pipe"] as const);
+function stdioOf(process: SandboxProcess) {
+  const stdin = process.terminal ? "inherit" : "ignore";
+  return process.output === undefined || process.output === "inherit"
+    ? ([stdin, "inherit", "inherit"] as const)
+    : ([stdin, "pipe", "pipe"] as const);
 }
 
 function pipeOutput(child: ReturnType<typeof spawn>, output: SandboxProcess["output"]): void {
@@ -108,7 +114,8 @@ export class BubblewrapRuntime implements ContainerRuntime {
       "--unshare-ipc",
       "--unshare-uts",
       "--die-with-parent",
-      "--new-session",
+      // A new session keeps a sandboxed process from pushing input into the caller's terminal.
+      ...(process.terminal ? [] : ["--new-session"]),
       "--hostname",
       process.hostname ?? "locald",
     ];
@@ -139,7 +146,7 @@ export class BubblewrapRuntime implements ContainerRuntime {
   }
 
   async run(process: SandboxProcess): Promise<number> {
-    const child = spawn(this.bwrap, this.args(process), { stdio: [...stdioOf(process.output)] });
+    const child = spawn(this.bwrap, this.args(process), { stdio: [...stdioOf(process)] });
     pipeOutput(child, process.output);
     return waitForRuntime(child, "bubblewrap");
   }
@@ -187,7 +194,7 @@ export class RuncRuntime implements ContainerRuntime {
       const state = join(this.home, "runc");
       await mkdir(state, { recursive: true, mode: 0o700 });
       const child = spawn(this.runc, ["--root", state, "run", "--bundle", bundle, id], {
-        stdio: [...stdioOf(process.output)],
+        stdio: [...stdioOf(process)],
       });
       pipeOutput(child, process.output);
       return await waitForRuntime(child, "runc");

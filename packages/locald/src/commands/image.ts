@@ -30,6 +30,8 @@ import { formatBytes, type Output, ProgressRenderer } from "../ui.js";
 
 export interface CommandContext {
   output: Output;
+  /** The command line as given, for commands that read `--` themselves. */
+  argv: readonly string[];
   flags: () => GlobalFlags;
   /** Set by commands whose exit code is not their own (a container's). */
   exitCode?: number;

@@ -1,0 +1,220 @@
+import { execFile } from "node:child_process";
+import { createHash } from "node:crypto";
+import { mkdir, readdir, readFile, stat, writeFile } from "node:fs/promises";
+import { join, resolve } from "node:path";
+import { promisify } from "node:util";
+import {
+  type BindMount,
+  BubblewrapRuntime,
+  type ClientOptions,
+  defaultDataDir,
+  removeTree,
+  Store,
+} from "@locald/oci";
+import { parse as parseToml } from "smol-toml";
+import { appStateDir, orderToml } from "./build.js";
+import { type Builder, fetchBuilder } from "./builder.js";
+import { BuildConfigError } from "./errors.js";
+import { negotiatePlatformApi, platformEnv } from "./platform.js";
+import { DEFAULT_PATH, HostSandbox, type OutputSink, processOutput } from "./sandbox.js";
+
+/**
+ * Dev environments (`locald shell` / `exec`): detect + build into a layers dir kept per app, with
+ * the user's real directory at /workspace (edits are live), and commands run through the
+ * lifecycle's launcher with the buildpacks' environment — launch env plus each layer's build env,
+ * so build tools work. No image is exported.
+ */
+
+/** Files whose change means the buildpacks must run again; anything else is just edited source. */
+const INPUT_FILES = [
+  "package.json",
+  "package-lock.json",
+  "npm-shrinkwrap.json",
+  "yarn.lock",
+  "pnpm-lock.yaml",
+  "Cargo.toml",
+  "Cargo.lock",
+  "Procfile",
+  "go.mod",
+  "go.sum",
+  "requirements.txt",
+  "Pipfile.lock",
+  "Gemfile.lock",
+  "project.toml",
+];
+
+const run = promisify(execFile);
+
+export interface EnvironmentOptions {
+  builder: string;
+  env?: readonly string[];
+  buildpacks?: readonly string[];
+  home?: string;
+  store?: Store;
+  client?: ClientOptions;
+  /** Run detect + build even when no input changed. */
+  rebuild?: boolean;
+  logLevel?: "info" | "debug";
+  onOutput?: OutputSink;
+}
+
+export interface DevEnvironment {
+  readonly app: string;
+  readonly builder: Builder;
+  readonly platformApi: string;
+  /** Host path of the layers dir the buildpacks built. */
+  readonly layersDir: string;
+  /** Detect and build ran this time (inputs changed, or first use). */
+  readonly rebuilt: boolean;
+  /** Runs `argv` through the launcher in the environment; resolves with its exit code. */
+  run(argv: readonly string[], options?: { terminal?: boolean; env?: readonly string[] }): Promise<number>;
+}
+
+async function inputsDigest(app: string, builder: Builder, options: EnvironmentOptions): Promise<string> {
+  const hash = createHash("sha256").update(
+    JSON.stringify({ builder: builder.digest, env: options.env ?? [], buildpacks: options.buildpacks ?? [] }),
+  );
+  for (const name of INPUT_FILES) {
+    const content = await readFile(join(app, name)).catch(() => undefined);
+    if (content !== undefined) hash.update(`\n${name}\n`).update(content);
+  }
+  return hash.digest("hex");
+}
+
+/** Detect + build for `appDir` unless nothing that matters changed since the last time. */
+export async function prepareEnvironment(
+  appDir: string,
+  options: EnvironmentOptions,
+): Promise<DevEnvironment> {
+  const app = resolve(appDir);
+  if (!(await stat(app).catch(() => undefined))?.isDirectory())
+    throw new BuildConfigError(`The app directory ${app} does not exist.`);
+  const home = options.home ?? defaultDataDir();
+  const store = options.store ?? (await Store.open(options.home ? join(home, "store") : undefined));
+  const runtime = await BubblewrapRuntime.find();
+  const builder = await fetchBuilder(options.builder, {
+    store,
+    cacheDir: join(home, "cache", "builders"),
+    refresh: false,
+    ...(options.client ? { client: options.client } : {}),
+  });
+  const platformApi = negotiatePlatformApi(builder.platformApis, builder.lifecycleVersion);
+  const root = process.geteuid?.() === 0;
+  const uid = root ? builder.uid : (process.geteuid?.() ?? 0);
+  const gid = root ? builder.gid : (process.getegid?.() ?? 0);
+  const state = appStateDir(home, app, "dev-environment");
+  const layers = join(state, "layers");
+  const platform = join(state, "platform");
+  const mounts: BindMount[] = [
+    { source: app, destination: "/workspace", readonly: false },
+    { source: layers, destination: "/layers", readonly: false },
+    { source: platform, destination: "/platform", readonly: true },
+    { source: builder.cnbDir, destination: "/cnb", readonly: true },
+  ];
+  const digest = await inputsDigest(app, builder, options);
+  const recorded = await readFile(join(state, "inputs"), "utf8").catch(() => "");
+  const built = await stat(join(layers, "config", "metadata.toml")).catch(() => undefined);
+  const rebuilt = options.rebuild === true || recorded !== digest || built === undefined;
+  if (rebuilt) {
+    await mkdir(state, { recursive: true, mode: 0o700 });
+    // The buildpacks find their previous layers (and reuse them, as after a restore); only the
+    // lifecycle's own bookkeeping starts over.
+    await removeTree(join(layers, "config"));
+    await removeTree(platform);
+    await mkdir(join(platform, "env"), { recursive: true, mode: 0o755 });
+    await mkdir(layers, { recursive: true, mode: 0o755 });
+    for (const [name, value] of platformEnv(options.env ?? []))
+      await writeFile(join(platform, "env", name), value);
+    if (options.buildpacks?.length)
+      await writeFile(join(layers, "order.toml"), orderToml(builder, options.buildpacks));
+    if (root) await run("chown", ["-R", `${uid}:${gid}`, "--", layers]);
+    const sandbox = new HostSandbox({
+      runtime,
+      uid,
+      gid,
+      mounts,
+      env: [`CNB_PLATFORM_API=${platformApi}`, `PATH=${DEFAULT_PATH}`, "HOME=/tmp"],
+      layersDir: layers,
+      logLevel: options.logLevel ?? "info",
+      onOutput: options.onOutput ?? processOutput,
+    });
+    await sandbox.phase("detector", ["-app", "/workspace", "-layers", "/layers", "-platform", "/platform"]);
+    await sandbox.phase("builder", ["-app", "/workspace", "-layers", "/layers", "-platform", "/platform"]);
+    await writeFile(join(state, "inputs"), digest);
+  }
+  return {
+    app,
+    builder,
+    platformApi,
+    layersDir: layers,
+    rebuilt,
+    run: async (argv, runOptions = {}) => {
+      const env = [
+        `CNB_PLATFORM_API=${platformApi}`,
+        "CNB_LAYERS_DIR=/layers",
+        "CNB_APP_DIR=/workspace",
+        `PATH=${DEFAULT_PATH}`,
+        `HOME=${process.env.HOME ?? "/tmp"}`,
+        `TERM=${process.env.TERM ?? "xterm"}`,
+        "LOCALD_SHELL=1",
+        ...(await buildEnvironment(layers)),
+        ...(runOptions.env ?? []),
+      ];
+      return runtime.run({
+        root: "host",
+        // Not "--": the launcher then goes through bash and sources each layer's profile.d.
+        args: ["/cnb/lifecycle/launcher", ...argv],
+        env,
+        cwd: "/workspace",
+        mounts,
+        ...(runOptions.terminal ? { terminal: true } : {}),
+        ...(root
+          ? { userNamespace: false }
+          : { uid: process.geteuid?.() ?? 0, gid: process.getegid?.() ?? 0 }),
+      });
+    },
+  };
+}
+
+/**
+ * What the launcher leaves out and a dev shell needs: build-only layers' `bin` and `lib`, and every
+ * layer's `env.build/` (override, default, append, prepend), as sandbox paths.
+ */
+export async function buildEnvironment(layersDir: string): Promise<string[]> {
+  const vars = new Map<string, string>([["PATH", DEFAULT_PATH]]);
+  const prepend = (name: string, value: string, delim = ":") => {
+    const current = vars.get(name);
+    vars.set(name, current ? `${value}${delim}${current}` : value);
+  };
+  for (const buildpack of (await readdir(layersDir, { withFileTypes: true }).catch(() => [])).filter((d) =>
+    d.isDirectory(),
+  )) {
+    if (buildpack.name === "config" || buildpack.name === "sbom") continue;
+    const bpDir = join(layersDir, buildpack.name);
+    for (const layer of (await readdir(bpDir, { withFileTypes: true })).filter((d) => d.isDirectory())) {
+      const inside = `/layers/${buildpack.name}/${layer.name}`;
+      const types = await readFile(join(bpDir, `${layer.name}.toml`), "utf8")
+        .then((text) => (parseToml(text) as { types?: { build?: boolean; launch?: boolean } }).types ?? {})
+        .catch(() => ({}) as { build?: boolean; launch?: boolean });
+      if (types.build && !types.launch) {
+        if (await stat(join(bpDir, layer.name, "bin")).catch(() => undefined))
+          prepend("PATH", `${inside}/bin`);
+        if (await stat(join(bpDir, layer.name, "lib")).catch(() => undefined))
+          prepend("LD_LIBRARY_PATH", `${inside}/lib`);
+      }
+      const envDir = join(bpDir, layer.name, "env.build");
+      for (const file of await readdir(envDir).catch(() => [] as string[])) {
+        if (file.endsWith(".delim")) continue;
+        const value = await readFile(join(envDir, file), "utf8");
+        const [name = "", action = "override"] = file.split(".");
+        const delim = await readFile(join(envDir, `${name}.delim`), "utf8").catch(() => ":");
+        if (action === "append") vars.set(name, vars.has(name) ? `${vars.get(name)}${delim}${value}` : value);
+        else if (action === "prepend") prepend(name, value, delim);
+        else if (action === "default") {
+          if (!vars.has(name)) vars.set(name, value);
+        } else vars.set(name, value);
+      }
+    }
+  }
+  return [...vars].map(([name, value]) => `${name}=${value}`);
+}

@@ -1,0 +1,88 @@
+import { prepareEnvironment } from "@locald/cnb";
+import type { Command } from "commander";
+import { CONFIG_FILE, loadConfig } from "../config.js";
+import { clientOptions } from "../options.js";
+import { UsageError } from "../usage.js";
+import type { CommandContext } from "./image.js";
+
+const collect = (value: string, previous: string[]) => [...previous, value];
+
+interface DevFlags {
+  builder?: string;
+  env: string[];
+  rebuild?: boolean;
+}
+
+/** `[path] -- cmd…`: the words before `--` (at most one, the app dir) and the command after it. */
+function splitAtDashes(raw: readonly string[], verb: string): { path: string; command: string[] } {
+  const start = raw.indexOf(verb);
+  const words = raw.slice(start + 1);
+  const dashes = words.indexOf("--");
+  const before = (dashes < 0 ? words : words.slice(0, dashes)).filter((w, i, all) => {
+    // Drop options and their values; what is left is the path.
+    if (w.startsWith("-")) return false;
+    const previous = all[i - 1];
+    return !(previous === "-B" || previous === "--builder" || previous === "-e" || previous === "--env");
+  });
+  if (before.length > 1)
+    throw new UsageError(`Only one app directory, then -- and the command (got ${before.join(" ")}).`);
+  return { path: before[0] ?? ".", command: dashes < 0 ? [] : words.slice(dashes + 1) };
+}
+
+export function registerDevCommands(program: Command, context: CommandContext): void {
+  const { output } = context;
+  const environment = async (path: string, flags: DevFlags) => {
+    const loaded = await loadConfig(".");
+    const builder = flags.builder ?? loaded?.config.project?.builder ?? process.env.LOCALD_BUILDER;
+    if (builder === undefined)
+      throw new UsageError(
+        `No builder: pass --builder <image>, set [project] builder in ${CONFIG_FILE}, or set LOCALD_BUILDER.`,
+      );
+    const global = context.flags();
+    return prepareEnvironment(path, {
+      builder,
+      env: flags.env,
+      ...(flags.rebuild ? { rebuild: true } : {}),
+      client: clientOptions(global, (line) => output.stderr.write(`${line}\n`)),
+      logLevel: global.verbose || process.env.LOCALD_DEBUG === "1" ? "debug" : "info",
+      onOutput: (chunk) => output.stderr.write(chunk),
+    });
+  };
+  const withDevOptions = (command: Command) =>
+    command
+      .option(
+        "-B, --builder <ref>",
+        "builder image (default: [project] builder of locald.toml, or LOCALD_BUILDER)",
+      )
+      .option("-e, --env <K=V>", "build-time environment variable for buildpacks", collect, [])
+      .option("--rebuild", "run detect and build even if no dependency manifest changed");
+
+  withDevOptions(
+    program
+      .command("exec")
+      .description(
+        "Run a command in the app's buildpack environment (detect + build first when inputs changed)",
+      )
+      .argument("[path-and-command...]", "[path] -- command and arguments"),
+  ).action(async (_words: string[], flags: DevFlags) => {
+    const { path, command } = splitAtDashes(context.argv, "exec");
+    if (command.length === 0)
+      throw new UsageError("Give the command after --: locald exec [path] -- <command…>");
+    const env = await environment(path, flags);
+    context.exitCode = await env.run(command);
+  });
+
+  withDevOptions(
+    program
+      .command("shell")
+      .description("Start a shell in the app's buildpack environment (the app directory is live)")
+      .argument("[path]", "the app's directory", "."),
+  ).action(async (path: string, flags: DevFlags) => {
+    const env = await environment(path, flags);
+    output.stderr.write(`locald: shell in ${env.app} (buildpack environment; exit to leave)\n`);
+    context.exitCode = await env.run(["bash", "--noprofile", "--norc", "-i"], {
+      terminal: true,
+      env: ["PS1=(locald) \\w\\$ "],
+    });
+  });
+}
