@@ -285,6 +285,23 @@ export const mib = (kb: number | null | undefined) =>
 export const ratioText = (r: number | null | undefined) =>
   r === null || r === undefined ? "—" : `${r.toFixed(2)}×`;
 
+/** Rounds of a timed command against a reference, with the per-round ratio and a median row. */
+export function ratioTable(
+  header: [string, string, string, string],
+  ours: number[],
+  reference: number[],
+): string {
+  const rows = ours.map((ms, i) => [
+    String(i + 1),
+    secs(ms),
+    secs(reference[i]),
+    ratioText(ms / (reference[i] as number)),
+  ]);
+  const a = median(ours) as number;
+  const b = median(reference) as number;
+  return table(header, [...rows, ["median", secs(a), secs(b), ratioText(a / b)]]);
+}
+
 export function table(header: string[], rows: string[][]): string {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
   const line = (cells: string[]) => `| ${cells.map((c, i) => c.padStart(widths[i] as number)).join(" | ")} |`;

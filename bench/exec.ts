@@ -14,11 +14,10 @@ import {
   median,
   numberOption,
   type RssProbe,
-  ratioText,
+  ratioTable,
   runMain,
   runTimed,
   secs,
-  table,
   tail,
   trapSignals,
 } from "./common.js";
@@ -70,24 +69,12 @@ async function main(): Promise<number> {
       bare.push(b.ms);
     }
     const warmMedian = median(warm) as number;
-    const bareMedian = median(bare) as number;
     const pass = warmMedian <= WARM_TARGET_MS;
     const lines = [
       "",
       `exec benchmark — locald exec -- node -v in examples/hello-node (node ${process.version}, ${cpus().length} CPUs)`,
       "",
-      table(
-        ["run", "locald exec (s)", "node -v (s)", "ratio"],
-        [
-          ...warm.map((ms, i) => [
-            String(i + 1),
-            secs(ms),
-            secs(bare[i]),
-            ratioText(ms / (bare[i] as number)),
-          ]),
-          ["median", secs(warmMedian), secs(bareMedian), ratioText(warmMedian / bareMedian)],
-        ],
-      ),
+      ratioTable(["run", "locald exec (s)", "node -v (s)", "ratio"], warm, bare),
       "",
       `first exec (detect + build): ${secs(first.ms)} s`,
       `warm exec (median of ${runs}): ${secs(warmMedian)} s — target ≤ ${secs(WARM_TARGET_MS)} s: ${pass ? "PASS" : "FAIL"}`,

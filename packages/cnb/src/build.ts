@@ -93,11 +93,17 @@ export function appStateDir(home: string, app: string, image: string): string {
   return join(home, "cache", "builds", key);
 }
 
-export async function build(appDir: string, options: BuildOptions): Promise<BuildResult> {
+/** What a build and a dev environment both start from: the app, the store, bubblewrap, the builder. */
+export async function startingPoint(
+  appDir: string,
+  options: Pick<BuildOptions, "builder" | "home" | "store" | "client">,
+  /** Ask the registry whether the builder's tag moved (false: the stored one will do). */
+  refresh: boolean,
+) {
   const app = resolve(appDir);
   if (!(await stat(app).catch(() => undefined))?.isDirectory())
     throw new BuildConfigError(`The app directory ${app} does not exist.`, {
-      hint: "Pass the directory of the app to build.",
+      hint: "Pass the directory of the app.",
     });
   const home = options.home ?? defaultDataDir();
   const store = options.store ?? (await Store.open(options.home ? join(home, "store") : undefined));
@@ -105,9 +111,15 @@ export async function build(appDir: string, options: BuildOptions): Promise<Buil
   const builder = await fetchBuilder(options.builder, {
     store,
     cacheDir: join(home, "cache", "builders"),
+    refresh,
     ...(options.client ? { client: options.client } : {}),
   });
   const platformApi = negotiatePlatformApi(builder.platformApis, builder.lifecycleVersion);
+  return { app, home, store, runtime, builder, platformApi };
+}
+
+export async function build(appDir: string, options: BuildOptions): Promise<BuildResult> {
+  const { app, home, store, runtime, builder, platformApi } = await startingPoint(appDir, options, true);
   const runImage = options.runImage ?? builder.runImages[0];
   if (runImage === undefined)
     throw new BuildConfigError(`The builder ${builder.reference} names no run image.`, {

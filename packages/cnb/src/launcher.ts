@@ -1,21 +1,13 @@
 import { execFile } from "node:child_process";
 import { createHash } from "node:crypto";
 import { mkdir, readdir, readFile, stat, writeFile } from "node:fs/promises";
-import { join, resolve } from "node:path";
+import { join } from "node:path";
 import { promisify } from "node:util";
-import {
-  type BindMount,
-  BubblewrapRuntime,
-  type ClientOptions,
-  defaultDataDir,
-  removeTree,
-  Store,
-} from "@locald/oci";
+import { type BindMount, type ClientOptions, removeTree, type Store } from "@locald/oci";
 import { parse as parseToml } from "smol-toml";
-import { appStateDir, orderToml } from "./build.js";
-import { type Builder, fetchBuilder } from "./builder.js";
-import { BuildConfigError } from "./errors.js";
-import { negotiatePlatformApi, platformEnv } from "./platform.js";
+import { appStateDir, orderToml, startingPoint } from "./build.js";
+import type { Builder } from "./builder.js";
+import { platformEnv } from "./platform.js";
 import { DEFAULT_PATH, HostSandbox, type OutputSink, processOutput } from "./sandbox.js";
 
 /**
@@ -86,19 +78,7 @@ export async function prepareEnvironment(
   appDir: string,
   options: EnvironmentOptions,
 ): Promise<DevEnvironment> {
-  const app = resolve(appDir);
-  if (!(await stat(app).catch(() => undefined))?.isDirectory())
-    throw new BuildConfigError(`The app directory ${app} does not exist.`);
-  const home = options.home ?? defaultDataDir();
-  const store = options.store ?? (await Store.open(options.home ? join(home, "store") : undefined));
-  const runtime = await BubblewrapRuntime.find();
-  const builder = await fetchBuilder(options.builder, {
-    store,
-    cacheDir: join(home, "cache", "builders"),
-    refresh: false,
-    ...(options.client ? { client: options.client } : {}),
-  });
-  const platformApi = negotiatePlatformApi(builder.platformApis, builder.lifecycleVersion);
+  const { app, home, runtime, builder, platformApi } = await startingPoint(appDir, options, false);
   const root = process.geteuid?.() === 0;
   const uid = root ? builder.uid : (process.geteuid?.() ?? 0);
   const gid = root ? builder.gid : (process.getegid?.() ?? 0);
