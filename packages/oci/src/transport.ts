@@ -303,6 +303,10 @@ export class Transport {
       headers: { "user-agent": this.userAgent, ...headers },
       ...(payload === undefined ? {} : { body: payload }),
       dispatcher: this.agentFor(url),
+      // undici 7 throws an uncatchable assertion when a server closes the connection while the
+      // body is paused under backpressure (nodejs/undici#5360; fixed only in undici 8, which
+      // needs Node 22). A deeper body buffer makes that pause, and so the crash, much rarer.
+      highWaterMark: 1024 * 1024,
     });
     return {
       status: response.statusCode,
