@@ -241,7 +241,8 @@ export async function build(appDir: string, options: BuildOptions): Promise<Buil
       return { image, digest: await reportedDigest(join(layers, "report.toml")), builder, platformApi };
 
     const exported = join(repo, layoutPath(appAlias));
-    const known = new Map([...(await readSwaps(state)), ...swaps]);
+    const remembered = await readSwaps(state);
+    const known = new Map([...remembered, ...swaps]);
     const target =
       options.output.kind === "layout"
         ? layoutTarget(await OciLayout.open(options.output.dir, { create: true }), options.output.name)
@@ -249,7 +250,7 @@ export async function build(appDir: string, options: BuildOptions): Promise<Buil
     const descriptor = await exportBuiltImage(exported, known, store, target);
     // Its compressed layers are in the store now; the next build reads them decompressed.
     const decompressed = await decompressPreviousImage(exported);
-    await writeSwaps(state, new Map([...(await readSwaps(state)), ...decompressed]));
+    await writeSwaps(state, new Map([...remembered, ...decompressed]));
     return {
       image,
       digest: descriptor.digest,

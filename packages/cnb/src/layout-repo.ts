@@ -16,6 +16,7 @@ import {
   MediaType,
   OciLayout,
   parseDigest,
+  parseImageConfig,
   parseManifestDocument,
   pull,
   removeTree,
@@ -75,6 +76,33 @@ async function decompressInto(layout: OciLayout, source: string, diffId: string)
   }
 }
 
+/**
+ * Each gzip layer decompressed into `layout` (named by its DiffID, which the write checks), the
+ * others handed to `keep`; returns the new layer list and the swaps back to the compressed blobs.
+ */
+async function decompressLayers(
+  layout: OciLayout,
+  compressed: readonly Descriptor[],
+  diffIds: readonly string[],
+  source: (layer: Descriptor) => string,
+  keep: (layer: Descriptor) => Promise<void>,
+): Promise<{ layers: Descriptor[]; swaps: Map<string, Descriptor> }> {
+  const swaps = new Map<string, Descriptor>();
+  const layers: Descriptor[] = [];
+  for (const [index, layer] of compressed.entries()) {
+    const diffId = diffIds[index];
+    if (diffId === undefined || !GZIP_LAYERS.has(layer.mediaType)) {
+      await keep(layer);
+      layers.push(layer);
+      continue;
+    }
+    const plain = await decompressInto(layout, source(layer), diffId);
+    swaps.set(plain.digest, layer);
+    layers.push(plain);
+  }
+  return { layers, swaps };
+}
+
 /** Pulls the run image into the store and lays it out at `dir` with decompressed layers. */
 export async function placeRunImage(
   runImage: string,
@@ -92,19 +120,13 @@ export async function placeRunImage(
   try {
     const { manifest, config } = await store.readImage(pulled.descriptor, runImage);
     const layout = await OciLayout.open(dir, { create: true });
-    const swaps = new Map<string, Descriptor>();
-    const layers: Descriptor[] = [];
-    for (const [index, layer] of manifest.layers.entries()) {
-      const diffId = config.rootfs.diff_ids[index];
-      if (diffId === undefined || !GZIP_LAYERS.has(layer.mediaType)) {
-        await layout.writeBlob(layer, store.layout.openBlob(layer));
-        layers.push(layer);
-        continue;
-      }
-      const plain = await decompressInto(layout, store.layout.blobPath(parseDigest(layer.digest)), diffId);
-      swaps.set(plain.digest, layer);
-      layers.push(plain);
-    }
+    const { layers, swaps } = await decompressLayers(
+      layout,
+      manifest.layers,
+      config.rootfs.diff_ids,
+      (layer) => store.layout.blobPath(parseDigest(layer.digest)),
+      (layer) => layout.writeBlob(layer, store.layout.openBlob(layer)),
+    );
     await layout.writeBlob(manifest.config, store.layout.openBlob(manifest.config));
     const bytes = Buffer.from(JSON.stringify({ ...manifest, mediaType: MediaType.OciManifest, layers }));
     const descriptor = await layout.writeBytes(bytes, MediaType.OciManifest);
@@ -200,30 +222,22 @@ export async function exportBuiltImage(
  */
 export async function decompressPreviousImage(dir: string): Promise<Map<string, Descriptor>> {
   const { layout, original, manifest } = await exportedImage(dir);
-  const swaps = new Map<string, Descriptor>();
-  const config = JSON.parse((await layout.readBlob(manifest.config, 64 * 1024 * 1024)).toString("utf8")) as {
-    rootfs?: { diff_ids?: string[] };
-  };
-  const layers: Descriptor[] = [];
-  for (const [index, layer] of manifest.layers.entries()) {
-    const diffId = config.rootfs?.diff_ids?.[index];
-    if (diffId === undefined || !GZIP_LAYERS.has(layer.mediaType)) {
-      layers.push(layer);
-      continue;
-    }
-    const plain = await decompressInto(layout, layout.blobPath(parseDigest(layer.digest)), diffId);
-    swaps.set(plain.digest, layer);
-    layers.push(plain);
-  }
+  const config = parseImageConfig(
+    await layout.readBlob(manifest.config, 64 * 1024 * 1024),
+    `The config of the exported image in ${dir}`,
+  );
+  const { layers, swaps } = await decompressLayers(
+    layout,
+    manifest.layers,
+    config.rootfs.diff_ids,
+    (layer) => layout.blobPath(parseDigest(layer.digest)),
+    async () => {},
+  );
   if (swaps.size === 0) return swaps;
   const bytes = Buffer.from(JSON.stringify({ ...manifest, layers }));
   const descriptor = await layout.writeBytes(bytes, original.mediaType);
   // The lifecycle wants exactly one manifest in the index: this one replaces the exporter's.
-  const indexPath = join(dir, "index.json");
-  const index = JSON.parse(await readFile(indexPath, "utf8")) as { manifests: Descriptor[] };
-  index.manifests = [{ ...original, digest: descriptor.digest, size: descriptor.size }];
-  await writeFile(`${indexPath}.tmp`, JSON.stringify(index));
-  await rename(`${indexPath}.tmp`, indexPath);
+  await layout.setOnlyManifest({ ...original, digest: descriptor.digest, size: descriptor.size });
   for (const compressed of swaps.values()) await layout.removeBlob(parseDigest(compressed.digest));
   await layout.removeBlob(parseDigest(original.digest));
   return swaps;

@@ -228,6 +228,14 @@ export class OciLayout {
     });
   }
 
+  /** Makes `descriptor` the index's only manifest (tools that want exactly one, like the CNB lifecycle). */
+  async setOnlyManifest(descriptor: Descriptor): Promise<void> {
+    await this.withIndexLock(async () => {
+      const index = await this.readIndex();
+      await this.writeIndex({ ...index, manifests: [descriptor] });
+    });
+  }
+
   async removeManifest(name: string): Promise<Descriptor | undefined> {
     return this.withIndexLock(async () => {
       const index = await this.readIndex();

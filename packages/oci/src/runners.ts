@@ -1,12 +1,12 @@
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { lstatSync, mkdirSync, readdirSync, readlinkSync } from "node:fs";
-import { access, constants, mkdir, writeFile } from "node:fs/promises";
+import { mkdir, writeFile } from "node:fs/promises";
 import { join, posix } from "node:path";
 import { removeTree } from "./containers.js";
 import { ContainerConfigError, RuntimeError } from "./errors.js";
 import { resolveInRoot } from "./rootfs.js";
-import { findRunc, rootlessIds, waitForRuntime } from "./runtime.js";
+import { findProgram, findRunc, rootlessIds, waitForRuntime } from "./runtime.js";
 import { type BindMount, runtimeSpec } from "./runtime-spec.js";
 import { defaultDataDir } from "./store.js";
 
@@ -99,7 +99,9 @@ export class BubblewrapRuntime implements ContainerRuntime {
   constructor(private readonly bwrap: string) {}
 
   static async find(): Promise<BubblewrapRuntime> {
-    return new BubblewrapRuntime(await findProgram("bwrap", "bubblewrap"));
+    return new BubblewrapRuntime(
+      await findProgram("bwrap", { pkg: "bubblewrap", what: "Cannot run the sandbox" }),
+    );
   }
 
   args(process: SandboxProcess): string[] {
@@ -202,19 +204,4 @@ export class RuncRuntime implements ContainerRuntime {
       await removeTree(bundle);
     }
   }
-}
-
-async function findProgram(name: string, pkg: string): Promise<string> {
-  for (const dir of [...(process.env.PATH ?? "").split(":"), "/usr/bin", "/bin"]) {
-    if (dir === "") continue;
-    try {
-      await access(join(dir, name), constants.X_OK);
-      return join(dir, name);
-    } catch {
-      // keep looking
-    }
-  }
-  throw new RuntimeError(`Cannot run the sandbox: the ${name} program was not found.`, {
-    hint: `Install it (Debian/Ubuntu: apt-get install ${pkg}; Fedora: dnf install ${pkg}) and try again.`,
-  });
 }

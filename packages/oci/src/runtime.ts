@@ -50,27 +50,41 @@ export interface RunResult {
   readonly cached: boolean;
 }
 
-export async function findRunc(preferred: string | undefined = process.env.LOCALD_RUNC): Promise<string> {
-  const candidates = preferred
-    ? [preferred]
-    : [
-        ...(process.env.PATH ?? "/usr/sbin:/usr/bin:/sbin:/bin").split(":").map((dir) => join(dir, "runc")),
-        "/usr/sbin/runc",
-      ];
-  for (const path of candidates) {
+/** An executable `name` on PATH (then the usual system directories), or undefined. */
+export async function programOnPath(name: string): Promise<string | undefined> {
+  const dirs = (process.env.PATH ?? "").split(":").filter((dir) => dir !== "");
+  for (const dir of [...dirs, "/usr/sbin", "/usr/bin", "/sbin", "/bin"]) {
     try {
-      await access(path, constants.X_OK);
-      return path;
+      await access(join(dir, name), constants.X_OK);
+      return join(dir, name);
     } catch {
       // try the next one
     }
   }
+  return undefined;
+}
+
+/** `preferred` if it is executable, else `name` on PATH; a missing one names the package to install. */
+export async function findProgram(
+  name: string,
+  options: { preferred?: string | undefined; pkg: string; what: string },
+): Promise<string> {
+  const found = options.preferred
+    ? await access(options.preferred, constants.X_OK).then(
+        () => options.preferred,
+        () => undefined,
+      )
+    : await programOnPath(name);
+  if (found !== undefined) return found;
+  const { pkg } = options;
   throw new RuntimeError(
-    `Cannot run containers: the runc program was not found${preferred ? ` at ${preferred}` : ""}.`,
-    {
-      hint: "Install it (Debian/Ubuntu: apt-get install runc; Fedora: dnf install runc) and try again.",
-    },
+    `${options.what}: the ${name} program was not found${options.preferred ? ` at ${options.preferred}` : ""}.`,
+    { hint: `Install it (Debian/Ubuntu: apt-get install ${pkg}; Fedora: dnf install ${pkg}) and try again.` },
   );
+}
+
+export function findRunc(preferred: string | undefined = process.env.LOCALD_RUNC): Promise<string> {
+  return findProgram("runc", { preferred, pkg: "runc", what: "Cannot run containers" });
 }
 
 const SIGNALS: Record<string, number> = { SIGHUP: 1, SIGINT: 2, SIGQUIT: 3, SIGKILL: 9, SIGTERM: 15 };
@@ -111,19 +125,8 @@ export function subordinateIds(file: string, name: string, id: number): IdRange 
 export async function rootlessIds(uid: number): Promise<NonNullable<ContainerOptions["rootless"]>> {
   const gid = process.getegid?.() ?? uid;
   const ids = { uid, gid };
-  const helpers = await Promise.all(
-    ["newuidmap", "newgidmap"].map((tool) =>
-      Promise.any(
-        (process.env.PATH ?? "/usr/bin:/bin")
-          .split(":")
-          .map((dir) => access(join(dir, tool), constants.X_OK)),
-      ).then(
-        () => true,
-        () => false,
-      ),
-    ),
-  );
-  if (!helpers.every(Boolean)) return ids;
+  const helpers = await Promise.all(["newuidmap", "newgidmap"].map(programOnPath));
+  if (helpers.includes(undefined)) return ids;
   let name: string;
   try {
     name = userInfo().username;
