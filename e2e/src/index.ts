@@ -19,4 +19,5 @@ export {
   TEST_USER,
   terminateChild,
   unprivilegedUser,
+  waitForExit,
 } from "./util.js";

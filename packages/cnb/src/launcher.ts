@@ -1,12 +1,13 @@
 import { execFile } from "node:child_process";
 import { createHash } from "node:crypto";
-import { mkdir, readdir, readFile, stat, writeFile } from "node:fs/promises";
+import { mkdir, readdir, readFile, stat, symlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import { type BindMount, type ClientOptions, removeTree, type Store } from "@locald/oci";
+import { type BindMount, type ClientOptions, removeTree, type SandboxHandle, type Store } from "@locald/oci";
 import { parse as parseToml } from "smol-toml";
 import { appStateDir, orderToml, startingPoint } from "./build.js";
 import type { Builder } from "./builder.js";
+import { BuildConfigError } from "./errors.js";
 import { platformEnv } from "./platform.js";
 import { DEFAULT_PATH, HostSandbox, type OutputSink, processOutput } from "./sandbox.js";
 
@@ -60,6 +61,21 @@ export interface DevEnvironment {
   readonly rebuilt: boolean;
   /** Runs `argv` through the launcher in the environment; resolves with its exit code. */
   run(argv: readonly string[], options?: { terminal?: boolean; env?: readonly string[] }): Promise<number>;
+  /**
+   * Starts a command (`argv`), or a process type the buildpacks declared (`process`, as an image
+   * would run it), for a supervisor that stops it through the handle.
+   */
+  start(
+    what: { argv: readonly string[] } | { process: string },
+    options: StartOptions,
+  ): Promise<SandboxHandle>;
+  /** The process types the buildpacks declared, the default one first (if there is one). */
+  processTypes(): Promise<string[]>;
+}
+
+export interface StartOptions {
+  env?: readonly string[];
+  output: (chunk: Buffer, stream: "stdout" | "stderr") => void;
 }
 
 async function inputsDigest(app: string, builder: Builder, options: EnvironmentOptions): Promise<string> {
@@ -122,38 +138,75 @@ export async function prepareEnvironment(
     await sandbox.phase("builder", ["-app", "/workspace", "-layers", "/layers", "-platform", "/platform"]);
     await writeFile(join(state, "inputs"), digest);
   }
+  const launched = async (argv: readonly string[], extraEnv: readonly string[] = []) => ({
+    root: "host" as const,
+    // Not "--": the launcher then goes through bash and sources each layer's profile.d.
+    args: ["/cnb/lifecycle/launcher", ...argv],
+    env: [
+      `CNB_PLATFORM_API=${platformApi}`,
+      "CNB_LAYERS_DIR=/layers",
+      "CNB_APP_DIR=/workspace",
+      `PATH=${DEFAULT_PATH}`,
+      `HOME=${process.env.HOME ?? "/tmp"}`,
+      `TERM=${process.env.TERM ?? "xterm"}`,
+      "LOCALD_SHELL=1",
+      ...(await buildEnvironment(layers)),
+      ...extraEnv,
+    ],
+    cwd: "/workspace",
+    mounts,
+    ...(root ? { userNamespace: false } : { uid: process.geteuid?.() ?? 0, gid: process.getegid?.() ?? 0 }),
+  });
   return {
     app,
     builder,
     platformApi,
     layersDir: layers,
     rebuilt,
-    run: async (argv, runOptions = {}) => {
-      const env = [
-        `CNB_PLATFORM_API=${platformApi}`,
-        "CNB_LAYERS_DIR=/layers",
-        "CNB_APP_DIR=/workspace",
-        `PATH=${DEFAULT_PATH}`,
-        `HOME=${process.env.HOME ?? "/tmp"}`,
-        `TERM=${process.env.TERM ?? "xterm"}`,
-        "LOCALD_SHELL=1",
-        ...(await buildEnvironment(layers)),
-        ...(runOptions.env ?? []),
-      ];
-      return runtime.run({
-        root: "host",
-        // Not "--": the launcher then goes through bash and sources each layer's profile.d.
-        args: ["/cnb/lifecycle/launcher", ...argv],
-        env,
-        cwd: "/workspace",
-        mounts,
+    run: async (argv, runOptions = {}) =>
+      runtime.run({
+        ...(await launched(argv, runOptions.env)),
         ...(runOptions.terminal ? { terminal: true } : {}),
-        ...(root
-          ? { userNamespace: false }
-          : { uid: process.geteuid?.() ?? 0, gid: process.getegid?.() ?? 0 }),
+      }),
+    start: async (what, startOptions) => {
+      if ("argv" in what)
+        return runtime.start({
+          ...(await launched(what.argv, startOptions.env)),
+          output: startOptions.output,
+        });
+      if (!/^[A-Za-z0-9_-][A-Za-z0-9_.-]*$/.test(what.process))
+        throw new BuildConfigError(`"${what.process}" is not a process type name.`, {
+          hint: "Process types are letters, digits, '_', '-' and '.'.",
+        });
+      // The launcher runs a process type when it is called by that name, as /cnb/process/<type>.
+      const processDir = join(state, "process");
+      await mkdir(processDir, { recursive: true, mode: 0o755 });
+      const link = join(processDir, what.process);
+      await symlink("/cnb/lifecycle/launcher", link).catch((error: NodeJS.ErrnoException) => {
+        if (error.code !== "EEXIST") throw error;
+      });
+      const sandboxed = await launched([], startOptions.env);
+      return runtime.start({
+        ...sandboxed,
+        args: [`/locald/process/${what.process}`],
+        mounts: [...mounts, { source: processDir, destination: "/locald/process", readonly: true }],
+        output: startOptions.output,
       });
     },
+    processTypes: async () => {
+      const metadata = await readFile(join(layers, "config", "metadata.toml"), "utf8")
+        .then((text) => parseToml(text) as LaunchMetadata)
+        .catch(() => ({}) as LaunchMetadata);
+      const types = (metadata.processes ?? []).map((p) => p.type);
+      const first = metadata["buildpack-default-process-type"];
+      return first && types.includes(first) ? [first, ...types.filter((t) => t !== first)] : types;
+    },
   };
+}
+
+interface LaunchMetadata {
+  processes?: { type: string }[];
+  "buildpack-default-process-type"?: string;
 }
 
 /**

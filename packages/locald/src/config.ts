@@ -1,15 +1,22 @@
 import { readFile } from "node:fs/promises";
-import { dirname, join, resolve } from "node:path";
+import { basename, dirname, join, resolve } from "node:path";
 import { OciError } from "@locald/oci";
 import { type Static, Type } from "@sinclair/typebox";
 import { TypeCompiler } from "@sinclair/typebox/compiler";
 import { parse as parseToml, TomlError } from "smol-toml";
+import { type AST, parseTOML } from "toml-eslint-parser";
 
-/** `locald.toml`: the project's services and how each is built. */
+/** `locald.toml`: the project's services, how each is built and how each runs. */
 
 export class ConfigError extends OciError {
   readonly code = "CONFIG";
 }
+
+const SERVICE_NAME = "^[a-z0-9][a-z0-9_.-]*$";
+
+const EnvSchema = Type.Record(Type.String({ pattern: "^[A-Za-z_][A-Za-z0-9_]*$" }), Type.String(), {
+  additionalProperties: false,
+});
 
 const BuildSchema = Type.Object(
   {
@@ -18,26 +25,52 @@ const BuildSchema = Type.Object(
     builder: Type.Optional(Type.String({ minLength: 1 })),
     /** Buildpacks of the builder to use, in order (`id` or `id@version`), instead of its detection order. */
     buildpacks: Type.Optional(Type.Array(Type.String({ minLength: 1 }))),
-    env: Type.Optional(
-      Type.Record(Type.String({ pattern: "^[A-Za-z_][A-Za-z0-9_]*$" }), Type.String(), {
-        additionalProperties: false,
-      }),
-    ),
+    /** Build-time environment for the buildpacks. */
+    env: Type.Optional(EnvSchema),
     /** The image name (default: the service's name). */
     image: Type.Optional(Type.String({ minLength: 1 })),
   },
   { additionalProperties: false },
 );
 
-const ServiceSchema = Type.Object({ build: Type.Optional(BuildSchema) }, { additionalProperties: false });
+const ServiceSchema = Type.Object(
+  {
+    /** Inferred when absent: "build" with a build table, "container" with an image, else "command". */
+    type: Type.Optional(
+      Type.Union([Type.Literal("build"), Type.Literal("container"), Type.Literal("command")]),
+    ),
+    build: Type.Optional(BuildSchema),
+    /** The image a container service runs. */
+    image: Type.Optional(Type.String({ minLength: 1 })),
+    /** A shell command line (a string) or an argument vector; a build service's default is its default process. */
+    command: Type.Optional(
+      Type.Union([Type.String({ minLength: 1 }), Type.Array(Type.String(), { minItems: 1 })]),
+    ),
+    /** Where a command service runs, relative to locald.toml (default "."). */
+    path: Type.Optional(Type.String({ minLength: 1 })),
+    /** Runtime environment. */
+    env: Type.Optional(EnvSchema),
+    /** The service's PORT (default: a free port). */
+    port: Type.Optional(Type.Integer({ minimum: 1, maximum: 65535 })),
+    depends_on: Type.Optional(Type.Array(Type.String({ pattern: SERVICE_NAME }), { uniqueItems: true })),
+  },
+  { additionalProperties: false },
+);
 
 const ConfigSchema = Type.Object(
   {
     project: Type.Optional(
-      Type.Object({ builder: Type.Optional(Type.String({ minLength: 1 })) }, { additionalProperties: false }),
+      Type.Object(
+        {
+          /** Names the project's containers (default: the directory's name). */
+          name: Type.Optional(Type.String({ pattern: "^[a-z0-9][a-z0-9_.-]*$" })),
+          builder: Type.Optional(Type.String({ minLength: 1 })),
+        },
+        { additionalProperties: false },
+      ),
     ),
     services: Type.Optional(
-      Type.Record(Type.String({ pattern: "^[a-z0-9][a-z0-9_.-]*$" }), ServiceSchema, {
+      Type.Record(Type.String({ pattern: SERVICE_NAME }), ServiceSchema, {
         additionalProperties: false,
       }),
     ),
@@ -47,12 +80,16 @@ const ConfigSchema = Type.Object(
 
 export type LocaldConfig = Static<typeof ConfigSchema>;
 export type ServiceBuild = Static<typeof BuildSchema>;
+export type ServiceConfig = Static<typeof ServiceSchema>;
 
 export const CONFIG_FILE = "locald.toml";
 
+const KEYS =
+  "Keys: [project] name, builder; [services.<name>] type, build, image, command, path, env, port, depends_on; [services.<name>.build] path, builder, buildpacks, env, image.";
+
 let checker: ReturnType<typeof TypeCompiler.Compile<typeof ConfigSchema>> | undefined;
 
-/** Parses and checks the text of a locald.toml; `file` names it in errors. */
+/** Parses and checks the text of a locald.toml; `file` names it in errors, with line and column. */
 export function parseConfig(text: string, file: string): LocaldConfig {
   let value: unknown;
   try {
@@ -64,21 +101,131 @@ export function parseConfig(text: string, file: string): LocaldConfig {
       });
     throw error;
   }
+  const fail = (path: string[], message: string, hint = KEYS): never => {
+    const where = position(text, path);
+    const key = path.join(".") || "(top level)";
+    throw new ConfigError(`${file}:${where.line}:${where.column}: ${key}: ${message}`, { hint });
+  };
   checker ??= TypeCompiler.Compile(ConfigSchema);
   const first = checker.Errors(value).First();
-  if (first !== undefined) {
-    const key = first.path.replace(/^\//, "").replaceAll("/", ".") || "(top level)";
-    throw new ConfigError(`${file}: ${key}: ${first.message}.`, {
-      hint: "Keys: [project] builder; [services.<name>.build] path, builder, buildpacks, env, image.",
-    });
+  if (first !== undefined)
+    fail(
+      first.path.split("/").filter((part) => part !== ""),
+      `${first.message}.`,
+    );
+  const config = value as LocaldConfig;
+  const services = config.services ?? {};
+  for (const [name, service] of Object.entries(services)) {
+    const at = (key: string) => ["services", name, key];
+    const type = serviceType(service);
+    if (type === "container" && service.image === undefined)
+      fail(at("type"), 'a "container" service needs an image.', 'Add image = "<reference>".');
+    if (type !== "container" && service.image !== undefined)
+      fail(at("image"), `only a "container" service runs an image (this one is "${type}").`);
+    if (type !== "build" && service.build !== undefined)
+      fail(at("build"), `only a "build" service has a build table (this one is "${type}").`);
+    if (type === "build" && service.build === undefined)
+      fail(at("type"), 'a "build" service needs a build table.', `Add [services.${name}.build].`);
+    if (type === "command" && service.command === undefined)
+      fail(
+        ["services", name],
+        "nothing to run: give it a command, a build table or an image.",
+        `For example: command = "npm start", or [services.${name}.build], or image = "redis".`,
+      );
+    if (type !== "command" && service.path !== undefined)
+      fail(at("path"), `path is where a command service runs; a ${type} service has none.`);
+    for (const dependency of service.depends_on ?? []) {
+      if (dependency === name) fail(at("depends_on"), "a service cannot depend on itself.");
+      if (services[dependency] === undefined)
+        fail(
+          at("depends_on"),
+          `there is no service "${dependency}".`,
+          `Services: ${Object.keys(services).join(", ")}.`,
+        );
+    }
   }
-  return value as LocaldConfig;
+  const cycle = dependencyCycle(services);
+  if (cycle) fail(["services", cycle[0] ?? "", "depends_on"], `a dependency cycle: ${cycle.join(" → ")}.`);
+  const ports = new Map<number, string>();
+  for (const [name, service] of Object.entries(services)) {
+    if (service.port === undefined) continue;
+    const other = ports.get(service.port);
+    if (other) fail(["services", name, "port"], `port ${service.port} is service "${other}"'s port too.`);
+    ports.set(service.port, name);
+  }
+  return config;
+}
+
+export function serviceType(service: ServiceConfig): "build" | "container" | "command" {
+  return service.type ?? (service.build ? "build" : service.image ? "container" : "command");
+}
+
+function dependencyCycle(services: Record<string, ServiceConfig>): string[] | undefined {
+  const state = new Map<string, "visiting" | "done">();
+  const visit = (name: string, trail: string[]): string[] | undefined => {
+    if (state.get(name) === "done") return undefined;
+    if (state.get(name) === "visiting") return [...trail.slice(trail.indexOf(name)), name];
+    state.set(name, "visiting");
+    for (const dependency of services[name]?.depends_on ?? []) {
+      const cycle = visit(dependency, [...trail, name]);
+      if (cycle) return cycle;
+    }
+    state.set(name, "done");
+    return undefined;
+  };
+  for (const name of Object.keys(services)) {
+    const cycle = visit(name, []);
+    if (cycle) return cycle;
+  }
+  return undefined;
+}
+
+/** Line and column (1-based) of the deepest key of `path` written in the TOML text. */
+function position(text: string, path: readonly string[]): { line: number; column: number } {
+  type Start = AST.TOMLKeyValue["loc"]["start"];
+  const found = new Map<string, Start>();
+  const record = (key: readonly (string | number)[], node: AST.TOMLNode) => {
+    const id = key.join("/");
+    if (!found.has(id)) found.set(id, node.loc.start);
+  };
+  const walkValue = (key: (string | number)[], value: AST.TOMLContentNode) => {
+    if (value.type === "TOMLInlineTable") for (const pair of value.body) walkPair(key, pair);
+    if (value.type === "TOMLArray")
+      value.elements.forEach((element, index) => {
+        record([...key, index], element);
+        walkValue([...key, index], element);
+      });
+  };
+  const walkPair = (prefix: (string | number)[], pair: AST.TOMLKeyValue) => {
+    const keys = pair.key.keys.map((part) => (part.type === "TOMLBare" ? part.name : part.value));
+    // Each dotted prefix ("a.b" of "a.b.c = 1") is located at the pair too.
+    for (let i = 1; i <= keys.length; i++) record([...prefix, ...keys.slice(0, i)], pair);
+    walkValue([...prefix, ...keys], pair.value);
+  };
+  try {
+    for (const node of parseTOML(text).body[0].body) {
+      if (node.type === "TOMLKeyValue") walkPair([], node);
+      else {
+        for (let i = 1; i <= node.resolvedKey.length; i++) record(node.resolvedKey.slice(0, i), node);
+        for (const pair of node.body) walkPair(node.resolvedKey, pair);
+      }
+    }
+  } catch {
+    // The text parsed as TOML once already; a locator failure only loses the position.
+  }
+  for (let length = path.length; length > 0; length--) {
+    const start = found.get(path.slice(0, length).join("/"));
+    if (start) return { line: start.line, column: start.column + 1 };
+  }
+  return { line: 1, column: 1 };
 }
 
 export interface LoadedConfig {
   file: string;
   dir: string;
   config: LocaldConfig;
+  /** `[project] name`, else the directory's name. */
+  project: string;
 }
 
 /** `locald.toml` in `dir`, if there is one. */
@@ -91,5 +238,13 @@ export async function loadConfig(dir: string): Promise<LoadedConfig | undefined>
     if ((error as NodeJS.ErrnoException).code === "ENOENT") return undefined;
     throw new ConfigError(`Cannot read ${file}: ${(error as Error).message}.`);
   }
-  return { file, dir: dirname(file), config: parseConfig(text, file) };
+  const config = parseConfig(text, file);
+  const project =
+    config.project?.name ??
+    (basename(dirname(file))
+      .toLowerCase()
+      .replace(/[^a-z0-9_.-]+/g, "-")
+      .replace(/^[^a-z0-9]+/, "") ||
+      "project");
+  return { file, dir: dirname(file), config, project };
 }

@@ -5,6 +5,7 @@ import { registerContainerCommands } from "./commands/container.js";
 import { registerDevCommands } from "./commands/dev.js";
 import { type CommandContext, registerImageCommands } from "./commands/image.js";
 import { registerLoginCommands } from "./commands/login.js";
+import { registerUpCommand } from "./commands/up.js";
 import type { GlobalFlags } from "./options.js";
 import { type Output, processOutput, renderError } from "./ui.js";
 import { UsageError } from "./usage.js";
@@ -41,6 +42,7 @@ export async function main(argv: readonly string[], output: Output = processOutp
   registerImageCommands(program, context);
   registerLoginCommands(program, context);
   registerContainerCommands(program, context);
+  registerUpCommand(program, context);
   for (const command of program.commands) {
     command.exitOverride();
     for (const sub of command.commands) sub.exitOverride();

@@ -8,7 +8,7 @@ export interface Output {
 
 export const processOutput: Output = { stdout: process.stdout, stderr: process.stderr };
 
-const useColour = (stream: { isTTY?: boolean }) =>
+export const useColour = (stream: { isTTY?: boolean }) =>
   stream.isTTY === true && !process.env.NO_COLOR && process.env.TERM !== "dumb";
 
 export function formatBytes(bytes: number): string {

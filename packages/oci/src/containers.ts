@@ -179,7 +179,7 @@ export class Containers {
   private async settle(record: ContainerRecord): Promise<ContainerRecord> {
     if (record.status === "exited" || waiterAlive(record.waiter)) return record;
     // Nobody is waiting for this container any more: make sure it is gone, then say so.
-    await this.runcKill(record.name, "KILL");
+    await this.kill(record.name, "KILL");
     await this.runcDelete(record.name);
     const settled: ContainerRecord = { ...record, status: "exited", finished: new Date().toISOString() };
     if (record.remove) {
@@ -209,12 +209,12 @@ export class Containers {
   async stop(name: string, options: { timeoutMs?: number } = {}): Promise<ContainerRecord> {
     let record = await this.get(name);
     if (record.status !== "running") return record;
-    await this.runcKill(name, "TERM");
+    await this.kill(name, "TERM");
     const deadline = Date.now() + (options.timeoutMs ?? 10_000);
     let killed = false;
     while (waiterAlive(record.waiter)) {
       if (!killed && Date.now() >= deadline) {
-        await this.runcKill(name, "KILL");
+        await this.kill(name, "KILL");
         killed = true;
       }
       // No exit notification crosses processes here; the waiter's exit is polled.
@@ -245,7 +245,8 @@ export class Containers {
     await removeTree(bundle);
   }
 
-  private async runcKill(name: string, signal: string): Promise<void> {
+  /** Sends `signal` ("TERM", "KILL", …) to a running container's init; a gone one is no error. */
+  async kill(name: string, signal: string): Promise<void> {
     await run(this.runc, ["--root", this.runcRoot, "kill", name, signal]).catch(() => undefined);
   }
 

@@ -1,6 +1,6 @@
-import { spawn } from "node:child_process";
+import { execFile, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { lstatSync, mkdirSync, readdirSync, readlinkSync } from "node:fs";
+import { lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync } from "node:fs";
 import { mkdir, writeFile } from "node:fs/promises";
 import { join, posix } from "node:path";
 import { removeTree } from "./containers.js";
@@ -42,10 +42,23 @@ export interface SandboxProcess {
   terminal?: boolean;
 }
 
+/** A sandboxed process started by a supervisor, which stops it itself. */
+export interface SandboxHandle {
+  /** Signals the sandboxed processes; SIGKILL ends the whole sandbox. */
+  kill(signal: NodeJS.Signals): void;
+  /** Resolves with the exit code (128 + signal when killed). */
+  readonly exited: Promise<number>;
+}
+
 export interface ContainerRuntime {
   readonly name: "runc" | "bubblewrap";
   /** Runs the process to its end; resolves with its exit code (128 + signal when killed). */
   run(process: SandboxProcess): Promise<number>;
+  /**
+   * Starts the process in a process group of its own, so neither the caller's terminal nor its
+   * signals reach it: the caller stops it through the handle.
+   */
+  start(process: Omit<SandboxProcess, "terminal">): Promise<SandboxHandle>;
 }
 
 function stdioOf(process: SandboxProcess) {
@@ -152,6 +165,60 @@ export class BubblewrapRuntime implements ContainerRuntime {
     pipeOutput(child, process.output);
     return waitForRuntime(child, "bubblewrap");
   }
+
+  async start(process: Omit<SandboxProcess, "terminal">): Promise<SandboxHandle> {
+    const child = spawn(this.bwrap, this.args(process), { stdio: [...stdioOf(process)], detached: true });
+    pipeOutput(child, process.output);
+    const exited = waitForRuntime(child, "bubblewrap", false);
+    return {
+      exited,
+      kill: (signal) => {
+        if (child.pid === undefined || child.exitCode !== null || child.signalCode !== null) return;
+        // bwrap passes no signal on; SIGKILL of bwrap ends the rest (--die-with-parent).
+        if (signal === "SIGKILL") child.kill("SIGKILL");
+        else for (const pid of sandboxedProcesses(child.pid)) trySignal(pid, signal);
+      },
+    };
+  }
+}
+
+function trySignal(pid: number, signal: NodeJS.Signals): void {
+  try {
+    globalThis.process.kill(pid, signal);
+  } catch {
+    // already gone
+  }
+}
+
+/** The processes under a bwrap process (/proc parent links), without bwrap's own two. */
+function sandboxedProcesses(bwrapPid: number): number[] {
+  const children = new Map<number, number[]>();
+  const names = new Map<number, string>();
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    let stat: string;
+    try {
+      stat = readFileSync(`/proc/${entry}/stat`, "utf8");
+    } catch {
+      continue;
+    }
+    // "pid (comm) state ppid …": comm may hold spaces and parentheses.
+    const close = stat.lastIndexOf(")");
+    const ppid = Number(stat.slice(close + 2).split(" ")[1]);
+    const pid = Number(entry);
+    names.set(pid, stat.slice(stat.indexOf("(") + 1, close));
+    children.set(ppid, [...(children.get(ppid) ?? []), pid]);
+  }
+  const found: number[] = [];
+  const walk = (pid: number, depth: number) => {
+    for (const child of children.get(pid) ?? []) {
+      // The outer bwrap forks the namespace's init (bwrap too); everything below is the sandbox's.
+      if (!(depth === 0 && names.get(child) === "bwrap")) found.push(child);
+      walk(child, depth + 1);
+    }
+  };
+  walk(bwrapPid, 0);
+  return found;
 }
 
 export class RuncRuntime implements ContainerRuntime {
@@ -166,7 +233,8 @@ export class RuncRuntime implements ContainerRuntime {
     return new RuncRuntime(await findRunc(), home);
   }
 
-  async run(process: SandboxProcess): Promise<number> {
+  /** A bundle for the process, its runc id and state dir. */
+  private async prepare(process: SandboxProcess): Promise<{ bundle: string; id: string; state: string }> {
     if (process.root === "host")
       throw new RuntimeError(
         "runc needs a root filesystem directory; the host's own root is bubblewrap's job.",
@@ -195,6 +263,16 @@ export class RuncRuntime implements ContainerRuntime {
       await writeFile(join(bundle, "config.json"), JSON.stringify(spec));
       const state = join(this.home, "runc");
       await mkdir(state, { recursive: true, mode: 0o700 });
+      return { bundle, id, state };
+    } catch (error) {
+      await removeTree(bundle);
+      throw error;
+    }
+  }
+
+  async run(process: SandboxProcess): Promise<number> {
+    const { bundle, id, state } = await this.prepare(process);
+    try {
       const child = spawn(this.runc, ["--root", state, "run", "--bundle", bundle, id], {
         stdio: [...stdioOf(process)],
       });
@@ -203,5 +281,23 @@ export class RuncRuntime implements ContainerRuntime {
     } finally {
       await removeTree(bundle);
     }
+  }
+
+  async start(process: Omit<SandboxProcess, "terminal">): Promise<SandboxHandle> {
+    const { bundle, id, state } = await this.prepare(process);
+    const child = spawn(this.runc, ["--root", state, "run", "--bundle", bundle, id], {
+      stdio: [...stdioOf(process)],
+      detached: true,
+    });
+    pipeOutput(child, process.output);
+    const exited = waitForRuntime(child, "runc", false).finally(() => removeTree(bundle));
+    return {
+      exited,
+      kill: (signal) => {
+        execFile(this.runc, ["--root", state, "kill", id, signal.replace(/^SIG/, "")], () => {
+          // a container that already exited has nothing to signal
+        });
+      },
+    };
   }
 }

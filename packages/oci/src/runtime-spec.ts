@@ -30,6 +30,7 @@ export interface RuntimeSpec {
     gidMappings?: IdMapping[];
     maskedPaths: string[];
     readonlyPaths: string[];
+    cgroupsPath?: string;
   };
 }
 

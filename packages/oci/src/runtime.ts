@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn } from "node:child_process";
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import { existsSync, openSync, readFileSync, watch } from "node:fs";
 import { access, chmod, constants, mkdir, readFile, writeFile } from "node:fs/promises";
 import { release, userInfo } from "node:os";
@@ -38,6 +38,12 @@ export interface RunOptions extends ContainerOptions, Pick<UnpackOptions, "platf
   runc?: string;
   /** "auto" (default): an overlay over the cached root where the kernel allows, else a copy. */
   rootfs?: "auto" | "overlay" | "copy";
+  /**
+   * The container's output to this callback instead of the terminal (not with `detach`). It then
+   * runs in a process group of its own and the caller's signals are not forwarded: a supervisor
+   * stops it itself (`Containers.kill`).
+   */
+  output?: (chunk: Buffer, stream: "stdout" | "stderr") => void;
 }
 
 export interface RunResult {
@@ -223,6 +229,10 @@ export async function runContainer(reference: string, options: RunOptions = {}):
       ...(rootless && options.rootless === undefined ? { rootless: await rootlessIds(uid) } : {}),
     });
     if (lower !== undefined) spec.mounts.unshift(overlayMount(lower, bundle));
+    // runc names a root container's cgroup after the container by default, and names are only
+    // unique per LOCALD_HOME: the bundle's path tells two homes' containers apart.
+    if (!rootless)
+      spec.linux.cgroupsPath = `/locald/${name}-${createHash("sha256").update(bundle).digest("hex").slice(0, 12)}`;
     await writeFile(join(bundle, "config.json"), JSON.stringify(spec, null, 2));
     await mkdir(containers.runcRoot, { recursive: true, mode: 0o700 });
     Object.assign(record, { digest: image.descriptor.digest, ...(cacheKey ? { cacheKey } : {}) });
@@ -252,31 +262,41 @@ async function runForeground(
   runc: string,
   options: RunOptions,
 ): Promise<number> {
+  const supervised = options.output;
   const child = spawn(
     runc,
     ["--root", containers.runcRoot, "run", "--bundle", containers.bundle(record.name), record.name],
-    {
-      stdio: [options.interactive || options.tty ? "inherit" : "ignore", "inherit", "inherit"],
-    },
+    supervised
+      ? { stdio: ["ignore", "pipe", "pipe"], detached: true }
+      : { stdio: [options.interactive || options.tty ? "inherit" : "ignore", "inherit", "inherit"] },
   );
+  if (supervised) {
+    child.stdout?.on("data", (chunk: Buffer) => supervised(chunk, "stdout"));
+    child.stderr?.on("data", (chunk: Buffer) => supervised(chunk, "stderr"));
+  }
   record.status = "running";
   record.waiter = { pid: process.pid, start: processStart(process.pid) };
   await containers.save(record);
-  const exitCode = await waitForRuntime(child);
+  const exitCode = await waitForRuntime(child, "runc", supervised === undefined);
   await containers.exited(record.name, exitCode);
   return exitCode;
 }
 
-/** The runtime forwards signals to the container; the waiter only passes on the ones it receives. */
-export function waitForRuntime(child: ChildProcess, what = "runc"): Promise<number> {
+/**
+ * The runtime forwards signals to the container; the waiter only passes on the ones it receives
+ * (unless `forward` is false: a supervisor that stops its children itself).
+ */
+export function waitForRuntime(child: ChildProcess, what = "runc", forward = true): Promise<number> {
   return new Promise<number>((resolve, reject) => {
-    const forward = (signal: NodeJS.Signals) => child.kill(signal);
-    process.on("SIGINT", forward);
-    process.on("SIGTERM", forward);
+    const pass = (signal: NodeJS.Signals) => child.kill(signal);
+    if (forward) {
+      process.on("SIGINT", pass);
+      process.on("SIGTERM", pass);
+    }
     child.on("error", (error) => reject(new RuntimeError(`Cannot start ${what}: ${error.message}.`)));
     child.on("close", (code, signal) => {
-      process.off("SIGINT", forward);
-      process.off("SIGTERM", forward);
+      process.off("SIGINT", pass);
+      process.off("SIGTERM", pass);
       resolve(code ?? 128 + (SIGNALS[signal ?? ""] ?? 0));
     });
   });
