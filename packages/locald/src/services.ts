@@ -79,7 +79,7 @@ function runtimeEnv(name: string, service: ServiceConfig, ports: Map<string, num
 }
 
 /** A host process in a process group of its own, so the terminal's Ctrl-C reaches only locald. */
-function hostProcess(argv: readonly string[], cwd: string, env: readonly string[]) {
+export function hostProcess(argv: readonly string[], cwd: string, env: readonly string[]) {
   return (output: (chunk: Buffer) => void): Promise<ServiceRun> => {
     const environment = { ...process.env };
     for (const pair of env) {
