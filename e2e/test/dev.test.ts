@@ -7,11 +7,13 @@
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { chmod, cp, mkdir, readFile, stat, writeFile } from "node:fs/promises";
+import { createRequire } from "node:module";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { removeTree } from "@locald/oci";
+import { Ajv } from "ajv";
 import {
   type CliOptions,
   type CliResult,
@@ -27,6 +29,10 @@ import {
 } from "../src/index.js";
 
 const run = promisify(execFile);
+const DEVCONTAINER_SCHEMA = fileURLToPath(
+  new URL("../../fixtures/devcontainer.schema.json", import.meta.url),
+);
+const DEVCONTAINERS_CLI = createRequire(import.meta.url).resolve("@devcontainers/cli/devcontainer.js");
 const EXAMPLES = fileURLToPath(new URL("../../../examples/", import.meta.url));
 /** The caller's PATH without the directories that hold a node binary. */
 const PATH_WITHOUT_NODE = "/usr/local/sbin:/usr/sbin:/sbin:/bin";
@@ -133,6 +139,53 @@ for (const who of ["root", "an unprivileged user"] as const) {
       });
       assert.match(result.stdout, new RegExp(`inside:1:${process.version.replaceAll(".", "\\.")}`));
       assert.equal(result.code, 5);
+    });
+
+    test("locald devcontainer writes a devcontainer.json that the devcontainers CLI reads and the schema accepts", async () => {
+      const app = join(apps, "hello-node");
+      const written = await locald(["devcontainer", "-t", "hello-node-dev"], app);
+      assert.equal(written.code, 0, written.stderr);
+      const file = join(app, ".devcontainer", "devcontainer.json");
+      assert.match(
+        written.stdout,
+        /^Wrote \/.*\/\.devcontainer\/devcontainer\.json \(image docker\.io\/library\/hello-node-dev:latest, \d+ variables\)\n$/,
+        await readFile(file, "utf8").catch(() => "no file"),
+      );
+      const config = JSON.parse(await readFile(file, "utf8")) as {
+        image: string;
+        workspaceFolder: string;
+        containerEnv: Record<string, string>;
+      };
+      assert.equal(config.image, "docker.io/library/hello-node-dev:latest");
+      assert.equal(config.workspaceFolder, "/workspace");
+      // What the launcher gives the app: the node layer's bin on PATH, the layers' env.launch.
+      assert.match(config.containerEnv.PATH ?? "", /\/layers\/locald-samples_nodejs\/node\/bin/);
+      assert.match(config.containerEnv.NODE_PATH ?? "", /^\/layers\/locald-samples_nodejs\/.*node_modules$/);
+      assert.equal(config.containerEnv.PORT, "8080");
+      assert.equal(config.containerEnv.HOSTNAME, undefined);
+
+      const validate = new Ajv({ allErrors: true }).compile(
+        JSON.parse(await readFile(DEVCONTAINER_SCHEMA, "utf8")) as object,
+      );
+      assert.ok(validate(config), JSON.stringify(validate.errors));
+      // The reference tool reads it (it needs no Docker for that, but looks for one first).
+      const { stdout } = await run(
+        process.execPath,
+        [DEVCONTAINERS_CLI, "read-configuration", "--workspace-folder", app, "--docker-path", "/bin/true"],
+        { env: { ...process.env, HOME: home } },
+      );
+      const read = JSON.parse(stdout) as {
+        configuration: Record<string, unknown>;
+        workspace: { workspaceFolder: string };
+      };
+      assert.equal(read.configuration.image, "docker.io/library/hello-node-dev:latest");
+      assert.deepEqual(read.configuration.containerEnv, config.containerEnv);
+      assert.equal(read.workspace.workspaceFolder, "/workspace");
+
+      const again = await locald(["devcontainer", "-t", "hello-node-dev"], app);
+      assert.equal(again.code, 1);
+      assert.match(again.stderr, /devcontainer\.json exists already; it was left as it is[\s\S]*--force/);
+      assert.deepEqual(JSON.parse(await readFile(file, "utf8")), config, "the existing file is intact");
     });
   });
 }

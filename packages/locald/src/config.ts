@@ -239,12 +239,14 @@ export async function loadConfig(dir: string): Promise<LoadedConfig | undefined>
     throw new ConfigError(`Cannot read ${file}: ${(error as Error).message}.`);
   }
   const config = parseConfig(text, file);
-  const project =
-    config.project?.name ??
-    (basename(dirname(file))
-      .toLowerCase()
-      .replace(/[^a-z0-9_.-]+/g, "-")
-      .replace(/^[^a-z0-9]+/, "") ||
-      "project");
-  return { file, dir: dirname(file), config, project };
+  return { file, dir: dirname(file), config, project: config.project?.name ?? nameOf(dirname(file)) };
+}
+
+/** A directory's name as an image or project name: lower case, only the characters allowed. */
+export function nameOf(dir: string): string {
+  const name = basename(resolve(dir))
+    .toLowerCase()
+    .replace(/[^a-z0-9._-]+/g, "-")
+    .replace(/^[^a-z0-9]+/, "");
+  return name === "" ? "app" : name;
 }

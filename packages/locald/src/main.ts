@@ -2,7 +2,7 @@ import { Command, CommanderError } from "commander";
 import { registerBuildCommand } from "./commands/build.js";
 import { registerBuilderCommands } from "./commands/builder.js";
 import { registerContainerCommands } from "./commands/container.js";
-import { registerDevCommands } from "./commands/dev.js";
+import { registerDevCommands, registerDevcontainerCommand } from "./commands/dev.js";
 import { type CommandContext, registerImageCommands } from "./commands/image.js";
 import { registerLoginCommands } from "./commands/login.js";
 import { registerUpCommand } from "./commands/up.js";
@@ -39,6 +39,7 @@ export async function main(argv: readonly string[], output: Output = processOutp
   registerBuildCommand(program, context);
   registerBuilderCommands(program, context);
   registerDevCommands(program, context);
+  registerDevcontainerCommand(program, context);
   registerImageCommands(program, context);
   registerLoginCommands(program, context);
   registerContainerCommands(program, context);

@@ -1,23 +1,14 @@
 import { readFile, stat } from "node:fs/promises";
-import { basename, join, resolve } from "node:path";
+import { join } from "node:path";
 import { build } from "@locald/cnb";
 import { envFileLines } from "@locald/oci";
 import type { Command } from "commander";
-import { CONFIG_FILE, type LoadedConfig, loadConfig, type ServiceBuild } from "../config.js";
+import { CONFIG_FILE, type LoadedConfig, loadConfig, nameOf, type ServiceBuild } from "../config.js";
 import { clientOptions } from "../options.js";
 import { UsageError } from "../usage.js";
 import type { CommandContext } from "./image.js";
 
 const collect = (value: string, previous: string[]) => [...previous, value];
-
-/** The default image name: the app directory's name, as a valid repository name. */
-function defaultName(app: string): string {
-  const name = basename(resolve(app))
-    .toLowerCase()
-    .replace(/[^a-z0-9._-]+/g, "-")
-    .replace(/^[^a-z0-9]+/, "");
-  return name === "" ? "app" : name;
-}
 
 function creationTime(value: string): Date {
   if (value === "now") return new Date();
@@ -57,10 +48,10 @@ async function targets(arg: string | undefined, loaded: LoadedConfig | undefined
     ...(service.build ? { service: service.build } : {}),
   });
   if (arg === undefined)
-    return services.length > 0 ? services.map(serviceTarget) : [{ path: ".", name: defaultName(".") }];
+    return services.length > 0 ? services.map(serviceTarget) : [{ path: ".", name: nameOf(".") }];
   const service = services.find(([name]) => name === arg);
   if (service) return [serviceTarget(service)];
-  if ((await stat(arg).catch(() => undefined))?.isDirectory()) return [{ path: arg, name: defaultName(arg) }];
+  if ((await stat(arg).catch(() => undefined))?.isDirectory()) return [{ path: arg, name: nameOf(arg) }];
   throw new UsageError(
     loaded
       ? `"${arg}" is neither a service with a [services.${arg}.build] table in ${loaded.file} nor a directory.`

@@ -1,6 +1,7 @@
-import { prepareEnvironment } from "@locald/cnb";
+import { build, prepareEnvironment } from "@locald/cnb";
 import type { Command } from "commander";
-import { CONFIG_FILE, loadConfig } from "../config.js";
+import { CONFIG_FILE, loadConfig, nameOf } from "../config.js";
+import { devcontainerConfig, launchEnvironment, writeDevcontainer } from "../devcontainer.js";
 import { clientOptions } from "../options.js";
 import { UsageError } from "../usage.js";
 import type { CommandContext } from "./image.js";
@@ -29,18 +30,23 @@ function splitAtDashes(raw: readonly string[], verb: string): { path: string; co
   return { path: before[0] ?? ".", command: dashes < 0 ? [] : words.slice(dashes + 1) };
 }
 
+/** The builder: the flag, else locald.toml's [project] builder, else LOCALD_BUILDER. */
+async function builderFor(flags: { builder?: string }): Promise<string> {
+  const loaded = await loadConfig(".");
+  const builder = flags.builder ?? loaded?.config.project?.builder ?? process.env.LOCALD_BUILDER;
+  if (builder === undefined)
+    throw new UsageError(
+      `No builder: pass --builder <image>, set [project] builder in ${CONFIG_FILE}, or set LOCALD_BUILDER.`,
+    );
+  return builder;
+}
+
 export function registerDevCommands(program: Command, context: CommandContext): void {
   const { output } = context;
   const environment = async (path: string, flags: DevFlags) => {
-    const loaded = await loadConfig(".");
-    const builder = flags.builder ?? loaded?.config.project?.builder ?? process.env.LOCALD_BUILDER;
-    if (builder === undefined)
-      throw new UsageError(
-        `No builder: pass --builder <image>, set [project] builder in ${CONFIG_FILE}, or set LOCALD_BUILDER.`,
-      );
     const global = context.flags();
     return prepareEnvironment(path, {
-      builder,
+      builder: await builderFor(flags),
       env: flags.env,
       ...(flags.rebuild ? { rebuild: true } : {}),
       client: clientOptions(global, (line) => output.stderr.write(`${line}\n`)),
@@ -85,4 +91,64 @@ export function registerDevCommands(program: Command, context: CommandContext): 
       env: ["PS1=(locald) \\w\\$ "],
     });
   });
+}
+
+interface DevcontainerFlags {
+  builder?: string;
+  env: string[];
+  tag?: string;
+  publish?: boolean;
+  port: string;
+  force?: boolean;
+}
+
+export function registerDevcontainerCommand(program: Command, context: CommandContext): void {
+  const { output } = context;
+  program
+    .command("devcontainer")
+    .description(
+      "Build the app's image and write .devcontainer/devcontainer.json for editors (VS Code, devcontainers CLI)",
+    )
+    .argument("[path]", "the app's directory", ".")
+    .option(
+      "-B, --builder <ref>",
+      "builder image (default: [project] builder of locald.toml, or LOCALD_BUILDER)",
+    )
+    .option("-e, --env <K=V>", "build-time environment variable for buildpacks", collect, [])
+    .option("-t, --tag <name>", "image name (default: the directory's name)")
+    .option("--publish", "push the image to the registry -t names, where the editor's Docker can pull it")
+    .option("--port <port>", "the app's PORT in the container, forwarded by the editor", "8080")
+    .option("--force", "replace an existing .devcontainer/devcontainer.json")
+    .action(async (path: string, flags: DevcontainerFlags) => {
+      const port = Number(flags.port);
+      if (!Number.isInteger(port) || port < 1 || port > 65535)
+        throw new UsageError(`--port must be a TCP port (1-65535), not "${flags.port}".`);
+      if (flags.publish && flags.tag === undefined)
+        throw new UsageError(
+          "--publish needs the image's name with -t (for example -t registry.example.com/team/app).",
+        );
+      const global = context.flags();
+      const client = clientOptions(global, (line) => output.stderr.write(`${line}\n`));
+      const result = await build(path, {
+        builder: await builderFor(flags),
+        output: flags.publish
+          ? { kind: "registry", name: flags.tag as string }
+          : { kind: "store", name: flags.tag ?? nameOf(path) },
+        env: flags.env,
+        client,
+        logLevel: global.verbose || process.env.LOCALD_DEBUG === "1" ? "debug" : "info",
+        onOutput: (chunk) => output.stderr.write(chunk),
+      });
+      const env = await launchEnvironment(result.image, { client });
+      const file = await writeDevcontainer(
+        path,
+        devcontainerConfig({ app: path, image: result.image, env, port }),
+        flags.force === true,
+      );
+      output.stdout.write(`Wrote ${file} (image ${result.image}, ${Object.keys(env).length} variables)\n`);
+      if (!flags.publish)
+        output.stderr.write(
+          `The image is in locald's store: push it where your editor's Docker can pull it (locald image push ${result.image} <registry>/<name>), or rerun with -t <registry>/<name> --publish.\n`,
+        );
+    });
 }
