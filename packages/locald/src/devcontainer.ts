@@ -60,6 +60,7 @@ export function devcontainerConfig(options: DevcontainerOptions): Record<string,
     name: `${basename(resolve(options.app))} (locald)`,
     image: options.image,
     // The app where the buildpacks built it, so the layers' paths and the launcher's cwd hold.
+    // biome-ignore lint/suspicious/noTemplateCurlyInString: a devcontainer.json variable, for the editor to fill in.
     workspaceMount: "source=${localWorkspaceFolder},target=/workspace,type=bind",
     workspaceFolder: "/workspace",
     containerEnv: { ...options.env, PORT: String(options.port) },
