@@ -309,7 +309,7 @@ for (const who of ["root", "an unprivileged user"] as const) {
       );
       const broken = await locald(["build", "site"], project);
       assert.equal(broken.code, 1);
-      assert.match(broken.stderr, /locald\.toml: services\.site\.build/);
+      assert.match(broken.stderr, /locald\.toml:3:1: services\.site\.build\.buidler: Unexpected property/);
       await writeFile(join(project, "locald.toml"), '[services.site.build\npath = "site"\n');
       const syntax = await locald(["build"], project);
       assert.equal(syntax.code, 1);
