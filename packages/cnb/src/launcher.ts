@@ -149,7 +149,6 @@ export async function prepareEnvironment(
       `PATH=${DEFAULT_PATH}`,
       `HOME=${process.env.HOME ?? "/tmp"}`,
       `TERM=${process.env.TERM ?? "xterm"}`,
-      "LOCALD_SHELL=1",
       ...(await buildEnvironment(layers)),
       ...extraEnv,
     ],
@@ -165,7 +164,8 @@ export async function prepareEnvironment(
     rebuilt,
     run: async (argv, runOptions = {}) =>
       runtime.run({
-        ...(await launched(argv, runOptions.env)),
+        // Tells a shell or script that it runs inside `locald shell` / `exec`.
+        ...(await launched(argv, ["LOCALD_SHELL=1", ...(runOptions.env ?? [])])),
         ...(runOptions.terminal ? { terminal: true } : {}),
       }),
     start: async (what, startOptions) => {
