@@ -12,8 +12,7 @@ import {
   BUILDER_GID,
   BUILDER_UID,
   LOCALD_BIN,
-  pushRunImage,
-  pushTestBuilder,
+  pushSampleBuilder,
   startRegistry,
   type TestRegistry,
 } from "@locald/e2e";
@@ -69,11 +68,7 @@ async function main(): Promise<number> {
   try {
     registry = await startRegistry({ flavour: "anonymous" });
     process.stderr.write("assembling the test builder and the Debian run image…\n");
-    const runImage = await pushRunImage(registry, work);
-    const builder = await pushTestBuilder(registry, work, {
-      runImage,
-      buildpacks: ["nodejs", "rust", "procfile"],
-    });
+    const { builder, runImage } = await pushSampleBuilder(registry, work, ["nodejs", "rust", "procfile"]);
     const app = join(EXAMPLES, options.app);
     const home = join(work, "home");
     const check = (what: string, t: { code: number; stderr: string }) => {

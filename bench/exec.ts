@@ -7,7 +7,7 @@ import { chmod, cp, mkdtemp } from "node:fs/promises";
 import { cpus, tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { LOCALD_BIN, pushRunImage, pushTestBuilder, startRegistry, type TestRegistry } from "@locald/e2e";
+import { LOCALD_BIN, pushSampleBuilder, startRegistry, type TestRegistry } from "@locald/e2e";
 import { removeTree } from "@locald/oci";
 import {
   benchArgs,
@@ -43,8 +43,7 @@ async function main(): Promise<number> {
   let registry: TestRegistry | undefined;
   try {
     registry = await startRegistry({ flavour: "anonymous" });
-    const runImage = await pushRunImage(registry, work);
-    const builder = await pushTestBuilder(registry, work, { runImage, buildpacks: ["nodejs"] });
+    const { builder } = await pushSampleBuilder(registry, work, ["nodejs"]);
     const app = join(work, "hello-node");
     await cp(join(EXAMPLES, "hello-node"), app, { recursive: true });
     const exec = () =>

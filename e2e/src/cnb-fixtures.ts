@@ -229,3 +229,13 @@ export async function pushTestBuilder(
   await push({ kind: "layout", dir: layout.root, name: "builder" }, ref);
   return ref;
 }
+
+/** The run image and a builder of the named sample buildpacks over it, both pushed to `registry`. */
+export async function pushSampleBuilder(
+  registry: TestRegistry,
+  work: string,
+  buildpacks: readonly string[],
+): Promise<{ builder: string; runImage: string }> {
+  const runImage = await pushRunImage(registry, work);
+  return { builder: await pushTestBuilder(registry, work, { runImage, buildpacks }), runImage };
+}

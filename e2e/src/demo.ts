@@ -8,7 +8,7 @@ import { chmod } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { runLocald } from "./cli.js";
-import { pushRunImage, pushTestBuilder } from "./cnb-fixtures.js";
+import { pushSampleBuilder } from "./cnb-fixtures.js";
 import { startRegistry } from "./registry.js";
 import { makeTempDir, removeDir } from "./util.js";
 
@@ -31,8 +31,7 @@ try {
   process.stdout.write(
     "Preparing the sample builder (first time on a machine: builds the lifecycle and a Debian run image)…\n",
   );
-  const runImage = await pushRunImage(registry, work);
-  const builder = await pushTestBuilder(registry, work, { runImage, buildpacks: ["procfile"] });
+  const { builder, runImage } = await pushSampleBuilder(registry, work, ["procfile"]);
   process.stdout.write(`Builder ${builder}, run image ${runImage}\n`);
   await step("build", ["build", SAMPLE_APP, "--builder", builder, "-t", "procfile-static"], env);
   await step("run", ["container", "run", "--rm", "procfile-static"], env);

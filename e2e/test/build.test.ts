@@ -18,8 +18,7 @@ import {
   type CliResult,
   findFreePort,
   makeTempDir,
-  pushRunImage,
-  pushTestBuilder,
+  pushSampleBuilder,
   requireBinary,
   runLocald,
   startRegistry,
@@ -40,11 +39,11 @@ before(async () => {
   shared.secured = await startRegistry({ flavour: "token" });
   shared.work = await makeTempDir("build");
   await chmod(shared.work, 0o755);
-  const runImage = await pushRunImage(shared.registry, shared.work);
-  shared.builder = await pushTestBuilder(shared.registry, shared.work, {
-    runImage,
-    buildpacks: ["nodejs", "rust", "procfile"],
-  });
+  ({ builder: shared.builder } = await pushSampleBuilder(shared.registry, shared.work, [
+    "nodejs",
+    "rust",
+    "procfile",
+  ]));
 });
 
 after(async () => {

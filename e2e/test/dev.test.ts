@@ -19,8 +19,7 @@ import {
   type CliResult,
   LOCALD_BIN,
   makeTempDir,
-  pushRunImage,
-  pushTestBuilder,
+  pushSampleBuilder,
   requireBinary,
   runLocald,
   startRegistry,
@@ -44,11 +43,11 @@ before(async () => {
   shared.registry = await startRegistry({ flavour: "anonymous" });
   shared.work = await makeTempDir("dev");
   await chmod(shared.work, 0o755);
-  const runImage = await pushRunImage(shared.registry, shared.work);
-  shared.builder = await pushTestBuilder(shared.registry, shared.work, {
-    runImage,
-    buildpacks: ["nodejs", "rust", "procfile"],
-  });
+  ({ builder: shared.builder } = await pushSampleBuilder(shared.registry, shared.work, [
+    "nodejs",
+    "rust",
+    "procfile",
+  ]));
 });
 
 after(async () => {

@@ -17,8 +17,7 @@ import {
   busyboxLayer,
   type CliOptions,
   makeTempDir,
-  pushRunImage,
-  pushTestBuilder,
+  pushSampleBuilder,
   requireBinary,
   runLocald,
   startLocald,
@@ -40,11 +39,7 @@ before(async () => {
   shared.registry = await startRegistry({ flavour: "anonymous" });
   shared.work = await makeTempDir("up");
   await chmod(shared.work, 0o755);
-  const runImage = await pushRunImage(shared.registry, shared.work);
-  shared.builder = await pushTestBuilder(shared.registry, shared.work, {
-    runImage,
-    buildpacks: ["nodejs", "rust"],
-  });
+  ({ builder: shared.builder } = await pushSampleBuilder(shared.registry, shared.work, ["nodejs", "rust"]));
   // A static file server: busybox httpd on $PORT.
   const layout = await OciLayout.open(join(shared.work, "layout-httpd"), { create: true });
   const image = await writeImage(layout, {
