@@ -5,6 +5,7 @@ import { type Static, Type } from "@sinclair/typebox";
 import { TypeCompiler } from "@sinclair/typebox/compiler";
 import { parse as parseToml, TomlError } from "smol-toml";
 import { type AST, parseTOML } from "toml-eslint-parser";
+import { UsageError } from "./usage.js";
 
 /** `locald.toml`: the project's services, how each is built and how each runs. */
 
@@ -154,6 +155,22 @@ export function parseConfig(text: string, file: string): LocaldConfig {
     ports.set(service.port, name);
   }
   return config;
+}
+
+/** The builder to use: the first one given, else `[project] builder`, else LOCALD_BUILDER. */
+export function chooseBuilder(loaded: LoadedConfig | undefined, ...given: (string | undefined)[]): string {
+  const builder =
+    given.find((b) => b !== undefined) ?? loaded?.config.project?.builder ?? process.env.LOCALD_BUILDER;
+  if (builder === undefined)
+    throw new UsageError(
+      `No builder: pass --builder <image>, set [project] builder in ${CONFIG_FILE}, or set LOCALD_BUILDER.`,
+    );
+  return builder;
+}
+
+/** An `env` table of locald.toml as `NAME=value` lines. */
+export function envLines(env: Record<string, string> | undefined): string[] {
+  return Object.entries(env ?? {}).map(([name, value]) => `${name}=${value}`);
 }
 
 export function serviceType(service: ServiceConfig): "build" | "container" | "command" {

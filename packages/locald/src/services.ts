@@ -6,6 +6,7 @@ import {
   ContainerStateError,
   Containers,
   defaultDataDir,
+  exitStatus,
   findRunc,
   formatReference,
   parseReference,
@@ -14,7 +15,14 @@ import {
   Store,
   store,
 } from "@locald/oci";
-import { CONFIG_FILE, ConfigError, type LoadedConfig, type ServiceConfig, serviceType } from "./config.js";
+import {
+  CONFIG_FILE,
+  ConfigError,
+  envLines,
+  type LoadedConfig,
+  type ServiceConfig,
+  serviceType,
+} from "./config.js";
 import { freePort, type ServiceRun, type SupervisedService } from "./supervisor.js";
 import { UsageError } from "./usage.js";
 
@@ -56,16 +64,25 @@ export async function assignPorts(
   loaded: LoadedConfig,
   names: readonly string[],
 ): Promise<Map<string, number>> {
-  const ports = new Map<string, number>();
   const services = loaded.config.services ?? {};
-  const fixed = new Set(names.map((name) => services[name]?.port).filter((p) => p !== undefined));
+  const ports = new Map<string, number>();
+  const taken = new Set<number>();
   for (const name of names) {
-    let port = services[name]?.port;
-    while (port === undefined || (services[name]?.port === undefined && fixed.has(port)))
-      port = await freePort();
-    ports.set(name, port);
+    const port = services[name]?.port;
+    if (port !== undefined) {
+      ports.set(name, port);
+      taken.add(port);
+    }
   }
-  return ports;
+  for (const name of names) {
+    if (ports.has(name)) continue;
+    // A free port is one nothing listens on now: it may still be a fixed port or one given out already.
+    let port = await freePort();
+    while (taken.has(port)) port = await freePort();
+    ports.set(name, port);
+    taken.add(port);
+  }
+  return new Map(names.map((name) => [name, ports.get(name) as number]));
 }
 
 const portVariable = (name: string) => `${name.toUpperCase().replace(/[^A-Z0-9]/g, "_")}_PORT`;
@@ -74,7 +91,7 @@ function runtimeEnv(name: string, service: ServiceConfig, ports: Map<string, num
   return [
     ...[...ports].map(([other, port]) => `${portVariable(other)}=${port}`),
     `PORT=${ports.get(name)}`,
-    ...Object.entries(service.env ?? {}).map(([key, value]) => `${key}=${value}`),
+    ...envLines(service.env),
   ];
 }
 
@@ -99,7 +116,7 @@ export function hostProcess(argv: readonly string[], cwd: string, env: readonly 
         output(Buffer.from(`cannot start ${argv[0]}: ${error.message}\n`));
         resolve(127);
       });
-      child.on("close", (code, signal) => resolve(code ?? 128 + (signal ? signalNumber(signal) : 0)));
+      child.on("close", (code, signal) => resolve(exitStatus(code, signal)));
     });
     return Promise.resolve({
       exited,
@@ -113,10 +130,6 @@ export function hostProcess(argv: readonly string[], cwd: string, env: readonly 
       },
     });
   };
-}
-
-function signalNumber(signal: NodeJS.Signals): number {
-  return { SIGHUP: 1, SIGINT: 2, SIGKILL: 9, SIGTERM: 15 }[signal as string] ?? 0;
 }
 
 const shellCommand = (command: string | readonly string[]) =>
@@ -185,10 +198,11 @@ async function buildService(
     throw new ConfigError(`Service "${name}" has no builder.`, {
       hint: `Set builder in [services.${name}.build] or [project] of ${CONFIG_FILE}, or set LOCALD_BUILDER.`,
     });
-  options.onPrepareOutput(name, `building ${join(loaded.dir, build.path ?? ".")} with ${builder}\n`);
-  return prepareEnvironment(join(loaded.dir, build.path ?? "."), {
+  const app = join(loaded.dir, build.path ?? ".");
+  options.onPrepareOutput(name, `building ${app} with ${builder}\n`);
+  return prepareEnvironment(app, {
     builder,
-    env: Object.entries(build.env ?? {}).map(([key, value]) => `${key}=${value}`),
+    env: envLines(build.env),
     ...(build.buildpacks ? { buildpacks: build.buildpacks } : {}),
     // The buildpacks decide what is still good (cached layers, incremental compiles): a changed
     // source file must reach the running service, not only a changed manifest.
@@ -205,7 +219,7 @@ async function defaultProcess(
   environment: DevEnvironment,
 ): Promise<string> {
   const types = await environment.processTypes();
-  const chosen = types.length === 1 ? types[0] : (types.find((t) => t === "web") ?? types[0]);
+  const chosen = types.find((t) => t === "web") ?? types[0];
   if (chosen === undefined)
     throw new ConfigError(`The buildpacks declared no process for service "${name}".`, {
       hint: `Give it a command in [services.${name}] of ${loaded.file}.`,

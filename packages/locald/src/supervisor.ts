@@ -92,29 +92,41 @@ const delay = (ms: number, signal: AbortSignal) =>
     );
   });
 
+/** Output chunks cut into whole lines; `flush` gives what is left of the last one. */
+export function lineSplitter(onLine: (line: string) => void): {
+  write(chunk: Buffer | string): void;
+  flush(): void;
+} {
+  let partial = "";
+  return {
+    write: (chunk) => {
+      const lines = (partial + chunk.toString()).split("\n");
+      partial = lines.pop() ?? "";
+      for (const line of lines) onLine(line);
+    },
+    flush: () => {
+      if (partial !== "") onLine(partial);
+      partial = "";
+    },
+  };
+}
+
 class Supervised {
   current: ServiceRun | undefined;
   /** Resolves when the service has stopped for good (after `stop`). */
   finished: Promise<void> = Promise.resolve();
   restarts = 0;
-  private partial = "";
+  private readonly lines: ReturnType<typeof lineSplitter>;
 
   constructor(
     readonly service: SupervisedService,
     private readonly options: Required<SupervisorOptions>,
     private readonly stopping: AbortSignal,
-  ) {}
-
-  private output = (chunk: Buffer) => {
-    const lines = (this.partial + chunk.toString("utf8")).split("\n");
-    this.partial = lines.pop() ?? "";
-    for (const line of lines) this.options.log(this.service.name, line);
-  };
-
-  private flush() {
-    if (this.partial !== "") this.options.log(this.service.name, this.partial);
-    this.partial = "";
+  ) {
+    this.lines = lineSplitter((line) => options.log(service.name, line));
   }
+
+  private output = (chunk: Buffer) => this.lines.write(chunk);
 
   /** Starts the first run (its failure is the caller's), then keeps the service running. */
   async begin(): Promise<void> {
@@ -128,7 +140,7 @@ class Supervised {
     while (run) {
       const started = Date.now();
       const code = await run.exited;
-      this.flush();
+      this.lines.flush();
       this.current = undefined;
       if (this.stopping.aborted) return;
       if (Date.now() - started >= this.options.steadyMs) backoff = this.options.backoffMs;

@@ -6,7 +6,7 @@ import { join, posix } from "node:path";
 import { removeTree } from "./containers.js";
 import { ContainerConfigError, RuntimeError } from "./errors.js";
 import { resolveInRoot } from "./rootfs.js";
-import { findProgram, findRunc, rootlessIds, waitForRuntime } from "./runtime.js";
+import { findProgram, findRunc, pipeOutput, rootlessIds, waitForRuntime } from "./runtime.js";
 import { type BindMount, runtimeSpec } from "./runtime-spec.js";
 import { defaultDataDir } from "./store.js";
 
@@ -66,12 +66,6 @@ function stdioOf(process: SandboxProcess) {
   return process.output === undefined || process.output === "inherit"
     ? ([stdin, "inherit", "inherit"] as const)
     : ([stdin, "pipe", "pipe"] as const);
-}
-
-function pipeOutput(child: ReturnType<typeof spawn>, output: SandboxProcess["output"]): void {
-  if (typeof output !== "function") return;
-  child.stdout?.on("data", (chunk: Buffer) => output(chunk, "stdout"));
-  child.stderr?.on("data", (chunk: Buffer) => output(chunk, "stderr"));
 }
 
 /**

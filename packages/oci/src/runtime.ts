@@ -2,7 +2,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import { existsSync, openSync, readFileSync, watch } from "node:fs";
 import { access, chmod, constants, mkdir, readFile, writeFile } from "node:fs/promises";
-import { release, userInfo } from "node:os";
+import { constants as osConstants, release, userInfo } from "node:os";
 import { join } from "node:path";
 import type { ClientOptions } from "./client.js";
 import { type ContainerRecord, Containers, checkContainerName, processStart } from "./containers.js";
@@ -93,7 +93,20 @@ export function findRunc(preferred: string | undefined = process.env.LOCALD_RUNC
   return findProgram("runc", { preferred, pkg: "runc", what: "Cannot run containers" });
 }
 
-const SIGNALS: Record<string, number> = { SIGHUP: 1, SIGINT: 2, SIGQUIT: 3, SIGKILL: 9, SIGTERM: 15 };
+/** A process's exit status as a shell reports it: its code, or 128 + the number of the signal that ended it. */
+export function exitStatus(code: number | null, signal: NodeJS.Signals | null): number {
+  return code ?? 128 + (signal ? (osConstants.signals[signal] ?? 0) : 0);
+}
+
+/** Hands a child's stdout and stderr to `output`, each chunk with its stream's name. */
+export function pipeOutput(
+  child: ChildProcess,
+  output: ((chunk: Buffer, stream: "stdout" | "stderr") => void) | "inherit" | undefined,
+): void {
+  if (typeof output !== "function") return;
+  child.stdout?.on("data", (chunk: Buffer) => output(chunk, "stdout"));
+  child.stderr?.on("data", (chunk: Buffer) => output(chunk, "stderr"));
+}
 
 /** Overlayfs as the root: always as root; unprivileged from Linux 5.11 (mounted in a user namespace). */
 export function overlaySupported(rootless: boolean): boolean {
@@ -270,10 +283,7 @@ async function runForeground(
       ? { stdio: ["ignore", "pipe", "pipe"], detached: true }
       : { stdio: [options.interactive || options.tty ? "inherit" : "ignore", "inherit", "inherit"] },
   );
-  if (supervised) {
-    child.stdout?.on("data", (chunk: Buffer) => supervised(chunk, "stdout"));
-    child.stderr?.on("data", (chunk: Buffer) => supervised(chunk, "stderr"));
-  }
+  pipeOutput(child, supervised);
   record.status = "running";
   record.waiter = { pid: process.pid, start: processStart(process.pid) };
   await containers.save(record);
@@ -297,7 +307,7 @@ export function waitForRuntime(child: ChildProcess, what = "runc", forward = tru
     child.on("close", (code, signal) => {
       process.off("SIGINT", pass);
       process.off("SIGTERM", pass);
-      resolve(code ?? 128 + (SIGNALS[signal ?? ""] ?? 0));
+      resolve(exitStatus(code, signal));
     });
   });
 }

@@ -3,7 +3,15 @@ import { join } from "node:path";
 import { build } from "@locald/cnb";
 import { envFileLines } from "@locald/oci";
 import type { Command } from "commander";
-import { CONFIG_FILE, type LoadedConfig, loadConfig, nameOf, type ServiceBuild } from "../config.js";
+import {
+  CONFIG_FILE,
+  chooseBuilder,
+  envLines,
+  type LoadedConfig,
+  loadConfig,
+  nameOf,
+  type ServiceBuild,
+} from "../config.js";
 import { clientOptions } from "../options.js";
 import { UsageError } from "../usage.js";
 import type { CommandContext } from "./image.js";
@@ -103,17 +111,9 @@ export function registerBuildCommand(program: Command, context: CommandContext):
       );
       const flags = context.flags();
       for (const target of chosen) {
-        const builder =
-          opts.builder ??
-          target.service?.builder ??
-          loaded?.config.project?.builder ??
-          process.env.LOCALD_BUILDER;
-        if (builder === undefined)
-          throw new UsageError(
-            `No builder: pass --builder <image>, set [project] builder in ${CONFIG_FILE}, or set LOCALD_BUILDER.`,
-          );
+        const builder = chooseBuilder(loaded, opts.builder, target.service?.builder);
         const name = opts.tag ?? target.name;
-        const serviceEnv = Object.entries(target.service?.env ?? {}).map(([key, value]) => `${key}=${value}`);
+        const serviceEnv = envLines(target.service?.env);
         const buildpacks = [...(target.service?.buildpacks ?? []), ...opts.buildpack];
         const result = await build(target.path, {
           builder,

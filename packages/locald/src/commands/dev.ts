@@ -1,6 +1,6 @@
 import { build, prepareEnvironment } from "@locald/cnb";
 import type { Command } from "commander";
-import { CONFIG_FILE, loadConfig, nameOf } from "../config.js";
+import { chooseBuilder, loadConfig, nameOf } from "../config.js";
 import { devcontainerConfig, launchEnvironment, writeDevcontainer } from "../devcontainer.js";
 import { clientOptions } from "../options.js";
 import { UsageError } from "../usage.js";
@@ -32,13 +32,7 @@ function splitAtDashes(raw: readonly string[], verb: string): { path: string; co
 
 /** The builder: the flag, else locald.toml's [project] builder, else LOCALD_BUILDER. */
 async function builderFor(flags: { builder?: string }): Promise<string> {
-  const loaded = await loadConfig(".");
-  const builder = flags.builder ?? loaded?.config.project?.builder ?? process.env.LOCALD_BUILDER;
-  if (builder === undefined)
-    throw new UsageError(
-      `No builder: pass --builder <image>, set [project] builder in ${CONFIG_FILE}, or set LOCALD_BUILDER.`,
-    );
-  return builder;
+  return chooseBuilder(await loadConfig("."), flags.builder);
 }
 
 export function registerDevCommands(program: Command, context: CommandContext): void {

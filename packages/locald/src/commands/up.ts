@@ -1,8 +1,9 @@
+import { exitStatus } from "@locald/oci";
 import type { Command } from "commander";
 import { CONFIG_FILE, loadConfig } from "../config.js";
 import { clientOptions } from "../options.js";
 import { assignPorts, prepareServices, selectServices } from "../services.js";
-import { Supervisor, startOrder } from "../supervisor.js";
+import { lineSplitter, Supervisor, startOrder } from "../supervisor.js";
 import { useColour } from "../ui.js";
 import { UsageError } from "../usage.js";
 import type { CommandContext } from "./image.js";
@@ -43,14 +44,17 @@ export function registerUpCommand(program: Command, context: CommandContext): vo
       const order = startOrder(
         selected.map((name) => ({ name, dependsOn: loaded.config.services?.[name]?.depends_on ?? [] })),
       ).map((service) => service.name);
-      const prepareBuffers = new Map<string, string>();
+      const prepareLines = new Map<string, ReturnType<typeof lineSplitter>>();
       const services = await prepareServices(loaded, order, ports, {
         client: clientOptions(flags, (line) => output.stderr.write(`${line}\n`)),
         logLevel: flags.verbose || process.env.LOCALD_DEBUG === "1" ? "debug" : "info",
         onPrepareOutput: (name, chunk) => {
-          const lines = ((prepareBuffers.get(name) ?? "") + chunk.toString()).split("\n");
-          prepareBuffers.set(name, lines.pop() ?? "");
-          for (const line of lines) output.stderr.write(`${prefix(name)} ${line}\n`);
+          let lines = prepareLines.get(name);
+          if (lines === undefined) {
+            lines = lineSplitter((line) => output.stderr.write(`${prefix(name)} ${line}\n`));
+            prepareLines.set(name, lines);
+          }
+          lines.write(chunk);
         },
       });
 
@@ -85,6 +89,6 @@ export function registerUpCommand(program: Command, context: CommandContext): vo
         for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) process.off(signal, onSignal);
       }
       note("locald", "every service stopped");
-      context.exitCode = 128 + (stopSignal === "SIGINT" ? 2 : stopSignal === "SIGHUP" ? 1 : 15);
+      context.exitCode = exitStatus(null, stopSignal ?? "SIGTERM");
     });
 }
