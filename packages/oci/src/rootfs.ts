@@ -154,13 +154,18 @@ export interface EntryTimes {
 interface DeferredDirectory {
   mode: number;
   mtime: Date;
+  /** Where it was when last written, and `RootFs.generation` then. */
+  host: string;
+  generation: number;
 }
 
 export class RootFs {
   private readonly deferred = new Map<string, DeferredDirectory>();
   private readonly fresh: boolean;
-  /** The directory the previous entry resolved to; see `resolveDirectory`. */
-  private lastResolved: { key: string; host: string } | undefined;
+  /** Directories resolved since the last removal of a directory or symlink; see `resolveDirectory`. */
+  private readonly resolved = new Map<string, string>();
+  /** Counts those removals: an answer from an older generation may be stale. */
+  private generation = 0;
   /** Files whose mode open() could not set, by descriptor, until `finishFile`. */
   private readonly chmodLater = new Map<number, number>();
   private readonly umask = process.umask();
@@ -202,11 +207,12 @@ export class RootFs {
   /**
    * Host path of a directory inside the root, symlinks followed inside the root.
    *
-   * Consecutive entries mostly share a directory, so the answer for the previous one is kept —
-   * but only until anything is removed, replaced or made a symlink (`forgetResolved`). Until then
-   * the tree has only gained new names, which cannot change what an existing path resolves to:
-   * the answer is still what the disk says now. (A lasting cache of directories is what let
-   * node-tar's CVE-2021-32803 write through a planted symlink; this is not one.)
+   * Answers are kept, but only until a directory or a symlink is removed or replaced
+   * (`forgetResolved`). Until then the tree has only gained new names and lost regular files,
+   * neither of which can change what an existing directory path resolves to: a kept answer is
+   * still what the disk says now. (A cache that outlived such a removal is what let node-tar's
+   * CVE-2021-32803 write through a planted symlink; this one does not.) Without it every entry
+   * costs a realpath(3): a readlink per path component.
    */
   resolveDirectory(
     components: EntryPath,
@@ -214,14 +220,16 @@ export class RootFs {
     forEntry: EntryPath = components,
   ): string | undefined {
     const key = components.join("/");
-    if (this.lastResolved?.key === key) return this.lastResolved.host;
+    const known = this.resolved.get(key);
+    if (known !== undefined) return known;
     const host = this.walkDirectory(components, create, forEntry);
-    if (host !== undefined) this.lastResolved = { key, host };
+    if (host !== undefined) this.resolved.set(key, host);
     return host;
   }
 
   private forgetResolved(): void {
-    this.lastResolved = undefined;
+    this.resolved.clear();
+    this.generation++;
   }
 
   private walkDirectory(components: EntryPath, create: boolean, forEntry: EntryPath): string | undefined {
@@ -274,15 +282,22 @@ export class RootFs {
       );
   }
 
-  /** Clears the slot for a new non-directory entry: whatever is there (a tree, too) is removed. */
+  /**
+   * Clears the slot for a new non-directory entry: whatever is there (a tree, too) is removed.
+   * Only a directory or a symlink can be on the way to another path, so only their removal
+   * invalidates resolved directories.
+   */
   private clear(host: string, key: string): void {
     const info = lstatOrUndefined(host);
     if (info === undefined) return;
-    this.forgetResolved();
     if (info.isDirectory()) {
+      this.forgetResolved();
       this.forgetDeferred(key);
       rmSync(host, { recursive: true, force: true });
-    } else unlinkSync(host);
+      return;
+    }
+    if (info.isSymbolicLink()) this.forgetResolved();
+    unlinkSync(host);
   }
 
   private forgetDeferred(key: string): void {
@@ -392,20 +407,23 @@ export class RootFs {
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
       // A directory that reappears keeps its contents; anything else in the slot gives way.
-      if (!lstatSync(host).isDirectory()) {
-        this.forgetResolved();
+      const info = lstatSync(host);
+      if (!info.isDirectory()) {
+        if (info.isSymbolicLink()) this.forgetResolved();
         unlinkSync(host);
         mkdirSync(host, { mode: 0o700 });
       } else if (this.owner) lchownSync(host, owner.uid, owner.gid);
     }
     this.chown(host, owner);
-    this.deferred.set(path.join("/"), { mode: mode & 0o7777, mtime: times.mtime });
+    const key = path.join("/");
+    this.resolved.set(key, host);
+    this.deferred.set(key, { mode: mode & 0o7777, mtime: times.mtime, host, generation: this.generation });
   }
 
   symlink(path: EntryPath, target: string, owner: Ownership, times: EntryTimes): void {
     const host = this.slot(path);
+    // A new name is on the way to no resolved directory: only what clear() removes matters.
     this.clear(host, path.join("/"));
-    this.forgetResolved();
     symlinkSync(target, host);
     this.chown(host, owner);
     lutimesSync(host, times.mtime, times.mtime);
@@ -485,18 +503,29 @@ export class RootFs {
 
   /**
    * Applies the deferred directory modes and mtimes, deepest first so that setting a parent's
-   * mtime comes after its children changed. Each path is re-checked to be a real directory
-   * reached through real directories, so a later symlink cannot redirect the chmod.
+   * mtime comes after its children changed. A directory written in the current generation is
+   * still where it was (no directory or symlink was removed since, so nothing can have
+   * redirected it); any other is re-checked to be a real directory reached through real
+   * directories, so a later symlink cannot redirect the chmod.
    */
   finish(): void {
     const keys = [...this.deferred.keys()].sort((a, b) => b.split("/").length - a.split("/").length);
     for (const key of keys) {
       const entry = this.deferred.get(key) as DeferredDirectory;
+      const mode = this.loosen(key, entry.mode, 0o700);
+      if (entry.generation === this.generation) {
+        chmodSync(entry.host, mode);
+        lutimesSync(entry.host, entry.mtime, entry.mtime);
+        continue;
+      }
       const found = realEntry(this.root, key);
-      if (found === undefined || !found.info.isDirectory()) continue;
+      if (found === undefined || !found.info.isDirectory()) {
+        this.loosened.delete(key);
+        continue;
+      }
       const fd = openSync(found.host, constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW);
       try {
-        fchmodSync(fd, this.loosen(key, entry.mode, 0o700));
+        fchmodSync(fd, mode);
         futimesSync(fd, entry.mtime, entry.mtime);
       } finally {
         closeSync(fd);
