@@ -26,6 +26,12 @@ await build({
   entryPoints: ["packages/oci/dist/src/unpack-worker.js"],
   outfile: "packages/locald/dist/unpack-worker.js",
 });
+// The unpack worker starts its file writers the same way.
+await build({
+  ...common,
+  entryPoints: ["packages/oci/dist/src/file-writer-worker.js"],
+  outfile: "packages/locald/dist/file-writer-worker.js",
+});
 // So is the monitor of detached containers, started as its own process.
 await build({
   ...common,

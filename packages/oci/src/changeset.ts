@@ -14,8 +14,9 @@ import {
   UnpackError,
   UnsafeLayerError,
 } from "./errors.js";
+import { type FileJob, FileWriters, type WriteFailure } from "./file-writers.js";
 import { layerCompression } from "./media-types.js";
-import { type EntryPath, entryPath, formatEntryPath, printable, RootFs } from "./rootfs.js";
+import { type EntryPath, entryPath, formatEntryPath, printable, RootFs, WritesInFlight } from "./rootfs.js";
 
 /**
  * Applies layer changesets (OCI image-spec "Applying changesets") to a root filesystem:
@@ -80,10 +81,10 @@ export interface UnpackReport {
 const WHITEOUT_PREFIX = ".wh.";
 const OPAQUE_MARKER = ".wh..wh..opq";
 const MAX_SKIPPED_LISTED = 1000;
-/** Files up to this size are written on the unpack thread itself; larger ones on the pool. */
-const SMALL_FILE = 256 * 1024;
-/** File data queued for writing before the archive is paused. */
-const WRITE_BUDGET = 32 * 1024 * 1024;
+/** A file's data goes to its writer thread in pieces of about this size (most files: one piece). */
+const PIECE = 256 * 1024;
+/** File data queued for the writer threads before the archive is paused. */
+const WRITE_BUDGET = 16 * 1024 * 1024;
 
 /** Which part of the tree a `--path` filter lets through. */
 class PathFilter {
@@ -106,10 +107,6 @@ class PathFilter {
 
 /** Paths the current layer wrote, which its own whiteouts and opaque markers must not remove. */
 class LayerWrites {
-  /** Bytes handed to the thread pool and not yet written. */
-  inflight = 0;
-  /** Entry streams paused until the pool catches up. */
-  readonly paused: Array<{ resume(): void }> = [];
   private readonly written = new Set<string>();
   private readonly ancestors = new Set<string>();
   add(key: string): void {
@@ -287,6 +284,13 @@ export class ArchiveEnd extends Transform {
   }
 }
 
+/** A writer thread's failure as the errno error it was. */
+function writeFailure(failure: WriteFailure, root: string): OciError {
+  const error = Object.assign(new Error(failure.message), failure.code ? { code: failure.code } : {});
+  const path = failure.host.startsWith(`${root}/`) ? failure.host.slice(root.length) : failure.host;
+  return hostError(error, `Cannot write ${printable(path)}`);
+}
+
 /** Maps a failed syscall to a message a user can act on. */
 function hostError(error: unknown, what: string): OciError {
   if (error instanceof OciError) return error;
@@ -303,6 +307,7 @@ function hostError(error: unknown, what: string): OciError {
 /** Applies layers in order to one root; keeps the totals and the deferred directory metadata. */
 export class ChangesetApplier {
   private readonly rootfs: RootFs;
+  private readonly writers: FileWriters;
   private readonly limits: UnpackLimits;
   private readonly filter: PathFilter;
   private readonly rootless: boolean;
@@ -315,6 +320,7 @@ export class ChangesetApplier {
   constructor(root: string, options: ChangesetOptions = {}) {
     this.rootless = options.rootless ?? process.getuid?.() !== 0;
     this.rootfs = new RootFs(root, !this.rootless);
+    this.writers = new FileWriters((host) => this.rootfs.fileWritten(host));
     this.limits = { ...DEFAULT_UNPACK_LIMITS, ...options.limits };
     this.filter = new PathFilter(options.paths ?? []);
   }
@@ -348,113 +354,65 @@ export class ChangesetApplier {
       },
     });
     const writes = new LayerWrites();
-    // File data is written by the thread pool while this thread parses on; each file is closed
-    // (mode, owner, mtime) once its last write lands, and the layer ends when all have.
-    const files = new Set<Promise<void>>();
+    const writers = this.writers;
     const tar = extract();
+    const writeFailed = (failure: WriteFailure) => tar.destroy(writeFailure(failure, this.rootfs.root));
     tar.on("entry", (header, stream, next) => {
       // Failures travel through next()/destroy(); the entry stream's own error is that same one.
       stream.on("error", () => {});
-      let opened: number | undefined;
       const fail = (error: unknown) => {
         stream.resume();
         next(
           hostError(error, `Cannot apply layer entry "${printable(header.name)}" of layer ${layer.digest}`),
         );
       };
-      try {
-        opened = this.entry(header, writes);
-      } catch (error) {
-        fail(error);
+      if (++this.entries > this.limits.maxEntries) {
+        fail(
+          new SizeLimitError(`The image has more than ${this.limits.maxEntries} archive entries.`, {
+            hint: "If the image is genuine, raise the limit with --max-entries.",
+          }),
+        );
         return;
       }
-      if (opened === undefined) {
-        stream.on("end", () => next());
-        stream.resume();
-        return;
-      }
-      const file = opened;
-      if ((header.size ?? 0) <= SMALL_FILE) {
-        let failed = false;
-        stream.on("data", (chunk: unknown) => {
-          if (failed) return;
-          try {
-            this.rootfs.writeNow(file, chunk as Buffer);
-          } catch (error) {
-            failed = true;
-            this.rootfs.abandonFile(file);
-            fail(error);
-          }
-        });
-        stream.on("end", () => {
-          if (failed) return;
-          try {
-            this.rootfs.finishFile(file, owner(header), { mtime: mtimeOf(header) });
-            next();
-          } catch (error) {
-            fail(error);
-          }
-        });
-        return;
-      }
-      const what = `Cannot write "${printable(header.name)}" of layer ${layer.digest}`;
-      let position = 0;
-      let outstanding = 0;
-      let ended = false;
-      let settled = false;
-      let resolveFile!: () => void;
-      let rejectFile!: (error: unknown) => void;
-      const written = new Promise<void>((resolve, reject) => {
-        resolveFile = resolve;
-        rejectFile = reject;
-      });
-      written.catch(() => {});
-      files.add(written);
-      const settle = (error?: unknown) => {
-        if (settled) return;
-        if (error !== undefined) {
-          settled = true;
-          this.rootfs.abandonFile(file);
-          rejectFile(hostError(error, what));
-          tar.destroy(hostError(error, what));
+      const place = (): void => {
+        let job: FileJob | undefined;
+        try {
+          job = this.entry(header, writes);
+        } catch (error) {
+          // Nothing was changed: apply the entry again once the writers have caught up.
+          if (error instanceof WritesInFlight) writers.drained().then(place, writeFailed);
+          else fail(error);
           return;
         }
-        if (!ended || outstanding > 0) return;
-        settled = true;
-        try {
-          this.rootfs.finishFile(file, owner(header), { mtime: mtimeOf(header) });
-          resolveFile();
-        } catch (finishError) {
-          rejectFile(hostError(finishError, what));
-          tar.destroy(hostError(finishError, what));
+        if (job === undefined) {
+          stream.on("end", () => next());
+          stream.resume();
+          return;
         }
-      };
-      stream.on("data", (chunk: unknown) => {
-        const data = chunk as Buffer;
-        outstanding++;
-        writes.inflight += data.length;
-        this.rootfs.writeAt(file, data, position, (error) => {
-          outstanding--;
-          writes.inflight -= data.length;
-          if (writes.inflight < WRITE_BUDGET / 2)
-            for (const paused of writes.paused.splice(0)) paused.resume();
-          settle(error ?? undefined);
-        });
-        position += data.length;
-        if (writes.inflight > WRITE_BUDGET) {
+        // The writer thread creates the file with its first piece and closes it with the last.
+        const file = job;
+        const id = writers.newFile();
+        let piece: Buffer[] = [];
+        let size = 0;
+        const slowDown = () => writers.pendingBytes > WRITE_BUDGET;
+        stream.on("data", (chunk: unknown) => {
+          piece.push(chunk as Buffer);
+          size += (chunk as Buffer).length;
+          if (size < PIECE) return;
+          writers.write(id, file, piece, false);
+          piece = [];
+          size = 0;
+          if (!slowDown()) return;
           stream.pause();
-          writes.paused.push(stream);
-        }
-      });
-      stream.on("error", (error) => {
-        settle(error);
-        next(error);
-      });
-      stream.on("end", () => {
-        ended = true;
-        settle();
-        next();
-      });
+          writers.below(WRITE_BUDGET / 2).then(() => stream.resume(), writeFailed);
+        });
+        stream.on("end", () => {
+          writers.write(id, file, piece, true);
+          if (slowDown()) writers.below(WRITE_BUDGET / 2).then(() => next(), writeFailed);
+          else next();
+        });
+      };
+      place();
     });
     try {
       await pipeline(await decompressed(layer), meter, new ArchiveEnd(), tar);
@@ -470,9 +428,12 @@ export class ChangesetApplier {
         );
       throw hostError(error, `Cannot apply layer ${layer.digest}`);
     } finally {
-      await Promise.allSettled(files);
+      // Nothing may still be writing when the caller discards a failed tree.
+      await writers.stopped();
     }
-    for (const file of files) await file;
+    await writers.drained().catch((failure: WriteFailure) => {
+      throw writeFailure(failure, this.rootfs.root);
+    });
     const diffId = `sha256:${hash.digest("hex")}`;
     if (diffId !== layer.diffId)
       throw new DigestMismatchError(
@@ -482,12 +443,11 @@ export class ChangesetApplier {
     this.layers++;
   }
 
-  /** Applies one entry's metadata; returns an open file descriptor when its data follows. */
-  private entry(header: Headers, writes: LayerWrites): number | undefined {
-    if (++this.entries > this.limits.maxEntries)
-      throw new SizeLimitError(`The image has more than ${this.limits.maxEntries} archive entries.`, {
-        hint: "If the image is genuine, raise the limit with --max-entries.",
-      });
+  /**
+   * Applies one entry's metadata; returns the job of a regular file, whose data follows. Throws
+   * WritesInFlight, having changed nothing, when the entry must wait for the writer threads.
+   */
+  private entry(header: Headers, writes: LayerWrites): FileJob | undefined {
     const path = entryPath(header.name);
     const key = path.join("/");
     const base = path[path.length - 1] ?? "";
@@ -506,7 +466,7 @@ export class ChangesetApplier {
     switch (header.type) {
       case "file":
       case "contiguous-file":
-        return this.rootfs.createFile(path, modeOf(header));
+        return this.rootfs.createFile(path, modeOf(header), ids, times);
       case "directory":
         this.rootfs.directory(path, modeOf(header), ids, times);
         return undefined;
@@ -580,9 +540,10 @@ export class ChangesetApplier {
     this.rootfs.remove(victim);
   }
 
-  /** Applies deferred directory metadata; call once after the last layer. */
-  finish(): UnpackReport {
+  /** Applies deferred directory metadata and stops the writer threads; call once after the last layer. */
+  async finish(): Promise<UnpackReport> {
     this.rootfs.finish();
+    await this.writers.close();
     const skipped =
       this.skippedCount > this.skipped.length
         ? [

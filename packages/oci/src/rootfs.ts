@@ -25,6 +25,7 @@ import {
 } from "node:fs";
 import { join } from "node:path";
 import { InvalidLayerError, UnsafeLayerError } from "./errors.js";
+import type { FileJob } from "./file-writers.js";
 
 /**
  * The one place where the unpacker touches the filesystem. Every path is resolved component by
@@ -78,13 +79,7 @@ export function printable(name: string): string {
 }
 
 function lstatOrUndefined(path: string): Stats | undefined {
-  try {
-    return lstatSync(path);
-  } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code;
-    if (code === "ENOENT") return undefined;
-    throw error;
-  }
+  return lstatSync(path, { throwIfNoEntry: false });
 }
 
 type Walked =
@@ -140,6 +135,17 @@ function walkInRoot(
   return { kind: "found", host: join(root, ...resolved), at: resolved, directory };
 }
 
+/**
+ * Thrown, before anything is changed, by an operation that would touch a file still being
+ * written by a writer thread, or remove a directory while any is: the caller waits for the
+ * writers to drain and applies the same entry again.
+ */
+export class WritesInFlight extends Error {
+  constructor() {
+    super("files of this layer are still being written");
+  }
+}
+
 export interface Ownership {
   uid: number;
   gid: number;
@@ -162,12 +168,17 @@ interface DeferredDirectory {
 export class RootFs {
   private readonly deferred = new Map<string, DeferredDirectory>();
   private readonly fresh: boolean;
+  /**
+   * In a root that started empty, every host path this unpack created (removed ones too): a
+   * path not in it is free without asking the disk. Undefined for a root that had contents.
+   */
+  private readonly placed: Set<string> | undefined;
   /** Directories resolved since the last removal of a directory or symlink; see `resolveDirectory`. */
   private readonly resolved = new Map<string, string>();
   /** Counts those removals: an answer from an older generation may be stale. */
   private generation = 0;
-  /** Files whose mode open() could not set, by descriptor, until `finishFile`. */
-  private readonly chmodLater = new Map<number, number>();
+  /** Host paths of files handed to writer threads and not yet written (see `fileWritten`). */
+  private readonly inFlight = new Set<string>();
   private readonly umask = process.umask();
   private readonly uid = process.geteuid?.() ?? -1;
   private readonly gid = process.getegid?.() ?? -1;
@@ -191,6 +202,7 @@ export class RootFs {
     // The real path, so that a symlink above the root does not defeat the realpath fast path.
     this.root = realpathSync.native(root);
     this.fresh = readdirSync(this.root).length === 0;
+    this.placed = this.fresh ? new Set() : undefined;
     if (this.root.length + 2 >= PATH_MAX)
       throw new InvalidLayerError(`The unpack target ${root} is too long.`);
   }
@@ -236,8 +248,18 @@ export class RootFs {
     const direct = this.realDirectory(components);
     if (direct !== undefined) return direct;
     const walked = walkInRoot(this.root, components, {
-      check: (host) => this.checkLength(host, forEntry),
-      ...(create ? { create: (host: string) => mkdirSync(host, { mode: 0o755 }) } : {}),
+      check: (host) => {
+        this.checkLength(host, forEntry);
+        this.notInFlight(host);
+      },
+      ...(create
+        ? {
+            create: (host: string) => {
+              this.placed?.add(host);
+              mkdirSync(host, { mode: 0o755 });
+            },
+          }
+        : {}),
     });
     if (walked.kind === "loop")
       throw new InvalidLayerError(
@@ -272,7 +294,18 @@ export class RootFs {
     const parent = this.parentDirectory(path, true) as string;
     const host = join(parent, path[path.length - 1] as string);
     this.checkLength(host, path);
+    this.notInFlight(host);
     return host;
+  }
+
+  /** A file still being written is neither there nor free: wait for it (see WritesInFlight). */
+  private notInFlight(host: string): void {
+    if (this.inFlight.has(host)) throw new WritesInFlight();
+  }
+
+  /** The writer thread closed `host`: it is on disk like any other file now. */
+  fileWritten(host: string): void {
+    this.inFlight.delete(host);
   }
 
   private checkLength(host: string, path: EntryPath): void {
@@ -288,9 +321,12 @@ export class RootFs {
    * invalidates resolved directories.
    */
   private clear(host: string, key: string): void {
+    if (this.placed !== undefined && !this.placed.has(host)) return;
     const info = lstatOrUndefined(host);
     if (info === undefined) return;
     if (info.isDirectory()) {
+      // Files being written may be anywhere below it.
+      if (this.inFlight.size > 0) throw new WritesInFlight();
       this.forgetResolved();
       this.forgetDeferred(key);
       rmSync(host, { recursive: true, force: true });
@@ -320,69 +356,28 @@ export class RootFs {
     if (this.needsChown(owner)) lchownSync(host, owner.uid, owner.gid);
   }
 
-  /** Opens a new regular file for writing; the caller writes, then calls `finishFile`. */
-  createFile(path: EntryPath, mode: number): number {
+  /**
+   * Places a new regular file: its parent resolved (and created), its slot cleared. The file is
+   * created, written and closed by a writer thread from the returned job; until `fileWritten`
+   * its path counts as in flight.
+   */
+  createFile(path: EntryPath, mode: number, owner: Ownership, times: EntryTimes): FileJob {
     const host = this.slot(path);
+    const key = path.join("/");
+    this.clear(host, key);
     // Most files can get their final mode from open() itself (one syscall fewer per file):
     // not with setuid/setgid/sticky bits, nor bits the umask would take away.
-    const wanted = this.loosen(path.join("/"), mode & 0o7777, 0o400);
+    const wanted = this.loosen(key, mode & 0o7777, 0o400);
     const direct = (wanted & 0o7000) === 0 && (wanted & this.umask) === 0;
-    // O_EXCL|O_NOFOLLOW: nothing can sit in the slot, and nothing planted there is followed.
-    // The slot is usually free, so clearing waits for EEXIST instead of costing an lstat.
-    const flags = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
-    let fd: number;
-    try {
-      fd = openSync(host, flags, direct ? wanted : 0o600);
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
-      this.clear(host, path.join("/"));
-      // clear() forgot the key's loosened mode along with the old file: remember it again.
-      this.loosen(path.join("/"), mode & 0o7777, 0o400);
-      fd = openSync(host, flags, direct ? wanted : 0o600);
-    }
-    if (!direct) this.chmodLater.set(fd, wanted);
-    return fd;
-  }
-
-  /** Writes `chunk` on this thread: for small files a pool round trip costs more than the write. */
-  writeNow(fd: number, chunk: Uint8Array): void {
-    let offset = 0;
-    while (offset < chunk.length) offset += writeSync(fd, chunk, offset, chunk.length - offset);
-  }
-
-  /** Writes `chunk` at `position` on the thread pool (pwrite: chunks may land in any order). */
-  writeAt(fd: number, chunk: Uint8Array, position: number, done: (error: Error | null) => void): void {
-    const from = (offset: number): void => {
-      write(fd, chunk, offset, chunk.length - offset, position + offset, (error, bytes) => {
-        if (error) done(error);
-        else if (offset + bytes < chunk.length) from(offset + bytes);
-        else done(null);
-      });
+    this.inFlight.add(host);
+    this.placed?.add(host);
+    return {
+      host,
+      mode: direct ? wanted : 0o600,
+      ...(direct ? {} : { chmod: wanted }),
+      ...(this.needsChown(owner) ? { owner: { uid: owner.uid, gid: owner.gid } } : {}),
+      mtime: times.mtime.getTime(),
     };
-    from(0);
-  }
-
-  /** Closes a file whose data did not arrive; the failed unpack is discarded as a whole. */
-  abandonFile(fd: number): void {
-    this.chmodLater.delete(fd);
-    try {
-      closeSync(fd);
-    } catch {
-      // Already closed: nothing left to release.
-    }
-  }
-
-  finishFile(fd: number, owner: Ownership, times: EntryTimes): void {
-    const mode = this.chmodLater.get(fd);
-    this.chmodLater.delete(fd);
-    try {
-      // chown before chmod: chown clears setuid/setgid bits (files with those are chmodded here).
-      if (this.needsChown(owner)) fchownSync(fd, owner.uid, owner.gid);
-      if (mode !== undefined) fchmodSync(fd, mode);
-      futimesSync(fd, times.mtime, times.mtime);
-    } finally {
-      closeSync(fd);
-    }
   }
 
   /** The mode to set now: `needed` owner bits added when rootless, the real mode remembered. */
@@ -402,6 +397,7 @@ export class RootFs {
   directory(path: EntryPath, mode: number, owner: Ownership, times: EntryTimes): void {
     if (path.length === 0) return; // The root keeps its own type, mode and owner.
     const host = this.slot(path);
+    this.placed?.add(host);
     try {
       mkdirSync(host, { mode: 0o700 });
     } catch (error) {
@@ -424,6 +420,7 @@ export class RootFs {
     const host = this.slot(path);
     // A new name is on the way to no resolved directory: only what clear() removes matters.
     this.clear(host, path.join("/"));
+    this.placed?.add(host);
     symlinkSync(target, host);
     this.chown(host, owner);
     lutimesSync(host, times.mtime, times.mtime);
@@ -439,6 +436,7 @@ export class RootFs {
     const targetParent = this.parentDirectory(target, false);
     const targetHost =
       targetParent === undefined ? undefined : join(targetParent, target[target.length - 1] as string);
+    if (targetHost !== undefined) this.notInFlight(targetHost);
     const info = targetHost === undefined ? undefined : lstatOrUndefined(targetHost);
     if (targetHost === undefined || info === undefined)
       throw new InvalidLayerError(
@@ -451,6 +449,7 @@ export class RootFs {
     const host = this.slot(path);
     if (host === targetHost) return;
     this.clear(host, path.join("/"));
+    this.placed?.add(host);
     linkSync(targetHost, host);
   }
 
@@ -458,6 +457,7 @@ export class RootFs {
   special(path: EntryPath, create: (host: string) => void, owner: Ownership, times: EntryTimes): void {
     const host = this.slot(path);
     this.clear(host, path.join("/"));
+    this.placed?.add(host);
     create(host);
     this.chown(host, owner);
     lutimesSync(host, times.mtime, times.mtime);
@@ -472,6 +472,7 @@ export class RootFs {
     const parent = this.parentDirectory(path, false);
     if (parent === undefined) return;
     const host = join(parent, path[path.length - 1] as string);
+    this.notInFlight(host);
     this.clear(host, path.join("/"));
   }
 
@@ -480,6 +481,7 @@ export class RootFs {
    * answers for paths written by the current layer, whose content must survive.
    */
   makeOpaque(dir: EntryPath, keep: (path: string) => "keep" | "descend" | "remove"): void {
+    if (this.inFlight.size > 0) throw new WritesInFlight();
     const host = this.resolveDirectory(dir, false);
     if (host === undefined) return;
     const prune = (hostDir: string, key: string): void => {
@@ -509,6 +511,7 @@ export class RootFs {
    * directories, so a later symlink cannot redirect the chmod.
    */
   finish(): void {
+    if (this.inFlight.size > 0) throw new WritesInFlight();
     const keys = [...this.deferred.keys()].sort((a, b) => b.split("/").length - a.split("/").length);
     for (const key of keys) {
       const entry = this.deferred.get(key) as DeferredDirectory;

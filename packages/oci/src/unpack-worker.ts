@@ -1,5 +1,5 @@
 import { parentPort, workerData } from "node:worker_threads";
-import { ChangesetApplier, type ChangesetOptions, type LayerBlob } from "./changeset.js";
+import { ChangesetApplier, type ChangesetOptions, type LayerBlob, type UnpackReport } from "./changeset.js";
 import { OciError } from "./errors.js";
 
 /**
@@ -18,7 +18,7 @@ export type SerializedError = { code: string; message: string; hint?: string };
 
 export type WorkerReply =
   | { type: "layer-done" }
-  | { type: "done"; report: ReturnType<ChangesetApplier["finish"]> }
+  | { type: "done"; report: UnpackReport }
   | { type: "error"; error: SerializedError };
 
 function serialize(error: unknown): SerializedError {
@@ -39,7 +39,7 @@ if (port !== null) {
           await applier.apply(request.layer);
           port.postMessage({ type: "layer-done" } satisfies WorkerReply);
         } else {
-          port.postMessage({ type: "done", report: applier.finish() } satisfies WorkerReply);
+          port.postMessage({ type: "done", report: await applier.finish() } satisfies WorkerReply);
         }
       } catch (error) {
         port.postMessage({ type: "error", error: serialize(error) } satisfies WorkerReply);

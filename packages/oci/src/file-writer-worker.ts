@@ -1,0 +1,84 @@
+import { closeSync, constants, fchmodSync, fchownSync, futimesSync, openSync, writeSync } from "node:fs";
+import { parentPort } from "node:worker_threads";
+import { PIECE_FIELDS, type WriterAck, type WriterBatch } from "./file-writers.js";
+
+/**
+ * A file-writer thread: creates the regular files of a layer that the unpack thread has placed
+ * (parent resolved inside the root, slot checked free), with synchronous calls. Creating files is
+ * most of an unpack's time and the kernel does it in parallel for different directories, so
+ * several of these run at once, each given whole directories. Messages: `WriterBatch` in,
+ * `WriterAck` out, one per batch, in order.
+ */
+
+// O_EXCL|O_NOFOLLOW: nothing can sit in the slot, and nothing planted there is followed.
+const CREATE = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
+
+class FileWriter {
+  private readonly open = new Map<number, number>();
+  private failed = false;
+
+  run(batch: WriterBatch): WriterAck {
+    const data = new Uint8Array(batch.data);
+    const hosts = batch.hosts.split("\0");
+    const n = batch.numbers;
+    for (let i = 0; i < hosts.length; i++) {
+      if (this.failed) break;
+      const host = hosts[i] as string;
+      const at = i * PIECE_FIELDS;
+      try {
+        this.piece(host, n, at, data);
+      } catch (error) {
+        this.failed = true;
+        this.abandon();
+        const err = error as NodeJS.ErrnoException;
+        return {
+          seq: batch.seq,
+          error: { host, message: err.message, ...(err.code ? { code: err.code } : {}) },
+        };
+      }
+    }
+    return { seq: batch.seq };
+  }
+
+  private piece(host: string, n: Float64Array, at: number, data: Uint8Array): void {
+    const id = n[at] as number;
+    let fd = this.open.get(id);
+    if (fd === undefined) {
+      fd = openSync(host, CREATE, n[at + 1] as number);
+      this.open.set(id, fd);
+    }
+    const end = n[at + 7] as number;
+    let offset = n[at + 6] as number;
+    while (offset < end) offset += writeSync(fd, data, offset, end - offset);
+    if (n[at + 8] !== 1) return;
+    this.open.delete(id);
+    try {
+      const chmod = n[at + 2] as number;
+      const uid = n[at + 3] as number;
+      // chown before chmod: chown clears setuid/setgid bits.
+      if (uid >= 0) fchownSync(fd, uid, n[at + 4] as number);
+      if (chmod >= 0) fchmodSync(fd, chmod);
+      const time = new Date(n[at + 5] as number);
+      futimesSync(fd, time, time);
+    } finally {
+      closeSync(fd);
+    }
+  }
+
+  private abandon(): void {
+    for (const fd of this.open.values()) {
+      try {
+        closeSync(fd);
+      } catch {
+        // Already closed: nothing left to release.
+      }
+    }
+    this.open.clear();
+  }
+}
+
+const port = parentPort;
+if (port !== null) {
+  const writer = new FileWriter();
+  port.on("message", (batch: WriterBatch) => port.postMessage(writer.run(batch) satisfies WriterAck));
+}

@@ -1,0 +1,237 @@
+import { availableParallelism } from "node:os";
+import { Worker } from "node:worker_threads";
+
+/** Where a new regular file goes and how it ends up; decided by the unpack thread. */
+export interface FileJob {
+  /** Host path, its parent a real directory inside the root. */
+  readonly host: string;
+  /** Mode given to open(); with `chmod`, the real mode is set after the owner. */
+  readonly mode: number;
+  readonly chmod?: number;
+  readonly owner?: { readonly uid: number; readonly gid: number };
+  /** Milliseconds since the epoch. */
+  readonly mtime: number;
+}
+
+/**
+ * Pieces of files, flat so that posting a batch costs a copy of one string and the transfer of
+ * two buffers rather than a structured clone per piece: piece i is `hosts.split("\0")[i]` and
+ * `numbers[i * PIECE_FIELDS …]` (see `encodePiece`); its bytes are `data[start, end)`.
+ */
+export interface WriterBatch {
+  readonly seq: number;
+  readonly hosts: string;
+  readonly numbers: Float64Array;
+  readonly data: ArrayBuffer;
+}
+
+export const PIECE_FIELDS = 9;
+
+/** Appends piece `id` of `job` (bytes `start`–`end`; `last` closes the file) to `numbers`. */
+export function encodePiece(
+  numbers: number[],
+  id: number,
+  job: FileJob,
+  start: number,
+  end: number,
+  last: boolean,
+): void {
+  numbers.push(
+    id,
+    job.mode,
+    job.chmod ?? -1,
+    job.owner?.uid ?? -1,
+    job.owner?.gid ?? -1,
+    job.mtime,
+    start,
+    end,
+    last ? 1 : 0,
+  );
+}
+
+export interface WriterAck {
+  readonly seq: number;
+  /** The first failure of this thread; every later op is skipped. */
+  readonly error?: { host: string; code?: string; message: string };
+}
+
+/** A batch is sent once it holds this much data, or this many pieces, or at the next turn of the loop. */
+const BATCH_BYTES = 1024 * 1024;
+const BATCH_OPS = 256;
+
+export interface WriteFailure {
+  readonly host: string;
+  readonly code?: string;
+  readonly message: string;
+}
+
+interface Lane {
+  readonly worker: Worker;
+  hosts: string[];
+  numbers: number[];
+  /** Hosts of the files the batch closes. */
+  closes: string[];
+  chunks: Uint8Array[];
+  bytes: number;
+  /** Sent and not yet acknowledged: their bytes and the files they close. */
+  readonly sent: Array<{ seq: number; bytes: number; closed: string[] }>;
+}
+
+/**
+ * Writer threads (see file-writer-worker.ts) fed in batches. A directory always goes to the same
+ * thread, so threads do not contend for one directory's lock and a file's pieces stay in order.
+ * The caller learns through `settled` when a file is on disk, and waits with `drained()` before
+ * anything that must see every file so far (a removal, the end of a layer).
+ */
+export class FileWriters {
+  private readonly lanes: Lane[];
+  private seq = 0;
+  private nextId = 0;
+  private inflight = 0;
+  private flushScheduled = false;
+  private failure: WriteFailure | undefined;
+  private quiet: Array<() => void> = [];
+  private waiters: Array<{ below: number; resolve: () => void; reject: (failure: WriteFailure) => void }> =
+    [];
+
+  /** One thread per core, at least two: creation in two directories at once pays off even on one. */
+  constructor(
+    private readonly settled: (host: string) => void,
+    count = Math.min(4, Math.max(2, availableParallelism())),
+  ) {
+    this.lanes = Array.from({ length: count }, () => {
+      const worker = new Worker(new URL("./file-writer-worker.js", import.meta.url));
+      const lane: Lane = { worker, hosts: [], numbers: [], closes: [], chunks: [], bytes: 0, sent: [] };
+      worker.on("message", (ack: WriterAck) => this.acknowledged(lane, ack));
+      worker.on("error", (error) =>
+        this.fail({ host: "", message: `a file-writer thread failed: ${error.message}` }),
+      );
+      return lane;
+    });
+  }
+
+  /** Bytes handed over and not yet written. */
+  get pendingBytes(): number {
+    return this.inflight;
+  }
+
+  /** A new file id; every piece of one file goes with the same id and job. */
+  newFile(): number {
+    return this.nextId++;
+  }
+
+  /** Queues `data` for file `id` (created by its first piece); `last` closes it with its metadata. */
+  write(id: number, job: FileJob, data: readonly Uint8Array[], last: boolean): void {
+    if (this.failure !== undefined) return;
+    const lane = this.laneFor(job.host);
+    const start = lane.bytes;
+    for (const chunk of data) {
+      lane.chunks.push(chunk);
+      lane.bytes += chunk.length;
+    }
+    this.inflight += lane.bytes - start;
+    lane.hosts.push(job.host);
+    encodePiece(lane.numbers, id, job, start, lane.bytes, last);
+    if (last) lane.closes.push(job.host);
+    if (lane.bytes >= BATCH_BYTES || lane.hosts.length >= BATCH_OPS) this.send(lane);
+    else if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      setImmediate(() => this.flush());
+    }
+  }
+
+  /** Resolves once no more than `bytes` (≥ 0) are pending; rejects if a write failed. */
+  below(bytes: number): Promise<void> {
+    this.flush();
+    if (this.failure !== undefined) return Promise.reject(this.failure);
+    if (this.inflight <= bytes) return Promise.resolve();
+    return new Promise((resolve, reject) => this.waiters.push({ below: bytes, resolve, reject }));
+  }
+
+  /** Every file queued so far is written and closed; rejects if a write failed. */
+  drained(): Promise<void> {
+    this.flush();
+    if (this.failure !== undefined) return Promise.reject(this.failure);
+    if (this.idle()) return Promise.resolve();
+    return new Promise((resolve, reject) => this.waiters.push({ below: -1, resolve, reject }));
+  }
+
+  /** Resolves when no batch is out, failed or not: nothing is writing any more. */
+  stopped(): Promise<void> {
+    if (this.failure === undefined) this.flush();
+    else for (const lane of this.lanes) this.reset(lane);
+    if (this.lanes.every((lane) => lane.sent.length === 0)) return Promise.resolve();
+    return new Promise((resolve) => this.quiet.push(resolve));
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.lanes.map((lane) => lane.worker.terminate()));
+  }
+
+  private idle(): boolean {
+    return this.lanes.every((lane) => lane.sent.length === 0 && lane.hosts.length === 0);
+  }
+
+  private laneFor(host: string): Lane {
+    const parent = host.slice(0, host.lastIndexOf("/"));
+    let hash = 0;
+    for (let i = 0; i < parent.length; i++) hash = (hash * 31 + parent.charCodeAt(i)) | 0;
+    return this.lanes[Math.abs(hash) % this.lanes.length] as Lane;
+  }
+
+  private flush(): void {
+    this.flushScheduled = false;
+    for (const lane of this.lanes) if (lane.hosts.length > 0) this.send(lane);
+  }
+
+  private send(lane: Lane): void {
+    // One buffer per batch, transferred: a view of a bigger buffer would be cloned whole.
+    const data = new ArrayBuffer(lane.bytes);
+    const bytes = new Uint8Array(data);
+    let offset = 0;
+    for (const chunk of lane.chunks) {
+      bytes.set(chunk, offset);
+      offset += chunk.length;
+    }
+    const numbers = Float64Array.from(lane.numbers);
+    const batch: WriterBatch = { seq: this.seq++, hosts: lane.hosts.join("\0"), numbers, data };
+    lane.sent.push({ seq: batch.seq, bytes: lane.bytes, closed: lane.closes });
+    lane.worker.postMessage(batch, [data, numbers.buffer]);
+    this.reset(lane);
+  }
+
+  private reset(lane: Lane): void {
+    lane.hosts = [];
+    lane.numbers = [];
+    lane.closes = [];
+    lane.chunks = [];
+    lane.bytes = 0;
+  }
+
+  private acknowledged(lane: Lane, ack: WriterAck): void {
+    const sent = lane.sent.shift();
+    if (sent === undefined || sent.seq !== ack.seq) {
+      this.fail({ host: "", message: "a file-writer thread answered out of turn" });
+      return;
+    }
+    this.inflight -= sent.bytes;
+    if (this.lanes.every((other) => other.sent.length === 0))
+      for (const resolve of this.quiet.splice(0)) resolve();
+    if (ack.error !== undefined) {
+      this.fail(ack.error);
+      return;
+    }
+    for (const host of sent.closed) this.settled(host);
+    const idle = this.idle();
+    this.waiters = this.waiters.filter((waiter) => {
+      const done = waiter.below < 0 ? idle : this.inflight <= waiter.below;
+      if (done) waiter.resolve();
+      return !done;
+    });
+  }
+
+  private fail(failure: WriteFailure): void {
+    this.failure ??= failure;
+    for (const waiter of this.waiters.splice(0)) waiter.reject(this.failure);
+  }
+}
