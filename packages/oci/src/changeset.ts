@@ -14,7 +14,7 @@ import {
   UnpackError,
   UnsafeLayerError,
 } from "./errors.js";
-import { type FileJob, FileWriters, type WriteFailure } from "./file-writers.js";
+import { type FileJob, FileWriters, PIECE, type WriteFailure } from "./file-writers.js";
 import { layerCompression } from "./media-types.js";
 import { type EntryPath, entryPath, formatEntryPath, printable, RootFs, WritesInFlight } from "./rootfs.js";
 
@@ -81,10 +81,8 @@ export interface UnpackReport {
 const WHITEOUT_PREFIX = ".wh.";
 const OPAQUE_MARKER = ".wh..wh..opq";
 const MAX_SKIPPED_LISTED = 1000;
-/** A file's data goes to its writer thread in pieces of about this size (most files: one piece). */
-const PIECE = 256 * 1024;
 /** File data queued for the writer threads before the archive is paused. */
-const WRITE_BUDGET = 16 * 1024 * 1024;
+const WRITE_BUDGET = 8 * 1024 * 1024;
 
 /** Which part of the tree a `--path` filter lets through. */
 class PathFilter {

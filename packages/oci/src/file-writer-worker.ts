@@ -33,11 +33,12 @@ class FileWriter {
         const err = error as NodeJS.ErrnoException;
         return {
           seq: batch.seq,
+          data: batch.data,
           error: { host, message: err.message, ...(err.code ? { code: err.code } : {}) },
         };
       }
     }
-    return { seq: batch.seq };
+    return { seq: batch.seq, data: batch.data };
   }
 
   private piece(host: string, n: Float64Array, at: number, data: Uint8Array): void {
@@ -80,5 +81,8 @@ class FileWriter {
 const port = parentPort;
 if (port !== null) {
   const writer = new FileWriter();
-  port.on("message", (batch: WriterBatch) => port.postMessage(writer.run(batch) satisfies WriterAck));
+  port.on("message", (batch: WriterBatch) => {
+    const ack: WriterAck = writer.run(batch);
+    port.postMessage(ack, [ack.data]);
+  });
 }

@@ -16,7 +16,9 @@ export interface FileJob {
 /**
  * Pieces of files, flat so that posting a batch costs a copy of one string and the transfer of
  * two buffers rather than a structured clone per piece: piece i is `hosts.split("\0")[i]` and
- * `numbers[i * PIECE_FIELDS …]` (see `encodePiece`); its bytes are `data[start, end)`.
+ * `numbers[i * PIECE_FIELDS …]` (see `encodePiece`); its bytes are `data[start, end)`. `data` is
+ * handed back with the acknowledgement, to be filled again: buffers go round instead of piling
+ * up as garbage in threads that allocate too little to collect it.
  */
 export interface WriterBatch {
   readonly seq: number;
@@ -51,13 +53,21 @@ export function encodePiece(
 
 export interface WriterAck {
   readonly seq: number;
+  /** The batch's buffer, returned. */
+  readonly data: ArrayBuffer;
   /** The first failure of this thread; every later op is skipped. */
   readonly error?: { host: string; code?: string; message: string };
 }
 
-/** A batch is sent once it holds this much data, or this many pieces, or at the next turn of the loop. */
-const BATCH_BYTES = 1024 * 1024;
-const BATCH_OPS = 256;
+/**
+ * A batch is sent once it holds BATCH_BYTES of data or BATCH_PIECES pieces, or at the next turn
+ * of the event loop. A piece is at most PIECE plus one chunk of the archive stream, so a buffer
+ * of BUFFER_BYTES always has room for one after a batch that was not yet full.
+ */
+export const PIECE = 256 * 1024;
+const BATCH_BYTES = 512 * 1024;
+const BATCH_PIECES = 256;
+const BUFFER_BYTES = 1024 * 1024;
 
 export interface WriteFailure {
   readonly host: string;
@@ -71,7 +81,7 @@ interface Lane {
   numbers: number[];
   /** Hosts of the files the batch closes. */
   closes: string[];
-  chunks: Uint8Array[];
+  data: Uint8Array | undefined;
   bytes: number;
   /** Sent and not yet acknowledged: their bytes and the files they close. */
   readonly sent: Array<{ seq: number; bytes: number; closed: string[] }>;
@@ -85,6 +95,7 @@ interface Lane {
  */
 export class FileWriters {
   private readonly lanes: Lane[];
+  private readonly spare: ArrayBuffer[] = [];
   private seq = 0;
   private nextId = 0;
   private inflight = 0;
@@ -100,8 +111,11 @@ export class FileWriters {
     count = Math.min(4, Math.max(2, availableParallelism())),
   ) {
     this.lanes = Array.from({ length: count }, () => {
-      const worker = new Worker(new URL("./file-writer-worker.js", import.meta.url));
-      const lane: Lane = { worker, hosts: [], numbers: [], closes: [], chunks: [], bytes: 0, sent: [] };
+      // The threads hold little: a small heap keeps the process's memory down.
+      const worker = new Worker(new URL("./file-writer-worker.js", import.meta.url), {
+        resourceLimits: { maxYoungGenerationSizeMb: 2, maxOldGenerationSizeMb: 32 },
+      });
+      const lane: Lane = { worker, hosts: [], numbers: [], closes: [], data: undefined, bytes: 0, sent: [] };
       worker.on("message", (ack: WriterAck) => this.acknowledged(lane, ack));
       worker.on("error", (error) =>
         this.fail({ host: "", message: `a file-writer thread failed: ${error.message}` }),
@@ -124,16 +138,20 @@ export class FileWriters {
   write(id: number, job: FileJob, data: readonly Uint8Array[], last: boolean): void {
     if (this.failure !== undefined) return;
     const lane = this.laneFor(job.host);
+    let size = 0;
+    for (const chunk of data) size += chunk.length;
+    if (lane.data !== undefined && lane.bytes + size > lane.data.length) this.send(lane);
+    lane.data ??= new Uint8Array(size > BUFFER_BYTES ? new ArrayBuffer(size) : this.buffer());
     const start = lane.bytes;
     for (const chunk of data) {
-      lane.chunks.push(chunk);
+      lane.data.set(chunk, lane.bytes);
       lane.bytes += chunk.length;
     }
-    this.inflight += lane.bytes - start;
+    this.inflight += size;
     lane.hosts.push(job.host);
     encodePiece(lane.numbers, id, job, start, lane.bytes, last);
     if (last) lane.closes.push(job.host);
-    if (lane.bytes >= BATCH_BYTES || lane.hosts.length >= BATCH_OPS) this.send(lane);
+    if (lane.bytes >= BATCH_BYTES || lane.hosts.length >= BATCH_PIECES) this.send(lane);
     else if (!this.flushScheduled) {
       this.flushScheduled = true;
       setImmediate(() => this.flush());
@@ -168,6 +186,10 @@ export class FileWriters {
     await Promise.all(this.lanes.map((lane) => lane.worker.terminate()));
   }
 
+  private buffer(): ArrayBuffer {
+    return this.spare.pop() ?? new ArrayBuffer(BUFFER_BYTES);
+  }
+
   private idle(): boolean {
     return this.lanes.every((lane) => lane.sent.length === 0 && lane.hosts.length === 0);
   }
@@ -185,14 +207,7 @@ export class FileWriters {
   }
 
   private send(lane: Lane): void {
-    // One buffer per batch, transferred: a view of a bigger buffer would be cloned whole.
-    const data = new ArrayBuffer(lane.bytes);
-    const bytes = new Uint8Array(data);
-    let offset = 0;
-    for (const chunk of lane.chunks) {
-      bytes.set(chunk, offset);
-      offset += chunk.length;
-    }
+    const data = (lane.data as Uint8Array).buffer as ArrayBuffer;
     const numbers = Float64Array.from(lane.numbers);
     const batch: WriterBatch = { seq: this.seq++, hosts: lane.hosts.join("\0"), numbers, data };
     lane.sent.push({ seq: batch.seq, bytes: lane.bytes, closed: lane.closes });
@@ -204,11 +219,14 @@ export class FileWriters {
     lane.hosts = [];
     lane.numbers = [];
     lane.closes = [];
-    lane.chunks = [];
+    if (lane.data !== undefined && lane.bytes === 0) return;
+    lane.data = undefined;
     lane.bytes = 0;
   }
 
   private acknowledged(lane: Lane, ack: WriterAck): void {
+    if (ack.data.byteLength === BUFFER_BYTES && this.spare.length < 2 * this.lanes.length)
+      this.spare.push(ack.data);
     const sent = lane.sent.shift();
     if (sent === undefined || sent.seq !== ack.seq) {
       this.fail({ host: "", message: "a file-writer thread answered out of turn" });

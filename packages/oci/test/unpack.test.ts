@@ -9,7 +9,7 @@ import { gzipSync } from "node:zlib";
 import { ArchiveEnd } from "../src/changeset.js";
 import { digestOf } from "../src/digest.js";
 import { applyLayers, chainId } from "../src/unpack.js";
-import { BLOCK, dir, END_MARKER, entry, file, hardlink, symlink, tar } from "./tar-craft.js";
+import { BLOCK, DEFAULT_MTIME, dir, END_MARKER, entry, file, hardlink, symlink, tar } from "./tar-craft.js";
 
 async function tempDir(t: TestContext): Promise<string> {
   const path = await mkdtemp(join(tmpdir(), "oci-unpack-"));
@@ -130,6 +130,87 @@ describe("applyLayers", () => {
     assert.equal((await lstat(join(root, "shadow"))).mode & 0o7777, 0);
     assert.equal((await lstat(join(root, "locked"))).mode & 0o7777, 0);
     assert.ok(report.ownershipSkipped);
+  });
+});
+
+describe("applyLayers: entries that meet files still being written (same layer)", () => {
+  // Files go to writer threads; whatever follows them in the layer must see them as if they
+  // had been written at once. Many filler files keep the writers busy when the entry comes.
+  const filler = (prefix: string) =>
+    Array.from({ length: 300 }, (_, i) => file(`${prefix}/f${i}`, Buffer.alloc(2000 + i, i)));
+
+  test("a directory, a file again, a hardlink and a symlink over files of the same layer", async (t) => {
+    const root = join(await tempDir(t), "root");
+    const big = Buffer.alloc(3 * 1024 * 1024 + 7, 9);
+    // Each conflicting entry comes right after the file it meets, behind a queue of filler.
+    const archive = tar([
+      ...filler("a"),
+      file("x", "first"),
+      file("x", "second"),
+      ...filler("b"),
+      file("becomes-dir", "file"),
+      dir("becomes-dir/"),
+      file("becomes-dir/inside", "in"),
+      ...filler("c"),
+      file("target", "linked"),
+      hardlink("link", "target"),
+      ...filler("d"),
+      file("big", big),
+      hardlink("big-link", "big"),
+      symlink("a/f299", "../x"),
+    ]);
+    const report = await applyLayers(root, [await layerFile(t, archive)]);
+    assert.equal(await readFile(join(root, "x"), "utf8"), "second", "the later file wins");
+    assert.equal(await readFile(join(root, "becomes-dir/inside"), "utf8"), "in");
+    assert.ok((await lstat(join(root, "becomes-dir"))).isDirectory());
+    assert.equal((await lstat(join(root, "link"))).ino, (await lstat(join(root, "target"))).ino);
+    assert.equal(await readFile(join(root, "link"), "utf8"), "linked");
+    assert.deepEqual(await readFile(join(root, "big-link")), big, "a file written in pieces is whole");
+    assert.equal(await readFile(join(root, "a/f299"), "utf8"), "second", "a symlink replaced the file");
+    assert.deepEqual(await readFile(join(root, "d/f299")), Buffer.alloc(2299, 299 % 256));
+    assert.equal(report.entries, 4 * 300 + 10);
+  });
+
+  test("a directory of files being written, replaced by a symlink, then written through", async (t) => {
+    const root = join(await tempDir(t), "root");
+    const archive = tar([
+      ...filler("d"),
+      dir("elsewhere/"),
+      symlink("d", "elsewhere"),
+      file("d/through", "inside elsewhere"),
+    ]);
+    await applyLayers(root, [await layerFile(t, archive)]);
+    assert.ok((await lstat(join(root, "d"))).isSymbolicLink());
+    assert.equal(await readFile(join(root, "elsewhere/through"), "utf8"), "inside elsewhere");
+    await assert.rejects(lstat(join(root, "elsewhere/f0")), { code: "ENOENT" });
+  });
+
+  test("a file used as a directory by a later entry is refused, as in a serial unpack", async (t) => {
+    const root = join(await tempDir(t), "root");
+    const archive = tar([...filler("a"), file("plain", "x"), file("plain/child", "y")]);
+    await assert.rejects(applyLayers(root, [await layerFile(t, archive)]), {
+      code: "INVALID_LAYER",
+      message: /needs \/plain to be a directory/,
+    });
+  });
+
+  test("modes, owners and mtimes are set by the writers", async (t) => {
+    const root = join(await tempDir(t), "root");
+    const archive = tar([
+      ...filler("a"),
+      file("setuid", "s", { mode: 0o4755 }),
+      file("group-write", "g", { mode: 0o664 }),
+      file("owned", "o", { uid: 1234, gid: 5678 }),
+    ]);
+    await applyLayers(root, [await layerFile(t, archive)]);
+    const setuid = await lstat(join(root, "setuid"));
+    assert.equal(setuid.mode & 0o7777, 0o4755);
+    assert.equal((await lstat(join(root, "group-write"))).mode & 0o7777, 0o664);
+    assert.equal(setuid.mtimeMs, DEFAULT_MTIME * 1000);
+    if (process.getuid?.() === 0) {
+      const owned = await lstat(join(root, "owned"));
+      assert.deepEqual([owned.uid, owned.gid], [1234, 5678]);
+    }
   });
 });
 
