@@ -800,6 +800,11 @@ async function conformance(unpacker: Unpacker, layout: string, image: PreparedIm
     assert.deepEqual(report.skipped, [], "as root, nothing is skipped");
   }
   if (spec.escapeMarkers) await assertNoEscape(out, spec.escapeMarkers);
+  // The first unpack was hardlinked into the unpack cache on the way: a second one is copied
+  // from there and must be the same tree (types, modes, owners, mtimes, links, contents).
+  const again = await unpackWithLocald(unpacker, image.ref, join(unpacker.dir, `locald-${spec.name}-cached`));
+  assert.equal(again.cached, true, "the second unpack comes from the cache");
+  assertSameTrees(await snapshotTree(join(unpacker.dir, `locald-${spec.name}-cached`)), ours, {});
   return report;
 }
 

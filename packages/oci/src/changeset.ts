@@ -14,9 +14,18 @@ import {
   UnpackError,
   UnsafeLayerError,
 } from "./errors.js";
-import { type FileJob, FileWriters, PIECE, type WriteFailure } from "./file-writers.js";
+import { type FileJob, type FilePrint, FileWriters, PIECE, type WriteFailure } from "./file-writers.js";
 import { layerCompression } from "./media-types.js";
-import { type EntryPath, entryPath, formatEntryPath, printable, RootFs, WritesInFlight } from "./rootfs.js";
+import {
+  copyDirectories,
+  type EntryPath,
+  entryPath,
+  finishDirectories,
+  formatEntryPath,
+  printable,
+  RootFs,
+  WritesInFlight,
+} from "./rootfs.js";
 
 /**
  * Applies layer changesets (OCI image-spec "Applying changesets") to a root filesystem:
@@ -538,10 +547,38 @@ export class ChangesetApplier {
     this.rootfs.remove(victim);
   }
 
-  /** Applies deferred directory metadata and stops the writer threads; call once after the last layer. */
-  async finish(): Promise<UnpackReport> {
+  /**
+   * Applies deferred directory metadata and stops the writer threads; call once after the last
+   * layer. With `linkInto` (a path that does not exist yet), the finished tree is also copied
+   * there as hardlinks by the writer threads, and the files' fingerprints come back; a tree
+   * that cannot be linked there (another filesystem) is left out, and so are the prints.
+   */
+  async finish(linkInto?: string): Promise<{ report: UnpackReport; prints?: Record<string, FilePrint> }> {
     this.rootfs.finish();
-    await this.writers.close();
+    let prints: Record<string, FilePrint> | undefined;
+    try {
+      if (linkInto !== undefined) prints = await this.linkTree(linkInto);
+    } finally {
+      await this.writers.close();
+    }
+    return { report: this.report(), ...(prints === undefined ? {} : { prints }) };
+  }
+
+  private async linkTree(into: string): Promise<Record<string, FilePrint> | undefined> {
+    try {
+      const copied = copyDirectories(this.rootfs.root, into, (from, to, key, files, others) =>
+        this.writers.link(from, to, key, files, others),
+      );
+      await this.writers.drained();
+      finishDirectories(copied, !this.rootless);
+      return this.writers.linkedPrints();
+    } catch {
+      await this.writers.stopped();
+      return undefined;
+    }
+  }
+
+  private report(): UnpackReport {
     const skipped =
       this.skippedCount > this.skipped.length
         ? [

@@ -1,13 +1,31 @@
-import { closeSync, constants, fchmodSync, fchownSync, futimesSync, openSync, writeSync } from "node:fs";
+import {
+  closeSync,
+  constants,
+  fchmodSync,
+  fchownSync,
+  futimesSync,
+  linkSync,
+  lstatSync,
+  openSync,
+  writeSync,
+} from "node:fs";
+import { join } from "node:path";
 import { parentPort } from "node:worker_threads";
-import { PIECE_FIELDS, type WriterAck, type WriterBatch } from "./file-writers.js";
+import {
+  type FilePrint,
+  type LinkBatch,
+  PIECE_FIELDS,
+  type WriterAck,
+  type WriterBatch,
+} from "./file-writers.js";
 
 /**
  * A file-writer thread: creates the regular files of a layer that the unpack thread has placed
  * (parent resolved inside the root, slot checked free), with synchronous calls. Creating files is
  * most of an unpack's time and the kernel does it in parallel for different directories, so
  * several of these run at once, each given whole directories. Messages: `WriterBatch` in,
- * `WriterAck` out, one per batch, in order.
+ * `WriterAck` out, one per batch, in order. They also hardlink a finished tree into the unpack
+ * cache (`LinkBatch`), a directory at a time.
  */
 
 // O_EXCL|O_NOFOLLOW: nothing can sit in the slot, and nothing planted there is followed.
@@ -66,6 +84,29 @@ class FileWriter {
     }
   }
 
+  link(batch: LinkBatch): WriterAck {
+    const prints: Array<[string, ...FilePrint]> = [];
+    const prefix = batch.key === "" ? "" : `${batch.key}/`;
+    let name = "";
+    try {
+      for (name of names(batch.others)) linkSync(join(batch.from, name), join(batch.to, name));
+      for (name of names(batch.files)) {
+        const linked = join(batch.to, name);
+        linkSync(join(batch.from, name), linked);
+        const info = lstatSync(linked);
+        prints.push([`${prefix}${name}`, info.ino, info.size, info.mtimeMs, info.mode, info.uid, info.gid]);
+      }
+    } catch (error) {
+      const err = error as NodeJS.ErrnoException;
+      const host = join(batch.from, name);
+      return {
+        seq: batch.seq,
+        error: { host, message: err.message, ...(err.code ? { code: err.code } : {}) },
+      };
+    }
+    return { seq: batch.seq, prints };
+  }
+
   private abandon(): void {
     for (const fd of this.open.values()) {
       try {
@@ -81,8 +122,16 @@ class FileWriter {
 const port = parentPort;
 if (port !== null) {
   const writer = new FileWriter();
-  port.on("message", (batch: WriterBatch) => {
+  port.on("message", (batch: WriterBatch | LinkBatch) => {
+    if (batch.kind === "links") {
+      port.postMessage(writer.link(batch) satisfies WriterAck);
+      return;
+    }
     const ack: WriterAck = writer.run(batch);
-    port.postMessage(ack, [ack.data]);
+    port.postMessage(ack, [batch.data]);
   });
+}
+
+function names(joined: string): string[] {
+  return joined === "" ? [] : joined.split("\0");
 }

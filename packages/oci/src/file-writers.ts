@@ -21,6 +21,7 @@ export interface FileJob {
  * up as garbage in threads that allocate too little to collect it.
  */
 export interface WriterBatch {
+  readonly kind: "files";
   readonly seq: number;
   readonly hosts: string;
   readonly numbers: Float64Array;
@@ -51,10 +52,29 @@ export function encodePiece(
   );
 }
 
+/**
+ * One directory of a finished tree to hardlink into a copy of it (whose directories exist):
+ * `files` and `others` are NUL-separated names, `key` the directory's path in the tree.
+ */
+export interface LinkBatch {
+  readonly kind: "links";
+  readonly seq: number;
+  readonly from: string;
+  readonly to: string;
+  readonly key: string;
+  readonly files: string;
+  readonly others: string;
+}
+
+/** What a regular file of a cached tree looked like: a later change in place shows. */
+export type FilePrint = [ino: number, size: number, mtimeMs: number, mode: number, uid: number, gid: number];
+
 export interface WriterAck {
   readonly seq: number;
-  /** The batch's buffer, returned. */
-  readonly data: ArrayBuffer;
+  /** The batch's buffer, returned (file batches). */
+  readonly data?: ArrayBuffer;
+  /** Link batches: each linked regular file by its path in the tree. */
+  readonly prints?: Array<[string, ...FilePrint]>;
   /** The first failure of this thread; every later op is skipped. */
   readonly error?: { host: string; code?: string; message: string };
 }
@@ -102,6 +122,8 @@ export class FileWriters {
   private flushScheduled = false;
   private failure: WriteFailure | undefined;
   private quiet: Array<() => void> = [];
+  private readonly prints: Record<string, FilePrint> = {};
+  private nextLinkLane = 0;
   private waiters: Array<{ below: number; resolve: () => void; reject: (failure: WriteFailure) => void }> =
     [];
 
@@ -158,6 +180,31 @@ export class FileWriters {
     }
   }
 
+  /**
+   * Hardlinks the entries of directory `from` (key `key` in the tree) into `to`, which exists;
+   * regular files are fingerprinted on the way (see `linkedPrints`). Wait with `drained()`.
+   */
+  link(from: string, to: string, key: string, files: readonly string[], others: readonly string[]): void {
+    if (this.failure !== undefined) return;
+    const lane = this.lanes[this.nextLinkLane++ % this.lanes.length] as Lane;
+    const batch: LinkBatch = {
+      kind: "links",
+      seq: this.seq++,
+      from,
+      to,
+      key,
+      files: files.join("\0"),
+      others: others.join("\0"),
+    };
+    lane.sent.push({ seq: batch.seq, bytes: 0, closed: [] });
+    lane.worker.postMessage(batch);
+  }
+
+  /** Fingerprints of the files linked so far, by path in the tree. */
+  linkedPrints(): Record<string, FilePrint> {
+    return this.prints;
+  }
+
   /** Resolves once no more than `bytes` (≥ 0) are pending; rejects if a write failed. */
   below(bytes: number): Promise<void> {
     this.flush();
@@ -209,7 +256,13 @@ export class FileWriters {
   private send(lane: Lane): void {
     const data = (lane.data as Uint8Array).buffer as ArrayBuffer;
     const numbers = Float64Array.from(lane.numbers);
-    const batch: WriterBatch = { seq: this.seq++, hosts: lane.hosts.join("\0"), numbers, data };
+    const batch: WriterBatch = {
+      kind: "files",
+      seq: this.seq++,
+      hosts: lane.hosts.join("\0"),
+      numbers,
+      data,
+    };
     lane.sent.push({ seq: batch.seq, bytes: lane.bytes, closed: lane.closes });
     lane.worker.postMessage(batch, [data, numbers.buffer]);
     this.reset(lane);
@@ -225,8 +278,9 @@ export class FileWriters {
   }
 
   private acknowledged(lane: Lane, ack: WriterAck): void {
-    if (ack.data.byteLength === BUFFER_BYTES && this.spare.length < 2 * this.lanes.length)
+    if (ack.data?.byteLength === BUFFER_BYTES && this.spare.length < 2 * this.lanes.length)
       this.spare.push(ack.data);
+    for (const [key, ...print] of ack.prints ?? []) this.prints[key] = print;
     const sent = lane.sent.shift();
     if (sent === undefined || sent.seq !== ack.seq) {
       this.fail({ host: "", message: "a file-writer thread answered out of turn" });

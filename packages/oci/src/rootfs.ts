@@ -555,6 +555,53 @@ function realEntry(root: string, key: string): { host: string; info: Stats } | u
   return undefined;
 }
 
+/** A directory of a tree copied by `copyDirectories`, to get its metadata once it is filled. */
+export interface CopiedDirectory {
+  readonly to: string;
+  readonly info: Stats;
+}
+
+/**
+ * Re-creates the directories of a finished tree under `into` (which must not exist) and hands
+ * each one's other entries to `entries`, to be hardlinked. Symlinks are entries, never followed.
+ * Call `finishDirectories` once the entries are in.
+ */
+export function copyDirectories(
+  root: string,
+  into: string,
+  entries: (from: string, to: string, key: string, files: string[], others: string[]) => void,
+): CopiedDirectory[] {
+  const copied: CopiedDirectory[] = [];
+  const visit = (from: string, to: string, key: string): void => {
+    mkdirSync(to, { mode: 0o700 });
+    copied.push({ to, info: lstatSync(from) });
+    const files: string[] = [];
+    const others: string[] = [];
+    const subdirectories: string[] = [];
+    for (const entry of readdirSync(from, { withFileTypes: true })) {
+      if (entry.isDirectory()) subdirectories.push(entry.name);
+      else if (entry.isFile()) files.push(entry.name);
+      else others.push(entry.name);
+    }
+    entries(from, to, key, files, others);
+    for (const name of subdirectories)
+      visit(join(from, name), join(to, name), key === "" ? name : `${key}/${name}`);
+  };
+  visit(root, into, "");
+  return copied;
+}
+
+/** Gives copied directories their originals' owner, mode and times, deepest first. */
+export function finishDirectories(copied: readonly CopiedDirectory[], owner: boolean): void {
+  for (let i = copied.length - 1; i >= 0; i--) {
+    const { to, info } = copied[i] as CopiedDirectory;
+    if (owner) lchownSync(to, info.uid, info.gid);
+    chmodSync(to, info.mode & 0o7777);
+    // Seconds as a float keep sub-millisecond times (a Date would cut them to whole ms).
+    lutimesSync(to, info.atimeMs / 1000, info.mtimeMs / 1000);
+  }
+}
+
 /**
  * Puts back modes that a rootless unpack loosened (see `RootFs.loosenedModes`), deepest first so
  * that a directory is closed only after what is inside it.

@@ -1,6 +1,7 @@
 import { parentPort, workerData } from "node:worker_threads";
 import { ChangesetApplier, type ChangesetOptions, type LayerBlob, type UnpackReport } from "./changeset.js";
 import { OciError } from "./errors.js";
+import type { FilePrint } from "./file-writers.js";
 
 /**
  * The unpack thread: applies layers with synchronous filesystem calls while the main thread
@@ -12,13 +13,13 @@ export interface WorkerInit {
   options: ChangesetOptions;
 }
 
-export type WorkerRequest = { type: "layer"; layer: LayerBlob } | { type: "finish" };
+export type WorkerRequest = { type: "layer"; layer: LayerBlob } | { type: "finish"; linkInto?: string };
 
 export type SerializedError = { code: string; message: string; hint?: string };
 
 export type WorkerReply =
   | { type: "layer-done" }
-  | { type: "done"; report: UnpackReport }
+  | { type: "done"; report: UnpackReport; prints?: Record<string, FilePrint> }
   | { type: "error"; error: SerializedError };
 
 function serialize(error: unknown): SerializedError {
@@ -39,7 +40,10 @@ if (port !== null) {
           await applier.apply(request.layer);
           port.postMessage({ type: "layer-done" } satisfies WorkerReply);
         } else {
-          port.postMessage({ type: "done", report: await applier.finish() } satisfies WorkerReply);
+          port.postMessage({
+            type: "done",
+            ...(await applier.finish(request.linkInto)),
+          } satisfies WorkerReply);
         }
       } catch (error) {
         port.postMessage({ type: "error", error: serialize(error) } satisfies WorkerReply);

@@ -20,6 +20,7 @@ import {
   UnpackError,
   UnsafeLayerError,
 } from "./errors.js";
+import type { FilePrint } from "./file-writers.js";
 import { writeFileAtomic } from "./files.js";
 import { type Descriptor, parseManifestDocument } from "./manifest.js";
 import { formatPlatform, type Platform, platformOrHost } from "./platform.js";
@@ -98,12 +99,15 @@ export class LayerApplication {
     await this.request({ type: "layer", layer });
   }
 
-  /** Applies directory metadata, ends the thread and reports what was done. */
-  async finish(): Promise<UnpackReport> {
-    const reply = await this.request({ type: "finish" });
+  /**
+   * Applies directory metadata, ends the thread and reports what was done. With `linkInto`, the
+   * tree is also hardlinked there (see `ChangesetApplier.finish`): `prints` says it was.
+   */
+  async finish(linkInto?: string): Promise<{ report: UnpackReport; prints?: Fingerprint }> {
+    const reply = await this.request({ type: "finish", ...(linkInto === undefined ? {} : { linkInto }) });
     await this.close();
     if (reply.type !== "done") throw new UnpackError("The unpack thread answered out of turn.");
-    return reply.report;
+    return reply;
   }
 
   async close(): Promise<void> {
@@ -124,7 +128,7 @@ export async function applyLayers(
   const application = await LayerApplication.start(root, options);
   try {
     for (const layer of layers) await application.apply(layer);
-    const report = await application.finish();
+    const { report } = await application.finish();
     restoreModes(resolve(root), report.loosenedModes);
     return report;
   } finally {
@@ -240,10 +244,7 @@ async function materialise(cached: string, dir: string, report: UnpackReport): P
 }
 
 /** What each regular file of a cached root looked like when it was cached. */
-type Fingerprint = Record<
-  string,
-  [ino: number, size: number, mtimeMs: number, mode: number, uid: number, gid: number]
->;
+type Fingerprint = Record<string, FilePrint>;
 
 /** Synchronous on purpose: one lstat per file, and nothing else is waiting on this thread. */
 function fingerprint(root: string): Fingerprint {
@@ -279,17 +280,11 @@ function intact(root: string, prints: Fingerprint): boolean {
 }
 
 /**
- * Caches a freshly unpacked `dir` as hardlinks (no data is copied), before its loosened modes are
- * restored. Files whose modes were loosened get a copy of their own, so restoring the user's
- * copy does not lock the cache out. False when the cache cannot share the filesystem.
+ * The cache shares the inodes of a freshly unpacked `dir` (linked by the unpack's writer threads
+ * before its loosened modes are restored). Files whose modes were loosened get a copy of their
+ * own, so restoring the user's copy does not lock the cache out.
  */
-async function cacheByLinks(dir: string, scratch: string, report: UnpackReport): Promise<boolean> {
-  try {
-    await run("cp", ["-al", "--", `${dir}/.`, `${scratch}/`], { maxBuffer: 1024 * 1024 });
-  } catch {
-    await rm(scratch, { recursive: true, force: true });
-    return false;
-  }
+async function separateLoosened(dir: string, scratch: string, report: UnpackReport): Promise<void> {
   for (const { path } of report.loosenedModes) {
     const linked = join(scratch, path);
     const info = await lstat(linked).catch(() => undefined);
@@ -298,7 +293,6 @@ async function cacheByLinks(dir: string, scratch: string, report: UnpackReport):
     await copyFile(join(dir, path), copy);
     await rename(copy, linked);
   }
-  return true;
 }
 
 function cacheKey(diffIds: readonly string[], options: ChangesetOptions): string {
@@ -454,6 +448,9 @@ async function unpackInto(
       // Extract straight into the target (one write of every file), then cache it as
       // hardlinks; with no target, straight into the cache.
       const into = target ?? (scratch as string);
+      // Into a target, the writer threads also link the finished tree into the cache.
+      const linkInto = target === undefined ? undefined : scratch;
+      let prints: Fingerprint | undefined;
       const application = await LayerApplication.start(into, changeset);
       try {
         for (const [index, layer] of layers.entries()) {
@@ -467,17 +464,19 @@ async function unpackInto(
           });
           emit({ type: "unpack-layer", digest: layer.digest, index, count: layers.length });
         }
-        report = await application.finish();
+        ({ report, prints } = await application.finish(linkInto));
       } finally {
         await application.close();
       }
       await pulled;
       if (cachedRoot !== undefined && scratch !== undefined) {
-        if (target === undefined || (await cacheByLinks(target, scratch, report))) {
-          const files = fingerprint(scratch);
-          await publishCache(scratch, cachedRoot, { chainId: chainId(diffIds), report, files });
+        if (target === undefined) prints = fingerprint(scratch);
+        else if (prints !== undefined) await separateLoosened(target, scratch, report);
+        // Without prints the tree could not be linked (the cache is on another filesystem).
+        if (prints !== undefined) {
+          await publishCache(scratch, cachedRoot, { chainId: chainId(diffIds), report, files: prints });
+          scratch = undefined;
         }
-        scratch = undefined;
       }
       if (target !== undefined) restoreModes(target, report.loosenedModes);
     }
