@@ -10,13 +10,14 @@ import {
   writeSync,
 } from "node:fs";
 import { join } from "node:path";
-import { parentPort } from "node:worker_threads";
+import { parentPort, workerData } from "node:worker_threads";
 import {
   type FilePrint,
   type LinkBatch,
   PIECE_FIELDS,
   type WriterAck,
   type WriterBatch,
+  type WriterInit,
 } from "./file-writers.js";
 
 /**
@@ -35,8 +36,10 @@ class FileWriter {
   private readonly open = new Map<number, number>();
   private failed = false;
 
+  constructor(private readonly ring: Uint8Array) {}
+
   run(batch: WriterBatch): WriterAck {
-    const data = new Uint8Array(batch.data);
+    const data = this.ring;
     const hosts = batch.hosts.split("\0");
     const n = batch.numbers;
     for (let i = 0; i < hosts.length; i++) {
@@ -51,12 +54,11 @@ class FileWriter {
         const err = error as NodeJS.ErrnoException;
         return {
           seq: batch.seq,
-          data: batch.data,
           error: { host, message: err.message, ...(err.code ? { code: err.code } : {}) },
         };
       }
     }
-    return { seq: batch.seq, data: batch.data };
+    return { seq: batch.seq };
   }
 
   private piece(host: string, n: Float64Array, at: number, data: Uint8Array): void {
@@ -121,14 +123,13 @@ class FileWriter {
 
 const port = parentPort;
 if (port !== null) {
-  const writer = new FileWriter();
+  const writer = new FileWriter(new Uint8Array((workerData as WriterInit).ring));
   port.on("message", (batch: WriterBatch | LinkBatch) => {
     if (batch.kind === "links") {
       port.postMessage(writer.link(batch) satisfies WriterAck);
       return;
     }
-    const ack: WriterAck = writer.run(batch);
-    port.postMessage(ack, [batch.data]);
+    port.postMessage(writer.run(batch) satisfies WriterAck);
   });
 }
 

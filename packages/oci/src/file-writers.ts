@@ -16,16 +16,19 @@ export interface FileJob {
 /**
  * Pieces of files, flat so that posting a batch costs a copy of one string and the transfer of
  * two buffers rather than a structured clone per piece: piece i is `hosts.split("\0")[i]` and
- * `numbers[i * PIECE_FIELDS …]` (see `encodePiece`); its bytes are `data[start, end)`. `data` is
- * handed back with the acknowledgement, to be filled again: buffers go round instead of piling
- * up as garbage in threads that allocate too little to collect it.
+ * `numbers[i * PIECE_FIELDS …]` (see `encodePiece`); its bytes are `ring[start, end)`, in the
+ * lane's ring buffer, shared with its writer thread (see `WriterInit`), which the batch's bytes
+ * occupy until it is acknowledged. A fixed ring, not a buffer per batch: nothing to collect.
  */
 export interface WriterBatch {
   readonly kind: "files";
   readonly seq: number;
   readonly hosts: string;
   readonly numbers: Float64Array;
-  readonly data: ArrayBuffer;
+}
+
+export interface WriterInit {
+  readonly ring: SharedArrayBuffer;
 }
 
 export const PIECE_FIELDS = 9;
@@ -71,8 +74,6 @@ export type FilePrint = [ino: number, size: number, mtimeMs: number, mode: numbe
 
 export interface WriterAck {
   readonly seq: number;
-  /** The batch's buffer, returned (file batches). */
-  readonly data?: ArrayBuffer;
   /** Link batches: each linked regular file by its path in the tree. */
   readonly prints?: Array<[string, ...FilePrint]>;
   /** The first failure of this thread; every later op is skipped. */
@@ -81,13 +82,22 @@ export interface WriterAck {
 
 /**
  * A batch is sent once it holds BATCH_BYTES of data or BATCH_PIECES pieces, or at the next turn
- * of the event loop. A piece is at most PIECE plus one chunk of the archive stream, so a buffer
- * of BUFFER_BYTES always has room for one after a batch that was not yet full.
+ * of the event loop (so that the writers never wait for a batch to fill).
  */
 export const PIECE = 256 * 1024;
 const BATCH_BYTES = 512 * 1024;
 const BATCH_PIECES = 256;
-const BUFFER_BYTES = 1024 * 1024;
+/**
+ * Each lane's ring. A batch is at most BATCH_BYTES plus a piece and a chunk (the archive pauses
+ * while a full batch waits for room), so several fit.
+ */
+const RING_BYTES = 4 * 1024 * 1024;
+/**
+ * Queued for the writers before the archive is paused: file data, and files (a layer of tiny
+ * files holds little data but a string, a job and a set entry per file).
+ */
+const BACKLOG_BYTES = 8 * 1024 * 1024;
+const BACKLOG_FILES = 2048;
 
 export interface WriteFailure {
   readonly host: string;
@@ -101,10 +111,19 @@ interface Lane {
   numbers: number[];
   /** Hosts of the files the batch closes. */
   closes: string[];
-  data: Uint8Array | undefined;
+  chunks: Uint8Array[];
   bytes: number;
-  /** Sent and not yet acknowledged: their bytes and the files they close. */
-  readonly sent: Array<{ seq: number; bytes: number; closed: string[] }>;
+  readonly ring: Uint8Array;
+  /** Ring positions as running totals: bytes placed so far, and freed by acknowledgements. */
+  head: number;
+  tail: number;
+  /** Sent and not yet acknowledged: their bytes, where their ring space ends, the files they close. */
+  readonly sent: Array<{ seq: number; bytes: number; end: number; closed: string[] }>;
+}
+
+/** A full batch still unsent: its ring has no room until the writer acknowledges more. */
+function waitsForRoom(lane: Lane): boolean {
+  return lane.bytes >= BATCH_BYTES;
 }
 
 /**
@@ -115,16 +134,18 @@ interface Lane {
  */
 export class FileWriters {
   private readonly lanes: Lane[];
-  private readonly spare: ArrayBuffer[] = [];
   private seq = 0;
   private nextId = 0;
+  /** Bytes of file data queued and not yet written. */
   private inflight = 0;
   private flushScheduled = false;
   private failure: WriteFailure | undefined;
   private quiet: Array<() => void> = [];
   private readonly prints: Record<string, FilePrint> = {};
   private nextLinkLane = 0;
-  private waiters: Array<{ below: number; resolve: () => void; reject: (failure: WriteFailure) => void }> =
+  /** Files queued and not yet closed by a writer. */
+  private files = 0;
+  private waiters: Array<{ idle: boolean; resolve: () => void; reject: (failure: WriteFailure) => void }> =
     [];
 
   /** One thread per core, at least two: creation in two directories at once pays off even on one. */
@@ -134,10 +155,23 @@ export class FileWriters {
   ) {
     this.lanes = Array.from({ length: count }, () => {
       // The threads hold little: a small heap keeps the process's memory down.
+      const ring = new SharedArrayBuffer(RING_BYTES);
       const worker = new Worker(new URL("./file-writer-worker.js", import.meta.url), {
+        workerData: { ring } satisfies WriterInit,
         resourceLimits: { maxYoungGenerationSizeMb: 2, maxOldGenerationSizeMb: 32 },
       });
-      const lane: Lane = { worker, hosts: [], numbers: [], closes: [], data: undefined, bytes: 0, sent: [] };
+      const lane: Lane = {
+        worker,
+        hosts: [],
+        numbers: [],
+        closes: [],
+        chunks: [],
+        bytes: 0,
+        ring: new Uint8Array(ring),
+        head: 0,
+        tail: 0,
+        sent: [],
+      };
       worker.on("message", (ack: WriterAck) => this.acknowledged(lane, ack));
       worker.on("error", (error) =>
         this.fail({ host: "", message: `a file-writer thread failed: ${error.message}` }),
@@ -146,9 +180,15 @@ export class FileWriters {
     });
   }
 
-  /** Bytes handed over and not yet written. */
-  get pendingBytes(): number {
-    return this.inflight;
+  /** The writers are behind: pause the archive until `caughtUp()`. */
+  get backlogged(): boolean {
+    return this.inflight > BACKLOG_BYTES || this.files > BACKLOG_FILES || this.lanes.some(waitsForRoom);
+  }
+
+  private halfway(): boolean {
+    return (
+      this.inflight <= BACKLOG_BYTES / 2 && this.files <= BACKLOG_FILES / 2 && !this.lanes.some(waitsForRoom)
+    );
   }
 
   /** A new file id; every piece of one file goes with the same id and job. */
@@ -160,19 +200,18 @@ export class FileWriters {
   write(id: number, job: FileJob, data: readonly Uint8Array[], last: boolean): void {
     if (this.failure !== undefined) return;
     const lane = this.laneFor(job.host);
-    let size = 0;
-    for (const chunk of data) size += chunk.length;
-    if (lane.data !== undefined && lane.bytes + size > lane.data.length) this.send(lane);
-    lane.data ??= new Uint8Array(size > BUFFER_BYTES ? new ArrayBuffer(size) : this.buffer());
     const start = lane.bytes;
     for (const chunk of data) {
-      lane.data.set(chunk, lane.bytes);
+      lane.chunks.push(chunk);
       lane.bytes += chunk.length;
     }
-    this.inflight += size;
+    this.inflight += lane.bytes - start;
     lane.hosts.push(job.host);
     encodePiece(lane.numbers, id, job, start, lane.bytes, last);
-    if (last) lane.closes.push(job.host);
+    if (last) {
+      lane.closes.push(job.host);
+      this.files++;
+    }
     if (lane.bytes >= BATCH_BYTES || lane.hosts.length >= BATCH_PIECES) this.send(lane);
     else if (!this.flushScheduled) {
       this.flushScheduled = true;
@@ -196,7 +235,7 @@ export class FileWriters {
       files: files.join("\0"),
       others: others.join("\0"),
     };
-    lane.sent.push({ seq: batch.seq, bytes: 0, closed: [] });
+    lane.sent.push({ seq: batch.seq, bytes: 0, end: lane.head, closed: [] });
     lane.worker.postMessage(batch);
   }
 
@@ -205,12 +244,12 @@ export class FileWriters {
     return this.prints;
   }
 
-  /** Resolves once no more than `bytes` (≥ 0) are pending; rejects if a write failed. */
-  below(bytes: number): Promise<void> {
+  /** Resolves once the backlog is down to half; rejects if a write failed. */
+  caughtUp(): Promise<void> {
     this.flush();
     if (this.failure !== undefined) return Promise.reject(this.failure);
-    if (this.inflight <= bytes) return Promise.resolve();
-    return new Promise((resolve, reject) => this.waiters.push({ below: bytes, resolve, reject }));
+    if (this.halfway()) return Promise.resolve();
+    return new Promise((resolve, reject) => this.waiters.push({ idle: false, resolve, reject }));
   }
 
   /** Every file queued so far is written and closed; rejects if a write failed. */
@@ -218,7 +257,7 @@ export class FileWriters {
     this.flush();
     if (this.failure !== undefined) return Promise.reject(this.failure);
     if (this.idle()) return Promise.resolve();
-    return new Promise((resolve, reject) => this.waiters.push({ below: -1, resolve, reject }));
+    return new Promise((resolve, reject) => this.waiters.push({ idle: true, resolve, reject }));
   }
 
   /** Resolves when no batch is out, failed or not: nothing is writing any more. */
@@ -231,10 +270,6 @@ export class FileWriters {
 
   async close(): Promise<void> {
     await Promise.all(this.lanes.map((lane) => lane.worker.terminate()));
-  }
-
-  private buffer(): ArrayBuffer {
-    return this.spare.pop() ?? new ArrayBuffer(BUFFER_BYTES);
   }
 
   private idle(): boolean {
@@ -253,18 +288,31 @@ export class FileWriters {
     for (const lane of this.lanes) if (lane.hosts.length > 0) this.send(lane);
   }
 
+  /** Where in the ring `bytes` fit in one piece, if they do now; undefined until acks free room. */
+  private place(lane: Lane, bytes: number): number | undefined {
+    const at = lane.head % RING_BYTES;
+    const skip = at + bytes > RING_BYTES ? RING_BYTES - at : 0;
+    if (lane.head + skip + bytes - lane.tail > RING_BYTES) return undefined;
+    lane.head += skip + bytes;
+    return skip === 0 ? at : 0;
+  }
+
   private send(lane: Lane): void {
-    const data = (lane.data as Uint8Array).buffer as ArrayBuffer;
+    const offset = this.place(lane, lane.bytes);
+    if (offset === undefined) return; // Sent when an acknowledgement frees room (see acknowledged).
+    let at = offset;
+    for (const chunk of lane.chunks) {
+      lane.ring.set(chunk, at);
+      at += chunk.length;
+    }
     const numbers = Float64Array.from(lane.numbers);
-    const batch: WriterBatch = {
-      kind: "files",
-      seq: this.seq++,
-      hosts: lane.hosts.join("\0"),
-      numbers,
-      data,
-    };
-    lane.sent.push({ seq: batch.seq, bytes: lane.bytes, closed: lane.closes });
-    lane.worker.postMessage(batch, [data, numbers.buffer]);
+    for (let i = 0; i < numbers.length; i += PIECE_FIELDS) {
+      numbers[i + 6] = (numbers[i + 6] as number) + offset;
+      numbers[i + 7] = (numbers[i + 7] as number) + offset;
+    }
+    const batch: WriterBatch = { kind: "files", seq: this.seq++, hosts: lane.hosts.join("\0"), numbers };
+    lane.sent.push({ seq: batch.seq, bytes: lane.bytes, end: lane.head, closed: lane.closes });
+    lane.worker.postMessage(batch, [numbers.buffer]);
     this.reset(lane);
   }
 
@@ -272,14 +320,11 @@ export class FileWriters {
     lane.hosts = [];
     lane.numbers = [];
     lane.closes = [];
-    if (lane.data !== undefined && lane.bytes === 0) return;
-    lane.data = undefined;
+    lane.chunks = [];
     lane.bytes = 0;
   }
 
   private acknowledged(lane: Lane, ack: WriterAck): void {
-    if (ack.data?.byteLength === BUFFER_BYTES && this.spare.length < 2 * this.lanes.length)
-      this.spare.push(ack.data);
     for (const [key, ...print] of ack.prints ?? []) this.prints[key] = print;
     const sent = lane.sent.shift();
     if (sent === undefined || sent.seq !== ack.seq) {
@@ -287,16 +332,20 @@ export class FileWriters {
       return;
     }
     this.inflight -= sent.bytes;
+    lane.tail = sent.end;
+    if (lane.hosts.length > 0 && this.failure === undefined && ack.error === undefined) this.send(lane);
     if (this.lanes.every((other) => other.sent.length === 0))
       for (const resolve of this.quiet.splice(0)) resolve();
     if (ack.error !== undefined) {
       this.fail(ack.error);
       return;
     }
+    this.files -= sent.closed.length;
     for (const host of sent.closed) this.settled(host);
     const idle = this.idle();
+    const halfway = this.halfway();
     this.waiters = this.waiters.filter((waiter) => {
-      const done = waiter.below < 0 ? idle : this.inflight <= waiter.below;
+      const done = waiter.idle ? idle : halfway;
       if (done) waiter.resolve();
       return !done;
     });
