@@ -292,7 +292,8 @@ export class FileWriters {
   /** Where in the ring `bytes` fit in one piece, if they do now; undefined until acks free room. */
   private place(lane: Lane, bytes: number): number | undefined {
     // Never: the archive pauses long before (see RING_BYTES); a bug if it does not.
-    if (bytes > RING_BYTES) throw new UnpackError(`A write batch of ${bytes} bytes does not fit the writer's ring.`);
+    if (bytes > RING_BYTES)
+      throw new UnpackError(`A write batch of ${bytes} bytes does not fit the writer's ring.`);
     const at = lane.head % RING_BYTES;
     const skip = at + bytes > RING_BYTES ? RING_BYTES - at : 0;
     if (lane.head + skip + bytes - lane.tail > RING_BYTES) return undefined;

@@ -3,7 +3,6 @@ import {
   closeSync,
   constants,
   fchmodSync,
-  fchownSync,
   fstatSync,
   futimesSync,
   lchownSync,
@@ -20,8 +19,6 @@ import {
   type Stats,
   symlinkSync,
   unlinkSync,
-  write,
-  writeSync,
 } from "node:fs";
 import { join } from "node:path";
 import { InvalidLayerError, UnsafeLayerError } from "./errors.js";
