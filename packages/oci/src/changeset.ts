@@ -14,7 +14,7 @@ import {
   UnpackError,
   UnsafeLayerError,
 } from "./errors.js";
-import { type FileJob, type FilePrint, FileWriters, PIECE, type WriteFailure } from "./file-writers.js";
+import { type FileJob, type FilePrints, FileWriters, PIECE, type WriteFailure } from "./file-writers.js";
 import { layerCompression } from "./media-types.js";
 import {
   copyDirectories,
@@ -550,9 +550,9 @@ export class ChangesetApplier {
    * there as hardlinks by the writer threads, and the files' fingerprints come back; a tree
    * that cannot be linked there (another filesystem) is left out, and so are the prints.
    */
-  async finish(linkInto?: string): Promise<{ report: UnpackReport; prints?: Record<string, FilePrint> }> {
+  async finish(linkInto?: string): Promise<{ report: UnpackReport; prints?: FilePrints }> {
     this.rootfs.finish();
-    let prints: Record<string, FilePrint> | undefined;
+    let prints: FilePrints | undefined;
     try {
       if (linkInto !== undefined) prints = await this.linkTree(linkInto);
     } finally {
@@ -561,7 +561,7 @@ export class ChangesetApplier {
     return { report: this.report(), ...(prints === undefined ? {} : { prints }) };
   }
 
-  private async linkTree(into: string): Promise<Record<string, FilePrint> | undefined> {
+  private async linkTree(into: string): Promise<FilePrints | undefined> {
     try {
       const copied = copyDirectories(this.rootfs.root, into, (from, to, key, files, others) =>
         this.writers.link(from, to, key, files, others),

@@ -15,6 +15,8 @@ import {
   type FilePrint,
   type LinkBatch,
   PIECE_FIELDS,
+  printOf,
+  type WriteFailure,
   type WriterAck,
   type WriterBatch,
   type WriterInit,
@@ -39,7 +41,6 @@ class FileWriter {
   constructor(private readonly ring: Uint8Array) {}
 
   run(batch: WriterBatch): WriterAck {
-    const data = this.ring;
     const hosts = batch.hosts.split("\0");
     const n = batch.numbers;
     for (let i = 0; i < hosts.length; i++) {
@@ -47,21 +48,17 @@ class FileWriter {
       const host = hosts[i] as string;
       const at = i * PIECE_FIELDS;
       try {
-        this.piece(host, n, at, data);
+        this.piece(host, n, at);
       } catch (error) {
         this.failed = true;
         this.abandon();
-        const err = error as NodeJS.ErrnoException;
-        return {
-          seq: batch.seq,
-          error: { host, message: err.message, ...(err.code ? { code: err.code } : {}) },
-        };
+        return { seq: batch.seq, error: failureOf(host, error) };
       }
     }
     return { seq: batch.seq };
   }
 
-  private piece(host: string, n: Float64Array, at: number, data: Uint8Array): void {
+  private piece(host: string, n: Float64Array, at: number): void {
     const id = n[at] as number;
     let fd = this.open.get(id);
     if (fd === undefined) {
@@ -70,7 +67,7 @@ class FileWriter {
     }
     const end = n[at + 7] as number;
     let offset = n[at + 6] as number;
-    while (offset < end) offset += writeSync(fd, data, offset, end - offset);
+    while (offset < end) offset += writeSync(fd, this.ring, offset, end - offset);
     if (n[at + 8] !== 1) return;
     this.open.delete(id);
     try {
@@ -95,16 +92,10 @@ class FileWriter {
       for (name of names(batch.files)) {
         const linked = join(batch.to, name);
         linkSync(join(batch.from, name), linked);
-        const info = lstatSync(linked);
-        prints.push([`${prefix}${name}`, info.ino, info.size, info.mtimeMs, info.mode, info.uid, info.gid]);
+        prints.push([`${prefix}${name}`, ...printOf(lstatSync(linked))]);
       }
     } catch (error) {
-      const err = error as NodeJS.ErrnoException;
-      const host = join(batch.from, name);
-      return {
-        seq: batch.seq,
-        error: { host, message: err.message, ...(err.code ? { code: err.code } : {}) },
-      };
+      return { seq: batch.seq, error: failureOf(join(batch.from, name), error) };
     }
     return { seq: batch.seq, prints };
   }
@@ -131,6 +122,11 @@ if (port !== null) {
     }
     port.postMessage(writer.run(batch) satisfies WriterAck);
   });
+}
+
+function failureOf(host: string, error: unknown): WriteFailure {
+  const err = error as NodeJS.ErrnoException;
+  return { host, message: err.message, ...(err.code ? { code: err.code } : {}) };
 }
 
 function names(joined: string): string[] {

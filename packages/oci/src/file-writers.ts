@@ -1,3 +1,4 @@
+import type { Stats } from "node:fs";
 import { availableParallelism } from "node:os";
 import { Worker } from "node:worker_threads";
 import { UnpackError } from "./errors.js";
@@ -73,12 +74,19 @@ export interface LinkBatch {
 /** What a regular file of a cached tree looked like: a later change in place shows. */
 export type FilePrint = [ino: number, size: number, mtimeMs: number, mode: number, uid: number, gid: number];
 
+/** Fingerprints of a tree's regular files, by path in the tree. */
+export type FilePrints = Record<string, FilePrint>;
+
+export function printOf(info: Stats): FilePrint {
+  return [info.ino, info.size, info.mtimeMs, info.mode, info.uid, info.gid];
+}
+
 export interface WriterAck {
   readonly seq: number;
   /** Link batches: each linked regular file by its path in the tree. */
   readonly prints?: Array<[string, ...FilePrint]>;
   /** The first failure of this thread; every later op is skipped. */
-  readonly error?: { host: string; code?: string; message: string };
+  readonly error?: WriteFailure;
 }
 
 /**
@@ -142,7 +150,7 @@ export class FileWriters {
   private flushScheduled = false;
   private failure: WriteFailure | undefined;
   private quiet: Array<() => void> = [];
-  private readonly prints: Record<string, FilePrint> = {};
+  private readonly prints: FilePrints = {};
   private nextLinkLane = 0;
   /** Files queued and not yet closed by a writer. */
   private files = 0;
@@ -241,7 +249,7 @@ export class FileWriters {
   }
 
   /** Fingerprints of the files linked so far, by path in the tree. */
-  linkedPrints(): Record<string, FilePrint> {
+  linkedPrints(): FilePrints {
     return this.prints;
   }
 

@@ -20,7 +20,7 @@ import {
   UnpackError,
   UnsafeLayerError,
 } from "./errors.js";
-import type { FilePrint } from "./file-writers.js";
+import { type FilePrints, printOf } from "./file-writers.js";
 import { writeFileAtomic } from "./files.js";
 import { type Descriptor, parseManifestDocument } from "./manifest.js";
 import { formatPlatform, type Platform, platformOrHost } from "./platform.js";
@@ -103,7 +103,7 @@ export class LayerApplication {
    * Applies directory metadata, ends the thread and reports what was done. With `linkInto`, the
    * tree is also hardlinked there (see `ChangesetApplier.finish`): `prints` says it was.
    */
-  async finish(linkInto?: string): Promise<{ report: UnpackReport; prints?: Fingerprint }> {
+  async finish(linkInto?: string): Promise<{ report: UnpackReport; prints?: FilePrints }> {
     const reply = await this.request({ type: "finish", ...(linkInto === undefined ? {} : { linkInto }) });
     await this.close();
     if (reply.type !== "done") throw new UnpackError("The unpack thread answered out of turn.");
@@ -243,17 +243,13 @@ async function materialise(cached: string, dir: string, report: UnpackReport): P
   }
 }
 
-/** What each regular file of a cached root looked like when it was cached. */
-type Fingerprint = Record<string, FilePrint>;
-
 /** Synchronous on purpose: one lstat per file, and nothing else is waiting on this thread. */
-function fingerprint(root: string): Fingerprint {
-  const prints: Fingerprint = {};
+function fingerprint(root: string): FilePrints {
+  const prints: FilePrints = {};
   for (const entry of readdirSync(root, { recursive: true, withFileTypes: true })) {
     if (!entry.isFile()) continue;
     const path = join(entry.parentPath, entry.name);
-    const info = lstatSync(path);
-    prints[path.slice(root.length + 1)] = [info.ino, info.size, info.mtimeMs, info.mode, info.uid, info.gid];
+    prints[path.slice(root.length + 1)] = printOf(lstatSync(path));
   }
   return prints;
 }
@@ -262,19 +258,10 @@ function fingerprint(root: string): Fingerprint {
  * The cache shares file inodes with the directory it was first unpacked into, so an edit made
  * there in place would show here: such an entry is not used. (Deleting that directory is fine.)
  */
-function intact(root: string, prints: Fingerprint): boolean {
-  for (const [path, [ino, size, mtimeMs, mode, uid, gid]] of Object.entries(prints)) {
+function intact(root: string, prints: FilePrints): boolean {
+  for (const [path, print] of Object.entries(prints)) {
     const info = lstatSync(join(root, path), { throwIfNoEntry: false });
-    if (
-      info === undefined ||
-      info.ino !== ino ||
-      info.size !== size ||
-      info.mtimeMs !== mtimeMs ||
-      info.mode !== mode ||
-      info.uid !== uid ||
-      info.gid !== gid
-    )
-      return false;
+    if (info === undefined || printOf(info).some((value, index) => value !== print[index])) return false;
   }
   return true;
 }
@@ -450,7 +437,7 @@ async function unpackInto(
       const into = target ?? (scratch as string);
       // Into a target, the writer threads also link the finished tree into the cache.
       const linkInto = target === undefined ? undefined : scratch;
-      let prints: Fingerprint | undefined;
+      let prints: FilePrints | undefined;
       const application = await LayerApplication.start(into, changeset);
       try {
         for (const [index, layer] of layers.entries()) {
@@ -542,7 +529,7 @@ async function exists(path: string): Promise<boolean> {
 interface CacheMarker {
   chainId: string;
   report: UnpackReport;
-  files: Fingerprint;
+  files: FilePrints;
 }
 
 async function readMarker(path: string): Promise<CacheMarker | undefined> {
