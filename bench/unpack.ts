@@ -71,6 +71,8 @@ interface BenchOptions {
   layers: number;
   settleMs: number;
   warmup: number;
+  /** Only build and push the image, print its reference and serve it until interrupted. */
+  serve: boolean;
 }
 
 function usage(): string {
@@ -83,12 +85,15 @@ function usage(): string {
     "                a small top layer with a whiteout and an overwrite",
     "  --warmup N    untimed rounds of every command first (default 1; still verified)",
     "  --settle-ms MS  pause after sync before each timed command (default 1000)",
+    "  --serve       only build and push the image, print its reference, serve it until ^C",
+    "                (to measure one command by hand against the same image)",
   ].join("\n");
 }
 
 function parseOptions(argv: string[]): BenchOptions {
+  const serve = argv.includes("--serve");
   const values = benchArgs(
-    argv,
+    argv.filter((arg) => arg !== "--serve"),
     { runs: "3", "size-mb": "300", files: "35000", layers: "8", "settle-ms": "1000", warmup: "1" },
     usage,
   );
@@ -100,6 +105,7 @@ function parseOptions(argv: string[]): BenchOptions {
     layers: positive("layers", values.layers, true),
     settleMs: positive("settle-ms", values["settle-ms"], true, true),
     warmup: positive("warmup", values.warmup, true, true),
+    serve,
   };
   if (options.layers < 3) throw new Error(`--layers must be at least 3 (got ${options.layers})\n${usage()}`);
   if (options.files < 3) throw new Error(`--files must be at least 3 (got ${options.files})\n${usage()}`);
@@ -489,6 +495,14 @@ async function main(): Promise<number> {
       `pushed ${image.reference} ${image.digest}: ${image.layerCount} layers, ` +
         `${(image.compressedBytes / MiB).toFixed(1)} MiB compressed (${((performance.now() - buildStart) / 1000).toFixed(1)} s)\n`,
     );
+    if (options.serve) {
+      process.stdout.write(`${image.reference}\n`);
+      await new Promise((resolve) => {
+        process.once("SIGINT", resolve);
+        process.once("SIGTERM", resolve);
+      });
+      return 0;
+    }
 
     let seq = 0;
     const fresh = async (label: string) => {

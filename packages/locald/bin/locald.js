@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 // The bundle built by scripts/bundle.mjs; see there for why.
-import { main } from "../dist/locald.mjs";
+import { main, tuneProcess } from "../dist/locald.mjs";
 
+tuneProcess();
 process.exitCode = await main(process.argv.slice(2));

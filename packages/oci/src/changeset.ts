@@ -14,7 +14,7 @@ import {
   UnpackError,
   UnsafeLayerError,
 } from "./errors.js";
-import { type FileJob, type FilePrints, FileWriters, PIECE, type WriteFailure } from "./file-writers.js";
+import { type FileJob, FileWriters, PIECE, type WriteFailure } from "./file-writers.js";
 import { layerCompression } from "./media-types.js";
 import {
   copyDirectories,
@@ -26,6 +26,7 @@ import {
   RootFs,
   WritesInFlight,
 } from "./rootfs.js";
+import type { TreePrint } from "./tree-print.js";
 
 /**
  * Applies layer changesets (OCI image-spec "Applying changesets") to a root filesystem:
@@ -547,28 +548,28 @@ export class ChangesetApplier {
   /**
    * Applies deferred directory metadata and stops the writer threads; call once after the last
    * layer. With `linkInto` (a path that does not exist yet), the finished tree is also copied
-   * there as hardlinks by the writer threads, and the files' fingerprints come back; a tree
-   * that cannot be linked there (another filesystem) is left out, and so are the prints.
+   * there as hardlinks by the writer threads, and the print of its files comes back; a tree
+   * that cannot be linked there (another filesystem) is left out, and so is the print.
    */
-  async finish(linkInto?: string): Promise<{ report: UnpackReport; prints?: FilePrints }> {
+  async finish(linkInto?: string): Promise<{ report: UnpackReport; print?: TreePrint }> {
     this.rootfs.finish();
-    let prints: FilePrints | undefined;
+    let print: TreePrint | undefined;
     try {
-      if (linkInto !== undefined) prints = await this.linkTree(linkInto);
+      if (linkInto !== undefined) print = await this.linkTree(linkInto);
     } finally {
       await this.writers.close();
     }
-    return { report: this.report(), ...(prints === undefined ? {} : { prints }) };
+    return { report: this.report(), ...(print === undefined ? {} : { print }) };
   }
 
-  private async linkTree(into: string): Promise<FilePrints | undefined> {
+  private async linkTree(into: string): Promise<TreePrint | undefined> {
     try {
       const copied = copyDirectories(this.rootfs.root, into, (from, to, key, files, others) =>
         this.writers.link(from, to, key, files, others),
       );
       await this.writers.drained();
       finishDirectories(copied, !this.rootless);
-      return this.writers.linkedPrints();
+      return this.writers.linkedPrint();
     } catch {
       await this.writers.stopped();
       return undefined;

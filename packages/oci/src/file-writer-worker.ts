@@ -12,15 +12,14 @@ import {
 import { join } from "node:path";
 import { parentPort, workerData } from "node:worker_threads";
 import {
-  type FilePrint,
   type LinkBatch,
   PIECE_FIELDS,
-  printOf,
   type WriteFailure,
   type WriterAck,
   type WriterBatch,
   type WriterInit,
 } from "./file-writers.js";
+import { TreePrinter } from "./tree-print.js";
 
 /**
  * A file-writer thread: creates the regular files of a layer that the unpack thread has placed
@@ -84,7 +83,7 @@ class FileWriter {
   }
 
   link(batch: LinkBatch): WriterAck {
-    const prints: Array<[string, ...FilePrint]> = [];
+    const printer = new TreePrinter();
     const prefix = batch.key === "" ? "" : `${batch.key}/`;
     let name = "";
     try {
@@ -92,12 +91,12 @@ class FileWriter {
       for (name of names(batch.files)) {
         const linked = join(batch.to, name);
         linkSync(join(batch.from, name), linked);
-        prints.push([`${prefix}${name}`, ...printOf(lstatSync(linked))]);
+        printer.add(`${prefix}${name}`, lstatSync(linked));
       }
     } catch (error) {
       return { seq: batch.seq, error: failureOf(join(batch.from, name), error) };
     }
-    return { seq: batch.seq, prints };
+    return { seq: batch.seq, print: printer.print };
   }
 
   private abandon(): void {

@@ -1,7 +1,7 @@
-import type { Stats } from "node:fs";
 import { availableParallelism } from "node:os";
 import { Worker } from "node:worker_threads";
 import { UnpackError } from "./errors.js";
+import { type TreePrint, TreePrinter } from "./tree-print.js";
 
 /** Where a new regular file goes and how it ends up; decided by the unpack thread. */
 export interface FileJob {
@@ -71,20 +71,10 @@ export interface LinkBatch {
   readonly others: string;
 }
 
-/** What a regular file of a cached tree looked like: a later change in place shows. */
-export type FilePrint = [ino: number, size: number, mtimeMs: number, mode: number, uid: number, gid: number];
-
-/** Fingerprints of a tree's regular files, by path in the tree. */
-export type FilePrints = Record<string, FilePrint>;
-
-export function printOf(info: Stats): FilePrint {
-  return [info.ino, info.size, info.mtimeMs, info.mode, info.uid, info.gid];
-}
-
 export interface WriterAck {
   readonly seq: number;
-  /** Link batches: each linked regular file by its path in the tree. */
-  readonly prints?: Array<[string, ...FilePrint]>;
+  /** Link batches: the print of the regular files linked. */
+  readonly print?: TreePrint;
   /** The first failure of this thread; every later op is skipped. */
   readonly error?: WriteFailure;
 }
@@ -150,7 +140,7 @@ export class FileWriters {
   private flushScheduled = false;
   private failure: WriteFailure | undefined;
   private quiet: Array<() => void> = [];
-  private readonly prints: FilePrints = {};
+  private readonly printer = new TreePrinter();
   private nextLinkLane = 0;
   /** Files queued and not yet closed by a writer. */
   private files = 0;
@@ -230,7 +220,7 @@ export class FileWriters {
 
   /**
    * Hardlinks the entries of directory `from` (key `key` in the tree) into `to`, which exists;
-   * regular files are fingerprinted on the way (see `linkedPrints`). Wait with `drained()`.
+   * regular files are fingerprinted on the way (see `linkedPrint`). Wait with `drained()`.
    */
   link(from: string, to: string, key: string, files: readonly string[], others: readonly string[]): void {
     if (this.failure !== undefined) return;
@@ -248,9 +238,9 @@ export class FileWriters {
     lane.worker.postMessage(batch);
   }
 
-  /** Fingerprints of the files linked so far, by path in the tree. */
-  linkedPrints(): FilePrints {
-    return this.prints;
+  /** The print of the files linked so far. */
+  linkedPrint(): TreePrint {
+    return this.printer.print;
   }
 
   /** Resolves once the backlog is down to half; rejects if a write failed. */
@@ -337,7 +327,7 @@ export class FileWriters {
   }
 
   private acknowledged(lane: Lane, ack: WriterAck): void {
-    for (const [key, ...print] of ack.prints ?? []) this.prints[key] = print;
+    if (ack.print !== undefined) this.printer.merge(ack.print);
     const sent = lane.sent.shift();
     if (sent === undefined || sent.seq !== ack.seq) {
       this.fail({ host: "", message: "a file-writer thread answered out of turn" });

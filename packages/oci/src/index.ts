@@ -5,6 +5,7 @@ export * from "./containers.js";
 export * from "./copy.js";
 export * from "./digest.js";
 export * from "./errors.js";
+export { collectWithExposedGc, setYoungCollector } from "./heap.js";
 export * from "./layout.js";
 export * from "./manifest.js";
 export * from "./media-types.js";

@@ -11,7 +11,7 @@ import {
 import { type Descriptor, type ManifestDocument, parseManifestDocument } from "./manifest.js";
 import { MANIFEST_ACCEPT } from "./media-types.js";
 import { formatReference, manifestIdentifier, type Reference, repositoryName } from "./reference.js";
-import { drain, readBody, type Transport } from "./transport.js";
+import { bodyChunks, drain, readBody, type Transport } from "./transport.js";
 
 export interface FetchedManifest {
   readonly descriptor: Descriptor;
@@ -190,7 +190,7 @@ export class RegistryClient {
         if (response.status === 200) skip = delivered;
       }
       try {
-        for await (const raw of response.body as AsyncIterable<Buffer>) {
+        for await (const raw of bodyChunks(response.body)) {
           let chunk = raw;
           if (skip > 0) {
             const dropped = Math.min(skip, chunk.length);

@@ -1,7 +1,7 @@
 import { parentPort, workerData } from "node:worker_threads";
 import { ChangesetApplier, type ChangesetOptions, type LayerBlob, type UnpackReport } from "./changeset.js";
 import { OciError } from "./errors.js";
-import type { FilePrints } from "./file-writers.js";
+import type { TreePrint } from "./tree-print.js";
 
 /**
  * The unpack thread: applies layers with synchronous filesystem calls while the main thread
@@ -19,7 +19,7 @@ export type SerializedError = { code: string; message: string; hint?: string };
 
 export type WorkerReply =
   | { type: "layer-done" }
-  | { type: "done"; report: UnpackReport; prints?: FilePrints }
+  | { type: "done"; report: UnpackReport; print?: TreePrint }
   | { type: "error"; error: SerializedError };
 
 function serialize(error: unknown): SerializedError {

@@ -20,7 +20,6 @@ import {
   UnpackError,
   UnsafeLayerError,
 } from "./errors.js";
-import { type FilePrints, printOf } from "./file-writers.js";
 import { writeFileAtomic } from "./files.js";
 import { type Descriptor, parseManifestDocument } from "./manifest.js";
 import { formatPlatform, type Platform, platformOrHost } from "./platform.js";
@@ -28,6 +27,7 @@ import type { PullResult } from "./pull.js";
 import { formatReference, parseReference, type Reference } from "./reference.js";
 import { restoreModes } from "./rootfs.js";
 import { isAlive, Store } from "./store.js";
+import { samePrint, type TreePrint, TreePrinter } from "./tree-print.js";
 import type { SerializedError, WorkerInit, WorkerReply, WorkerRequest } from "./unpack-worker.js";
 
 export type { ChangesetOptions, LayerBlob, SkippedEntry, UnpackLimits, UnpackReport } from "./changeset.js";
@@ -101,9 +101,9 @@ export class LayerApplication {
 
   /**
    * Applies directory metadata, ends the thread and reports what was done. With `linkInto`, the
-   * tree is also hardlinked there (see `ChangesetApplier.finish`): `prints` says it was.
+   * tree is also hardlinked there (see `ChangesetApplier.finish`): `print` says it was.
    */
-  async finish(linkInto?: string): Promise<{ report: UnpackReport; prints?: FilePrints }> {
+  async finish(linkInto?: string): Promise<{ report: UnpackReport; print?: TreePrint }> {
     const reply = await this.request({ type: "finish", ...(linkInto === undefined ? {} : { linkInto }) });
     await this.close();
     if (reply.type !== "done") throw new UnpackError("The unpack thread answered out of turn.");
@@ -244,26 +244,26 @@ async function materialise(cached: string, dir: string, report: UnpackReport): P
 }
 
 /** Synchronous on purpose: one lstat per file, and nothing else is waiting on this thread. */
-function fingerprint(root: string): FilePrints {
-  const prints: FilePrints = {};
+function fingerprint(root: string): TreePrint {
+  const printer = new TreePrinter();
   for (const entry of readdirSync(root, { recursive: true, withFileTypes: true })) {
     if (!entry.isFile()) continue;
     const path = join(entry.parentPath, entry.name);
-    prints[path.slice(root.length + 1)] = printOf(lstatSync(path));
+    printer.add(path.slice(root.length + 1), lstatSync(path));
   }
-  return prints;
+  return printer.print;
 }
 
 /**
  * The cache shares file inodes with the directory it was first unpacked into, so an edit made
  * there in place would show here: such an entry is not used. (Deleting that directory is fine.)
  */
-function intact(root: string, prints: FilePrints): boolean {
-  for (const [path, print] of Object.entries(prints)) {
-    const info = lstatSync(join(root, path), { throwIfNoEntry: false });
-    if (info === undefined || printOf(info).some((value, index) => value !== print[index])) return false;
+function intact(root: string, print: TreePrint): boolean {
+  try {
+    return samePrint(fingerprint(root), print);
+  } catch {
+    return false;
   }
-  return true;
 }
 
 /**
@@ -271,7 +271,13 @@ function intact(root: string, prints: FilePrints): boolean {
  * before its loosened modes are restored). Files whose modes were loosened get a copy of their
  * own, so restoring the user's copy does not lock the cache out.
  */
-async function separateLoosened(dir: string, scratch: string, report: UnpackReport): Promise<void> {
+async function separateLoosened(
+  dir: string,
+  scratch: string,
+  report: UnpackReport,
+  print: TreePrint,
+): Promise<TreePrint> {
+  const printer = TreePrinter.from(print);
   for (const { path } of report.loosenedModes) {
     const linked = join(scratch, path);
     const info = await lstat(linked).catch(() => undefined);
@@ -279,7 +285,10 @@ async function separateLoosened(dir: string, scratch: string, report: UnpackRepo
     const copy = `${linked}.locald-copy`;
     await copyFile(join(dir, path), copy);
     await rename(copy, linked);
+    printer.remove(path, info);
+    printer.add(path, await lstat(linked));
   }
+  return printer.print;
 }
 
 function cacheKey(diffIds: readonly string[], options: ChangesetOptions): string {
@@ -420,7 +429,7 @@ async function unpackInto(
     let report: UnpackReport | undefined;
     let cached = false;
     const marker = cachedRoot === undefined ? undefined : await readMarker(`${cachedRoot}.json`);
-    if (cachedRoot !== undefined && marker !== undefined && intact(cachedRoot, marker.files)) {
+    if (cachedRoot !== undefined && marker !== undefined && intact(cachedRoot, marker.print)) {
       await pulled;
       report = marker.report;
       emit({ type: "unpack-cached", chainId: chainId(diffIds) });
@@ -437,7 +446,7 @@ async function unpackInto(
       const into = target ?? (scratch as string);
       // Into a target, the writer threads also link the finished tree into the cache.
       const linkInto = target === undefined ? undefined : scratch;
-      let prints: FilePrints | undefined;
+      let print: TreePrint | undefined;
       const application = await LayerApplication.start(into, changeset);
       try {
         for (const [index, layer] of layers.entries()) {
@@ -451,17 +460,17 @@ async function unpackInto(
           });
           emit({ type: "unpack-layer", digest: layer.digest, index, count: layers.length });
         }
-        ({ report, prints } = await application.finish(linkInto));
+        ({ report, print } = await application.finish(linkInto));
       } finally {
         await application.close();
       }
       await pulled;
       if (cachedRoot !== undefined && scratch !== undefined) {
-        if (target === undefined) prints = fingerprint(scratch);
-        else if (prints !== undefined) await separateLoosened(target, scratch, report);
-        // Without prints the tree could not be linked (the cache is on another filesystem).
-        if (prints !== undefined) {
-          await publishCache(scratch, cachedRoot, { chainId: chainId(diffIds), report, files: prints });
+        if (target === undefined) print = fingerprint(scratch);
+        else if (print !== undefined) print = await separateLoosened(target, scratch, report, print);
+        // Without a print the tree could not be linked (the cache is on another filesystem).
+        if (print !== undefined) {
+          await publishCache(scratch, cachedRoot, { chainId: chainId(diffIds), report, print });
           scratch = undefined;
         }
       }
@@ -529,13 +538,14 @@ async function exists(path: string): Promise<boolean> {
 interface CacheMarker {
   chainId: string;
   report: UnpackReport;
-  files: FilePrints;
+  print: TreePrint;
 }
 
 async function readMarker(path: string): Promise<CacheMarker | undefined> {
   try {
     const marker = JSON.parse(await readFile(path, "utf8")) as Partial<CacheMarker>;
-    return marker.report !== undefined && marker.files !== undefined ? (marker as CacheMarker) : undefined;
+    // Markers of earlier versions (a print per file) are not read: that entry is made again.
+    return marker.report !== undefined && marker.print !== undefined ? (marker as CacheMarker) : undefined;
   } catch {
     return undefined;
   }
