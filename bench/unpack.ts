@@ -55,8 +55,8 @@ const FIND = "find";
 const UMOCI_RATIO_TARGET = 0.5;
 /** locald extraction from a warm store (--no-cache) ≤ this × tar -xzf of the same blobs. */
 const TAR_RATIO_TARGET = 1.1;
-/** Peak RSS of every locald command, KiB. */
-const RSS_TARGET_KB = 200 * 1024;
+/** Peak RSS of every locald command, KiB: the issue's 200 MB read as 10^6 bytes, the stricter reading. */
+const RSS_TARGET_KB = Math.floor((200 * 1000 * 1000) / 1024);
 const TAG = "bench";
 /** Regular files whose content is hashed and compared in every checked tree. */
 const SAMPLED_FILES = 24;
@@ -836,7 +836,7 @@ async function main(): Promise<number> {
       `skopeo+umoci (medians): skopeo ${secs(s.skopeoMs.median)} s + umoci ${secs(s.umociMs.median)} s`,
       `ratio locald cold / (skopeo+umoci) (medians): ${ratioText(umociRatio)} — target ≤ ${UMOCI_RATIO_TARGET}×: ${umociPass ? "PASS" : "FAIL"}`,
       `ratio locald --no-cache / tar (medians): ${ratioText(tarRatio)} — target ≤ ${TAR_RATIO_TARGET}×: ${tarPass ? "PASS" : "FAIL"}`,
-      `locald peak RSS (largest of every locald command): ${mib(localdPeakKb)} MiB — target < ${RSS_TARGET_KB / 1024} MiB: ${rssPass ? "PASS" : "FAIL"}`,
+      `locald peak RSS (largest of every locald command): ${mib(localdPeakKb)} MiB — target < 200 MB (${(RSS_TARGET_KB / 1024).toFixed(1)} MiB): ${rssPass ? "PASS" : "FAIL"}`,
       ...(failures.length
         ? ["", `${failures.length} failed step(s), excluded from the figures:`, ...failures]
         : []),
