@@ -7,11 +7,10 @@ import { type CommandContext, registerImageCommands } from "./commands/image.js"
 import { registerLoginCommands } from "./commands/login.js";
 import { registerUpCommand } from "./commands/up.js";
 import type { GlobalFlags } from "./options.js";
-
-export { tuneProcess } from "./process-tuning.js";
-
 import { type Output, processOutput, renderError } from "./ui.js";
 import { UsageError } from "./usage.js";
+
+export { tuneProcess } from "./process-tuning.js";
 
 const collect = (value: string, previous: string[] = []) => [...previous, value];
 

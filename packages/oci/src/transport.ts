@@ -156,11 +156,10 @@ export async function readBody(body: Readable, limit: number, what: string): Pro
   return Buffer.concat(chunks);
 }
 
-/** Discards the rest of a body so the connection can be reused. */
 /**
  * A response body to iterate chunk by chunk. A Readable's async iterator hands out everything it
- * has buffered as one new Buffer, and bodies buffer up to a megabyte (see `send`): read directly,
- * a download slower to write than to receive allocates and copies a megabyte per step. Through a
+ * has buffered as one new Buffer, and bodies buffer 256 KiB (see `send`): read directly, a
+ * download slower to write than to receive allocates and copies that much per step. Through a
  * shallow buffer the chunks stay about as they arrived.
  */
 export async function* bodyChunks(body: Readable): AsyncGenerator<Buffer> {
@@ -172,6 +171,7 @@ export async function* bodyChunks(body: Readable): AsyncGenerator<Buffer> {
   }
 }
 
+/** Discards the rest of a body so the connection can be reused. */
 export async function drain(body: Readable): Promise<void> {
   try {
     for await (const _ of body) {
