@@ -7,7 +7,7 @@ import { constants as fsConstants } from "node:fs";
 import { access, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
-import { parseArgs } from "node:util";
+import { type ParseArgsConfig, parseArgs } from "node:util";
 import type { Descriptor } from "@locald/oci";
 
 export const SKOPEO = "/usr/bin/skopeo";
@@ -18,20 +18,22 @@ export const MiB = 1024 * 1024;
 // arguments
 
 /**
- * Parses a benchmark's `--name value` options (defaults given as text) and `-h/--help`, which
- * prints the usage and exits.
+ * Parses a benchmark's `--name value` options (defaults given as text), its `--name` switches
+ * (false unless given) and `-h/--help`, which prints the usage and exits.
  */
-export function benchArgs<K extends string>(
+export function benchArgs<K extends string, F extends string = never>(
   argv: string[],
   defaults: Record<K, string>,
   usage: () => string,
-): Record<K, string> {
-  const options = Object.fromEntries(
-    Object.entries(defaults).map(([name, value]) => [
+  switches: readonly F[] = [],
+): Record<K, string> & Record<F, boolean> {
+  const options: NonNullable<ParseArgsConfig["options"]> = Object.fromEntries([
+    ...Object.entries(defaults).map(([name, value]) => [
       name,
       { type: "string" as const, default: value as string },
     ]),
-  );
+    ...switches.map((name) => [name, { type: "boolean" as const, default: false }]),
+  ]);
   const { values } = parseArgs({
     args: argv,
     options: { ...options, help: { type: "boolean", short: "h", default: false } },
@@ -41,7 +43,7 @@ export function benchArgs<K extends string>(
     process.stdout.write(`${usage()}\n`);
     process.exit(0);
   }
-  return values as unknown as Record<K, string>;
+  return values as unknown as Record<K, string> & Record<F, boolean>;
 }
 
 /**

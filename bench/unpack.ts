@@ -91,11 +91,11 @@ function usage(): string {
 }
 
 function parseOptions(argv: string[]): BenchOptions {
-  const serve = argv.includes("--serve");
   const values = benchArgs(
-    argv.filter((arg) => arg !== "--serve"),
+    argv,
     { runs: "3", "size-mb": "300", files: "35000", layers: "8", "settle-ms": "1000", warmup: "1" },
     usage,
+    ["serve"],
   );
   const positive = numberOption(usage);
   const options = {
@@ -105,7 +105,7 @@ function parseOptions(argv: string[]): BenchOptions {
     layers: positive("layers", values.layers, true),
     settleMs: positive("settle-ms", values["settle-ms"], true, true),
     warmup: positive("warmup", values.warmup, true, true),
-    serve,
+    serve: values.serve,
   };
   if (options.layers < 3) throw new Error(`--layers must be at least 3 (got ${options.layers})\n${usage()}`);
   if (options.files < 3) throw new Error(`--files must be at least 3 (got ${options.files})\n${usage()}`);

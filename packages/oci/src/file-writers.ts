@@ -79,11 +79,12 @@ export interface WriterAck {
   readonly error?: WriteFailure;
 }
 
+/** File data goes to a writer in pieces of about this size (a file's last piece may be smaller). */
+export const PIECE = 256 * 1024;
 /**
  * A batch is sent once it holds BATCH_BYTES of data or BATCH_PIECES pieces, or at the next turn
  * of the event loop (so that the writers never wait for a batch to fill).
  */
-export const PIECE = 256 * 1024;
 const BATCH_BYTES = 512 * 1024;
 const BATCH_PIECES = 256;
 /**
