@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
-import { chmod, mkdir, readFile, stat, writeFile } from "node:fs/promises";
+import { chmod, mkdir, mkdtemp, readFile, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
-import { OciLayout, push } from "@locald/oci";
+import { OciLayout, push, removeTree } from "@locald/oci";
 import {
   type CliResult,
   runLocald,
@@ -28,11 +28,12 @@ describe("CLI against a basic-auth registry", () => {
   let home: string;
   let dockerConfig: string;
   let digest: string;
+  let work: string | undefined;
   const env = () => ({ LOCALD_HOME: home, DOCKER_CONFIG: dockerConfig });
 
   before(async () => {
     registry = await startRegistry({ flavour: "basic", users: { alice: "wonderland" } });
-    const work = await import("node:fs/promises").then((fs) => fs.mkdtemp("/tmp/locald-cli-"));
+    work = await mkdtemp("/tmp/locald-cli-");
     home = join(work, "home");
     dockerConfig = join(work, "docker");
     const layout = await OciLayout.open(join(work, "src"), { create: true });
@@ -43,7 +44,10 @@ describe("CLI against a basic-auth registry", () => {
       credentials: async () => ({ username: "alice", password: "wonderland" }),
     });
   });
-  after(() => registry.stop());
+  after(async () => {
+    await registry.stop();
+    if (work) await removeTree(work);
+  });
 
   test("without a login, pull fails with a hint to log in", async () => {
     assertCleanFailure(
@@ -143,16 +147,19 @@ describe("CLI against a basic-auth registry", () => {
 
 describe("CLI bad input", () => {
   let registry: TestRegistry;
-  let home: string;
+  let home: string | undefined;
   before(async () => {
     registry = await startRegistry({ flavour: "anonymous" });
-    home = await import("node:fs/promises").then((fs) => fs.mkdtemp("/tmp/locald-bad-"));
+    home = await mkdtemp("/tmp/locald-bad-");
     const layout = await OciLayout.open(join(home, "src"), { create: true });
     const image = await sampleImage(layout, { seed: 81 });
     await layout.addManifest(image.descriptor, "app");
     await push({ kind: "layout", dir: layout.root, name: "app" }, `${registry.host}/bad/app:1`);
   });
-  after(() => registry.stop());
+  after(async () => {
+    await registry.stop();
+    if (home) await removeTree(home);
+  });
 
   test("malformed references", async () => {
     for (const ref of ["library/UPPER", "a b", "repo:tag:extra!", "x@sha256:abc", ""]) {

@@ -1,8 +1,9 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
+import { mkdtemp } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
-import { OciLayout, push, Store } from "@locald/oci";
+import { OciLayout, push, removeTree, Store } from "@locald/oci";
 import {
   assertBlobsVerify,
   LOCALD_BIN,
@@ -17,9 +18,10 @@ import {
 describe("one store, many processes", () => {
   let registry: TestRegistry;
   const refs: string[] = [];
+  let work: string | undefined;
   before(async () => {
     registry = await startRegistry({ flavour: "anonymous" });
-    const work = await import("node:fs/promises").then((fs) => fs.mkdtemp("/tmp/locald-conc-"));
+    work = await mkdtemp("/tmp/locald-conc-");
     const layout = await OciLayout.open(join(work, "src"), { create: true });
     // Four images, each pulled by two processes at once, so writers race on the same blobs.
     for (let i = 0; i < 4; i++) {
@@ -30,7 +32,10 @@ describe("one store, many processes", () => {
       refs.push(ref);
     }
   });
-  after(() => registry.stop());
+  after(async () => {
+    await registry.stop();
+    if (work) await removeTree(work);
+  });
 
   test("8 processes pulling overlapping images all succeed and leave a consistent store", async (t) => {
     const home = await tempDir(t);
