@@ -9,7 +9,7 @@ const common = {
   format: "esm",
   sourcemap: "linked",
   logLevel: "warning",
-  // Bundled CommonJS dependencies (undici, commander) call require() for Node built-ins.
+  // Bundled CommonJS dependencies (commander, proper-lockfile) call require() for Node built-ins.
   banner: {
     js: "import { createRequire as __localdRequire } from 'node:module'; const require = __localdRequire(import.meta.url);",
   },

@@ -1,7 +1,8 @@
+import { Agent as HttpAgent, request as httpRequest, type IncomingMessage } from "node:http";
+import { Agent as HttpsAgent, request as httpsRequest } from "node:https";
 import { PassThrough, pipeline, type Readable } from "node:stream";
 import { setTimeout as delay } from "node:timers/promises";
 import { rootCertificates } from "node:tls";
-import { Agent, type Dispatcher, request as undiciRequest } from "undici";
 import {
   anonymous,
   type Challenge,
@@ -104,9 +105,7 @@ function flattenHeaders(
 /** Errors after which the same request may succeed. */
 function isTransientNetworkError(error: unknown): boolean {
   const code = (error as NodeJS.ErrnoException | undefined)?.code ?? "";
-  return /^(ECONNRESET|ECONNREFUSED|EPIPE|ETIMEDOUT|EAI_AGAIN|ENETUNREACH|EHOSTUNREACH|UND_ERR_SOCKET|UND_ERR_CONNECT_TIMEOUT|UND_ERR_HEADERS_TIMEOUT|UND_ERR_BODY_TIMEOUT|UND_ERR_CLOSED)$/.test(
-    code,
-  );
+  return /^(ECONNRESET|ECONNREFUSED|EPIPE|ETIMEDOUT|EAI_AGAIN|ENETUNREACH|EHOSTUNREACH)$/.test(code);
 }
 
 function isTlsProtocolMismatch(error: unknown): boolean {
@@ -191,8 +190,10 @@ export class Transport {
   readonly limits: SizeLimits;
   private readonly credentials: CredentialProvider;
   private readonly insecure: ReadonlySet<string>;
-  private readonly verifiedAgent: Agent;
-  private readonly unverifiedAgent: Agent;
+  private readonly plainAgent: HttpAgent;
+  private readonly verifiedAgent: HttpsAgent;
+  private readonly unverifiedAgent: HttpsAgent;
+  private readonly idleTimeoutMs: number;
   private readonly retries: number;
   private readonly retryBaseDelayMs: number;
   private readonly maxRetryAfterMs: number;
@@ -216,33 +217,34 @@ export class Transport {
       options.caCertificates && options.caCertificates.length > 0
         ? [...rootCertificates, ...options.caCertificates.map(String)]
         : undefined;
-    const timeouts = {
-      bodyTimeout: options.bodyTimeoutMs ?? 60_000,
-      headersTimeout: 60_000,
-      connections: 16,
-    };
-    this.verifiedAgent = new Agent({ ...timeouts, ...(ca ? { connect: { ca } } : {}) });
-    this.unverifiedAgent = new Agent({ ...timeouts, connect: { rejectUnauthorized: false } });
+    this.idleTimeoutMs = options.bodyTimeoutMs ?? 60_000;
+    const pool = { keepAlive: true, maxSockets: 16 };
+    this.plainAgent = new HttpAgent(pool);
+    this.verifiedAgent = new HttpsAgent({ ...pool, ...(ca ? { ca } : {}) });
+    this.unverifiedAgent = new HttpsAgent({ ...pool, rejectUnauthorized: false });
+  }
+
+  private get agents(): (HttpAgent | HttpsAgent)[] {
+    return [this.plainAgent, this.verifiedAgent, this.unverifiedAgent];
   }
 
   private destroyed = false;
 
+  /** Closes the pooled connections; call it once no request or body is in flight. */
   async close(): Promise<void> {
     if (this.destroyed) return;
-    await Promise.all([this.verifiedAgent.close(), this.unverifiedAgent.close()]);
+    this.destroyed = true;
+    for (const agent of this.agents) agent.destroy();
   }
 
   /** Aborts every request in flight (their callers see a network error) and closes. */
   async destroy(): Promise<void> {
-    if (this.destroyed) return;
-    this.destroyed = true;
-    await Promise.all([this.verifiedAgent.destroy(), this.unverifiedAgent.destroy()]);
+    await this.close();
   }
 
-  private agentFor(url: URL): Dispatcher {
-    return url.protocol === "https:" && this.insecure.has(url.host)
-      ? this.unverifiedAgent
-      : this.verifiedAgent;
+  private agentFor(url: URL): HttpAgent | HttpsAgent {
+    if (url.protocol === "http:") return this.plainAgent;
+    return this.insecure.has(url.host) ? this.unverifiedAgent : this.verifiedAgent;
   }
 
   /**
@@ -306,32 +308,58 @@ export class Transport {
     return cached;
   }
 
-  /** One HTTP exchange, no policy. */
-  private async send(
+  /**
+   * One HTTP exchange, no policy. Node's own HTTP client rather than undici: undici 7 throws an
+   * uncatchable assertion when a server closes the connection while a body it is delivering is
+   * paused under backpressure (nodejs/undici#5360, fixed only in undici 8, which needs Node 22),
+   * and a slow consumer over a `Connection: close` response is the everyday case of a pull.
+   */
+  private send(
     url: URL,
     method: HttpMethod,
     headers: Record<string, string>,
     body: RegistryRequest["body"],
   ): Promise<RegistryResponse> {
-    const payload = body === undefined ? undefined : Buffer.isBuffer(body) ? body : body();
-    const response = await undiciRequest(url, {
-      method,
-      headers: { "user-agent": this.userAgent, ...headers },
-      ...(payload === undefined ? {} : { body: payload }),
-      dispatcher: this.agentFor(url),
-      // undici 7 throws an uncatchable assertion when a server closes the connection while the
-      // body is paused under backpressure (nodejs/undici#5360; fixed only in undici 8, which
-      // needs Node 22), and only on a response that does not keep the connection alive. A
-      // deeper body buffer makes that pause, and so the crash, rarer. It was 1 MiB; 256 KiB
-      // holds the peak RSS of a cold `image unpack` ~15 MiB lower, the same as 64 KiB did.
-      highWaterMark: 256 * 1024,
+    if (this.destroyed) return Promise.reject(new NetworkError(`${url.origin}: the client is closed.`));
+    return new Promise((resolve, reject) => {
+      const request = (url.protocol === "https:" ? httpsRequest : httpRequest)(url, {
+        method,
+        headers: { "user-agent": this.userAgent, ...headers },
+        agent: this.agentFor(url),
+      });
+      let response: IncomingMessage | undefined;
+      request.on("error", (error) => {
+        if (response === undefined) reject(error);
+        else response.destroy(error);
+      });
+      // Socket inactivity: before the response a silent server, after it a stalled body. A body
+      // its consumer has not read yet is waiting on us, not on the network, so it never times out.
+      request.setTimeout(this.idleTimeoutMs);
+      request.on("timeout", () => {
+        if (response !== undefined && response.readableLength > 0) {
+          request.setTimeout(this.idleTimeoutMs);
+          return;
+        }
+        const stalled = Object.assign(
+          new Error(`no data from ${url.host} for ${this.idleTimeoutMs / 1000} s`),
+          { code: "ETIMEDOUT" },
+        );
+        request.destroy(stalled);
+      });
+      request.on("response", (message) => {
+        response = message;
+        resolve({
+          status: message.statusCode ?? 0,
+          headers: flattenHeaders(message.headers),
+          body: message,
+          url: url.toString(),
+        });
+      });
+      if (body === undefined) request.end();
+      else if (Buffer.isBuffer(body)) request.end(body);
+      // An upload refused early (401, 413) answers before the body is sent; the response says it.
+      else pipeline(body(), request, () => {});
     });
-    return {
-      status: response.statusCode,
-      headers: flattenHeaders(response.headers),
-      body: response.body,
-      url: url.toString(),
-    };
   }
 
   /** Retries network errors, 5xx and 429 with exponential backoff, honouring `Retry-After`. */

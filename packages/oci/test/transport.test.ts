@@ -3,6 +3,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from "node:net";
 import { Readable } from "node:stream";
 import { describe, type TestContext, test } from "node:test";
+import { setTimeout as delay } from "node:timers/promises";
 import { staticCredentials } from "../src/auth.js";
 import {
   AuthenticationError,
@@ -184,6 +185,79 @@ describe("Transport against an in-process registry", { timeout: 15_000 }, () => 
     );
     assert.equal(requestsTo(server.seen, "/v2/").length, 1, "the registry is pinged once");
     assert.equal(response.headers["content-type"], "application/json");
+  });
+
+  describe("a server that closes the connection after each response", () => {
+    // A body the client has not read yet when the server's FIN arrives: the HTTP client must
+    // neither crash (undici 7 did: nodejs/undici#5360) nor lose the end of the body.
+    for (const size of [16 * 1024, 64 * 1024, 256 * 1024, 256 * 1024 + 1, 1024 * 1024]) {
+      test(`a ${size}-byte body read only after the server closed is whole`, async (t) => {
+        const body = Buffer.alloc(size, 7);
+        let sent: () => void = () => {};
+        const serverSent = new Promise<void>((resolve) => {
+          sent = resolve;
+        });
+        const server = await startServer(t, (req, res) => {
+          if (req.url === "/v2/") return json(res, 200, {});
+          res.writeHead(200, { "content-length": String(size), connection: "close" });
+          res.end(body, sent);
+        });
+        const transport = newTransport(t);
+        const response = await transport.request(server.host, {
+          method: "GET",
+          path: "/v2/a/blobs/x",
+          expect: [200],
+          what: "blob",
+        });
+        await serverSent;
+        const read = await readBody(response.body, size, "blob");
+        assert.equal(read.length, size);
+        assert.ok(read.equals(body));
+      });
+    }
+
+    test("a body cut short by the server's FIN is an error, not a short success", async (t) => {
+      const size = 256 * 1024;
+      let sent: () => void = () => {};
+      const serverSent = new Promise<void>((resolve) => {
+        sent = resolve;
+      });
+      const server = await startServer(t, (req, res) => {
+        if (req.url === "/v2/") return json(res, 200, {});
+        res.writeHead(200, { "content-length": String(size * 2), connection: "close" });
+        res.write(Buffer.alloc(size, 7));
+        res.socket?.end(sent);
+      });
+      const transport = newTransport(t);
+      const response = await transport.request(server.host, {
+        method: "GET",
+        path: "/v2/a/blobs/x",
+        expect: [200],
+        what: "blob",
+      });
+      await serverSent;
+      await assert.rejects(readBody(response.body, size * 2, "blob"), { code: "ECONNRESET" });
+    });
+
+    test("a body that stops arriving times out; one its reader is slow to take does not", async (t) => {
+      const size = 1024 * 1024;
+      const server = await startServer(t, (req, res) => {
+        if (req.url === "/v2/") return json(res, 200, {});
+        res.writeHead(200, { "content-length": String(size) });
+        // /stall sends half and then nothing, keeping the connection open.
+        res.write(Buffer.alloc(size / 2, 7));
+        if (req.url !== "/v2/a/stall") res.end(Buffer.alloc(size / 2, 7));
+      });
+      const transport = newTransport(t, { bodyTimeoutMs: 100 });
+      const get = (path: string) =>
+        transport.request(server.host, { method: "GET", path, expect: [200], what: path });
+      const stalled = await get("/v2/a/stall");
+      await assert.rejects(readBody(stalled.body, size, "blob"), { code: "ETIMEDOUT" });
+      const slow = await get("/v2/a/whole");
+      // The reader's slowness, not a synchronisation: three idle timeouts pass unread.
+      await delay(300);
+      assert.equal((await readBody(slow.body, size, "blob")).length, size);
+    });
   });
 
   test("503 twice then 200 is retried", async (t) => {
