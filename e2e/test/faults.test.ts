@@ -77,7 +77,7 @@ describe("pulls through a faulty network", () => {
     const blobGets = proxy.requests.filter((r) => r.method === "GET" && r.path.includes(layer.digest));
     assert.equal(blobGets.length, 2);
     // It resumes where what reached locald ends: the proxy sent half, but bytes still in flight
-    // when the socket reset can be dropped by undici before delivery (about 1 run in 20 here),
+    // when the socket reset can be lost before delivery (about 1 run in 20 with undici),
     // so the second request starts somewhere after 0 and at most at half, never over again.
     const start = Number(/^bytes=(\d+)-$/.exec(blobGets[1]?.range ?? "")?.[1] ?? Number.NaN);
     assert.ok(start > 0 && start <= Math.floor(layer.size / 2), `Range ${blobGets[1]?.range}`);
