@@ -1,12 +1,19 @@
 import {
+  chmodSync,
   closeSync,
   constants,
+  copyFileSync,
   fchmodSync,
   fchownSync,
   futimesSync,
+  lchownSync,
   linkSync,
   lstatSync,
+  lutimesSync,
   openSync,
+  readlinkSync,
+  type Stats,
+  symlinkSync,
   writeSync,
 } from "node:fs";
 import { join } from "node:path";
@@ -27,11 +34,13 @@ import { TreePrinter } from "./tree-print.js";
  * most of an unpack's time and the kernel does it in parallel for different directories, so
  * several of these run at once, each given whole directories. Messages: `WriterBatch` in,
  * `WriterAck` out, one per batch, in order. They also hardlink a finished tree into the unpack
- * cache (`LinkBatch`), a directory at a time.
+ * cache and copy a cached tree out of it (`LinkBatch`), a directory at a time.
  */
 
 // O_EXCL|O_NOFOLLOW: nothing can sit in the slot, and nothing planted there is followed.
 const CREATE = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
+// A reflink where the filesystem has them, and never over something already there.
+const COPY = constants.COPYFILE_EXCL | constants.COPYFILE_FICLONE;
 
 class FileWriter {
   private readonly open = new Map<number, number>();
@@ -99,6 +108,29 @@ class FileWriter {
     return { seq: batch.seq, print: printer.print };
   }
 
+  copy(batch: LinkBatch): WriterAck {
+    let name = "";
+    try {
+      for (name of names(batch.files)) {
+        const from = join(batch.from, name);
+        const to = join(batch.to, name);
+        const info = lstatSync(from);
+        copyFileSync(from, to, COPY);
+        keep(to, info, batch.owner === true, true);
+      }
+      for (name of names(batch.others)) {
+        const from = join(batch.from, name);
+        const to = join(batch.to, name);
+        const info = lstatSync(from);
+        symlinkSync(readlinkSync(from), to);
+        keep(to, info, batch.owner === true, false);
+      }
+    } catch (error) {
+      return { seq: batch.seq, error: failureOf(join(batch.from, name), error) };
+    }
+    return { seq: batch.seq };
+  }
+
   private abandon(): void {
     for (const fd of this.open.values()) {
       try {
@@ -115,12 +147,20 @@ const port = parentPort;
 if (port !== null) {
   const writer = new FileWriter(new Uint8Array((workerData as WriterInit).ring));
   port.on("message", (batch: WriterBatch | LinkBatch) => {
-    if (batch.kind === "links") {
-      port.postMessage(writer.link(batch) satisfies WriterAck);
-      return;
-    }
-    port.postMessage(writer.run(batch) satisfies WriterAck);
+    let ack: WriterAck;
+    if (batch.kind === "files") ack = writer.run(batch);
+    else if (batch.kind === "links") ack = writer.link(batch);
+    else ack = writer.copy(batch);
+    port.postMessage(ack);
   });
+}
+
+/** Gives a copy its original's owner (chown first: it clears setuid bits), mode and times. */
+function keep(path: string, info: Stats, owner: boolean, chmod: boolean): void {
+  if (owner) lchownSync(path, info.uid, info.gid);
+  if (chmod) chmodSync(path, info.mode & 0o7777);
+  // Seconds as a float keep sub-millisecond times (a Date would cut them to whole ms).
+  lutimesSync(path, info.atimeMs / 1000, info.mtimeMs / 1000);
 }
 
 function failureOf(host: string, error: unknown): WriteFailure {

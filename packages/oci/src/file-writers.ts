@@ -58,11 +58,13 @@ export function encodePiece(
 }
 
 /**
- * One directory of a finished tree to hardlink into a copy of it (whose directories exist):
- * `files` and `others` are NUL-separated names, `key` the directory's path in the tree.
+ * One directory of a finished tree to hardlink or copy into a copy of it (whose directories
+ * exist): `files` and `others` are NUL-separated names, `key` the directory's path in the tree.
+ * A copy keeps modes and times, and owners when `owner`; its `others` must be symlinks.
  */
 export interface LinkBatch {
-  readonly kind: "links";
+  readonly kind: "links" | "copies";
+  readonly owner?: boolean;
   readonly seq: number;
   readonly from: string;
   readonly to: string;
@@ -224,10 +226,36 @@ export class FileWriters {
    * regular files are fingerprinted on the way (see `linkedPrint`). Wait with `drained()`.
    */
   link(from: string, to: string, key: string, files: readonly string[], others: readonly string[]): void {
+    this.entries({ kind: "links" }, from, to, key, files, others);
+  }
+
+  /**
+   * Copies the entries of directory `from` into `to`, which exists: regular files (reflinked
+   * where the filesystem can) and symlinks, with their modes and times, and owners when `owner`.
+   * Wait with `drained()`.
+   */
+  copy(
+    from: string,
+    to: string,
+    files: readonly string[],
+    symlinks: readonly string[],
+    owner: boolean,
+  ): void {
+    this.entries({ kind: "copies", owner }, from, to, "", files, symlinks);
+  }
+
+  private entries(
+    how: Pick<LinkBatch, "kind" | "owner">,
+    from: string,
+    to: string,
+    key: string,
+    files: readonly string[],
+    others: readonly string[],
+  ): void {
     if (this.failure !== undefined) return;
     const lane = this.lanes[this.nextLinkLane++ % this.lanes.length] as Lane;
     const batch: LinkBatch = {
-      kind: "links",
+      ...how,
       seq: this.seq++,
       from,
       to,

@@ -559,18 +559,19 @@ export interface CopiedDirectory {
 }
 
 /**
- * Re-creates the directories of a finished tree under `into` (which must not exist) and hands
- * each one's other entries to `entries`, to be hardlinked. Symlinks are entries, never followed.
- * Call `finishDirectories` once the entries are in.
+ * Re-creates the directories of a finished tree under `into` (which must not exist, unless
+ * `intoExists`) and hands each one's other entries to `entries`, to be hardlinked or copied.
+ * Symlinks are entries, never followed. Call `finishDirectories` once the entries are in.
  */
 export function copyDirectories(
   root: string,
   into: string,
   entries: (from: string, to: string, key: string, files: string[], others: string[]) => void,
+  intoExists = false,
 ): CopiedDirectory[] {
   const copied: CopiedDirectory[] = [];
   const visit = (from: string, to: string, key: string): void => {
-    mkdirSync(to, { mode: 0o700 });
+    if (!intoExists || to !== into) mkdirSync(to, { mode: 0o700 });
     copied.push({ to, info: lstatSync(from) });
     const files: string[] = [];
     const others: string[] = [];

@@ -1,6 +1,6 @@
 import { execFile } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
-import { lstatSync, readdirSync } from "node:fs";
+import { linkSync, lstatSync, readdirSync } from "node:fs";
 import { copyFile, lstat, mkdir, readdir, readFile, rename, rm, stat } from "node:fs/promises";
 import { homedir } from "node:os";
 import { join, resolve } from "node:path";
@@ -20,12 +20,13 @@ import {
   UnpackError,
   UnsafeLayerError,
 } from "./errors.js";
+import { FileWriters, type WriteFailure } from "./file-writers.js";
 import { writeFileAtomic } from "./files.js";
 import { type Descriptor, parseManifestDocument } from "./manifest.js";
 import { formatPlatform, type Platform, platformOrHost } from "./platform.js";
 import type { PullResult } from "./pull.js";
 import { formatReference, parseReference, type Reference } from "./reference.js";
-import { restoreModes } from "./rootfs.js";
+import { copyDirectories, finishDirectories, restoreModes } from "./rootfs.js";
 import { isAlive, Store } from "./store.js";
 import { samePrint, type TreePrint, TreePrinter } from "./tree-print.js";
 import type { SerializedError, WorkerInit, WorkerReply, WorkerRequest } from "./unpack-worker.js";
@@ -223,46 +224,106 @@ async function prepareTarget(dir: string): Promise<boolean> {
   }
 }
 
-/**
- * Copies a cached root into `dir` (reflinks where the filesystem has them), keeping modes,
- * owners, mtimes and the image's own hardlinks, then restores modes a rootless unpack loosened.
- */
-async function materialise(cached: string, dir: string, report: UnpackReport): Promise<void> {
-  try {
-    await run(
-      "cp",
-      ["-dR", "--preserve=mode,ownership,timestamps,links", "--reflink=auto", "--", `${cached}/.`, `${dir}/`],
-      { maxBuffer: 1024 * 1024 },
-    );
-    restoreModes(dir, report.loosenedModes);
-  } catch (error) {
-    const stderr = (error as { stderr?: string }).stderr?.trim();
-    throw new UnpackError(
-      `Cannot copy the unpacked image into ${dir}: ${stderr || (error as Error).message}.`,
-    );
-  }
+/** What a walk of a cached root found, besides directories. */
+interface Survey {
+  readonly print: TreePrint;
+  /** The image's own hardlinks: a path, and the first path seen with the same inode. */
+  readonly links: ReadonlyArray<readonly [path: string, first: string]>;
+  /** Entries neither directory, regular file nor symlink (fifos, devices). */
+  readonly special: boolean;
 }
 
 /** Synchronous on purpose: one lstat per file, and nothing else is waiting on this thread. */
-function fingerprint(root: string): TreePrint {
+function survey(root: string): Survey {
   const printer = new TreePrinter();
+  const firsts = new Map<number, string>();
+  const links: Array<[string, string]> = [];
+  let special = false;
   for (const entry of readdirSync(root, { recursive: true, withFileTypes: true })) {
-    if (!entry.isFile()) continue;
-    const path = join(entry.parentPath, entry.name);
-    printer.add(path.slice(root.length + 1), lstatSync(path));
+    if (!entry.isFile()) {
+      special ||= !entry.isDirectory() && !entry.isSymbolicLink();
+      continue;
+    }
+    const host = join(entry.parentPath, entry.name);
+    const path = host.slice(root.length + 1);
+    const info = lstatSync(host);
+    printer.add(path, info);
+    const first = firsts.get(info.ino);
+    if (first === undefined) firsts.set(info.ino, path);
+    else links.push([path, first]);
   }
-  return printer.print;
+  return { print: printer.print, links, special };
 }
 
 /**
  * The cache shares file inodes with the directory it was first unpacked into, so an edit made
  * there in place would show here: such an entry is not used. (Deleting that directory is fine.)
  */
-function intact(root: string, print: TreePrint): boolean {
+function intact(root: string, print: TreePrint): Survey | undefined {
   try {
-    return samePrint(fingerprint(root), print);
+    const found = survey(root);
+    return samePrint(found.print, print) ? found : undefined;
   } catch {
-    return false;
+    return undefined;
+  }
+}
+
+/**
+ * Copies a cached root into `dir` (reflinks where the filesystem has them), keeping modes,
+ * owners, mtimes and the image's own hardlinks, then restores modes a rootless unpack loosened.
+ * The file-writer threads copy a directory each at a time, since creating files is most of the
+ * work and the kernel creates them in parallel for different directories; `cp` copies a tree
+ * with fifos or device nodes, which Node cannot make.
+ */
+async function materialise(cached: string, dir: string, found: Survey, report: UnpackReport): Promise<void> {
+  try {
+    if (found.special) await copyWithCp(cached, dir);
+    else await copyWithWriters(cached, dir, found.links);
+    restoreModes(dir, report.loosenedModes);
+  } catch (error) {
+    const failure = error as Partial<WriteFailure> & { stderr?: string };
+    const detail = failure.stderr?.trim() || failure.message;
+    throw new UnpackError(`Cannot copy the unpacked image into ${dir}: ${detail}.`, {
+      hint: failure.code === "ENOSPC" ? "Free some disk space and try again." : undefined,
+    });
+  }
+}
+
+async function copyWithCp(cached: string, dir: string): Promise<void> {
+  await run(
+    "cp",
+    ["-dR", "--preserve=mode,ownership,timestamps,links", "--reflink=auto", "--", `${cached}/.`, `${dir}/`],
+    { maxBuffer: 1024 * 1024 },
+  );
+}
+
+async function copyWithWriters(
+  cached: string,
+  dir: string,
+  links: ReadonlyArray<readonly [string, string]>,
+): Promise<void> {
+  const owner = process.getuid?.() === 0;
+  const linked = new Set(links.map(([path]) => path));
+  const writers = new FileWriters(() => {});
+  try {
+    const copied = copyDirectories(
+      cached,
+      dir,
+      (from, to, key, files, symlinks) => {
+        const prefix = key === "" ? "" : `${key}/`;
+        const copies = linked.size === 0 ? files : files.filter((name) => !linked.has(`${prefix}${name}`));
+        writers.copy(from, to, copies, symlinks, owner);
+      },
+      true,
+    );
+    await writers.drained();
+    for (const [path, first] of links) linkSync(join(dir, first), join(dir, path));
+    finishDirectories(copied, owner);
+  } catch (error) {
+    await writers.stopped();
+    throw error;
+  } finally {
+    await writers.close();
   }
 }
 
@@ -429,11 +490,13 @@ async function unpackInto(
     let report: UnpackReport | undefined;
     let cached = false;
     const marker = cachedRoot === undefined ? undefined : await readMarker(`${cachedRoot}.json`);
-    if (cachedRoot !== undefined && marker !== undefined && intact(cachedRoot, marker.print)) {
+    const found =
+      cachedRoot === undefined || marker === undefined ? undefined : intact(cachedRoot, marker.print);
+    if (cachedRoot !== undefined && marker !== undefined && found !== undefined) {
       await pulled;
       report = marker.report;
       emit({ type: "unpack-cached", chainId: chainId(diffIds) });
-      if (target !== undefined) await materialise(cachedRoot, target, report);
+      if (target !== undefined) await materialise(cachedRoot, target, found, report);
       cached = true;
     } else {
       if (cachedRoot !== undefined && marker !== undefined) await discardCache(cachedRoot);
@@ -466,7 +529,7 @@ async function unpackInto(
       }
       await pulled;
       if (cachedRoot !== undefined && scratch !== undefined) {
-        if (target === undefined) print = fingerprint(scratch);
+        if (target === undefined) print = survey(scratch).print;
         else if (print !== undefined) print = await separateLoosened(target, scratch, report, print);
         // Without a print the tree could not be linked (the cache is on another filesystem).
         if (print !== undefined) {
