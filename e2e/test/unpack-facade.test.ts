@@ -4,7 +4,7 @@
  * the target after a failure, and the overlap of downloading with applying.
  */
 import assert from "node:assert/strict";
-import { appendFile, lstat, mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { appendFile, lstat, mkdir, readdir, readFile, readlink, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import {
@@ -141,6 +141,43 @@ describe("unpack through the library facade", () => {
     await rm(join(work, "edit-2"), { recursive: true });
     const fourth = await unpackImage(ref, join(work, "edit-4"), { store, cacheDir });
     assert.equal(fourth.cached, true, "deleting a directory made from the cache leaves the cache valid");
+  });
+
+  test("a copy from the cache keeps hardlinks across directories, setuid, symlinks and mtimes, and is a copy", async () => {
+    const layout = await OciLayout.open(join(work, "layout"));
+    const when = new Date("2001-02-03T04:05:06Z");
+    const image = await writeImage(layout, {
+      layers: [
+        [
+          { path: "z/orig", content: "data", mode: 0o4755, mtime: when },
+          { path: "a/alias", type: "link", linkname: "z/orig" },
+          { path: "a/link", type: "symlink", linkname: "../z/orig", mtime: when },
+        ],
+      ],
+    });
+    await layout.addManifest(image.descriptor, "links");
+    const linksRef = `${registry.host}/facade/links:1`;
+    await push({ kind: "layout", dir: layout.root, name: "links" }, linksRef);
+    const home = join(work, "home-links");
+    const store = await Store.open(join(home, "store"));
+    const cacheDir = join(home, "cache", "rootfs");
+    await unpackImage(linksRef, join(work, "links-1"), { store, cacheDir });
+    const second = await unpackImage(linksRef, join(work, "links-2"), { store, cacheDir });
+    assert.equal(second.cached, true);
+    const root = join(work, "links-2");
+    const orig = await lstat(join(root, "z/orig"));
+    const alias = await lstat(join(root, "a/alias"));
+    assert.equal(alias.ino, orig.ino, "the image's hardlink is a hardlink in the copy");
+    assert.equal(orig.nlink, 2, "and shares nothing with the cache or the first directory");
+    assert.equal(orig.mode & 0o7777, 0o4755);
+    assert.equal(orig.mtimeMs, when.getTime());
+    assert.equal(await readlink(join(root, "a/link")), "../z/orig");
+    assert.equal((await lstat(join(root, "a/link"))).mtimeMs, when.getTime());
+
+    await appendFile(join(root, "z/orig"), " edited");
+    const third = await unpackImage(linksRef, join(work, "links-3"), { store, cacheDir });
+    assert.equal(third.cached, true, "an edit in a copy does not touch the cache");
+    assert.equal(await readFile(join(work, "links-3/a/alias"), "utf8"), "data");
   });
 
   test("pull(ref, { to: directory(dir, { paths: ['/cnb'] }) }) keeps only /cnb", async () => {
