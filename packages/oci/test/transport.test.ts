@@ -190,27 +190,37 @@ describe("Transport against an in-process registry", { timeout: 15_000 }, () => 
   describe("a server that closes the connection after each response", () => {
     // A body the client has not read yet when the server's FIN arrives: the HTTP client must
     // neither crash (undici 7 did: nodejs/undici#5360) nor lose the end of the body.
+    /** Gets a blob that `respond` answers with, once `respond` says the server has sent it. */
+    async function sentBlob(
+      t: TestContext,
+      respond: (res: ServerResponse, sent: () => void) => void,
+    ): Promise<Readable> {
+      let sent: () => void = () => {};
+      const serverSent = new Promise<void>((resolve) => {
+        sent = resolve;
+      });
+      const server = await startServer(t, (req, res) => {
+        if (req.url === "/v2/") return json(res, 200, {});
+        respond(res, sent);
+      });
+      const response = await newTransport(t).request(server.host, {
+        method: "GET",
+        path: "/v2/a/blobs/x",
+        expect: [200],
+        what: "blob",
+      });
+      await serverSent;
+      return response.body;
+    }
+
     for (const size of [16 * 1024, 64 * 1024, 256 * 1024, 256 * 1024 + 1, 1024 * 1024]) {
       test(`a ${size}-byte body read only after the server closed is whole`, async (t) => {
         const body = Buffer.alloc(size, 7);
-        let sent: () => void = () => {};
-        const serverSent = new Promise<void>((resolve) => {
-          sent = resolve;
-        });
-        const server = await startServer(t, (req, res) => {
-          if (req.url === "/v2/") return json(res, 200, {});
+        const received = await sentBlob(t, (res, sent) => {
           res.writeHead(200, { "content-length": String(size), connection: "close" });
           res.end(body, sent);
         });
-        const transport = newTransport(t);
-        const response = await transport.request(server.host, {
-          method: "GET",
-          path: "/v2/a/blobs/x",
-          expect: [200],
-          what: "blob",
-        });
-        await serverSent;
-        const read = await readBody(response.body, size, "blob");
+        const read = await readBody(received, size, "blob");
         assert.equal(read.length, size);
         assert.ok(read.equals(body));
       });
@@ -218,25 +228,12 @@ describe("Transport against an in-process registry", { timeout: 15_000 }, () => 
 
     test("a body cut short by the server's FIN is an error, not a short success", async (t) => {
       const size = 256 * 1024;
-      let sent: () => void = () => {};
-      const serverSent = new Promise<void>((resolve) => {
-        sent = resolve;
-      });
-      const server = await startServer(t, (req, res) => {
-        if (req.url === "/v2/") return json(res, 200, {});
+      const received = await sentBlob(t, (res, sent) => {
         res.writeHead(200, { "content-length": String(size * 2), connection: "close" });
         res.write(Buffer.alloc(size, 7));
         res.socket?.end(sent);
       });
-      const transport = newTransport(t);
-      const response = await transport.request(server.host, {
-        method: "GET",
-        path: "/v2/a/blobs/x",
-        expect: [200],
-        what: "blob",
-      });
-      await serverSent;
-      await assert.rejects(readBody(response.body, size * 2, "blob"), { code: "ECONNRESET" });
+      await assert.rejects(readBody(received, size * 2, "blob"), { code: "ECONNRESET" });
     });
 
     test("a body that stops arriving times out; one its reader is slow to take does not", async (t) => {
