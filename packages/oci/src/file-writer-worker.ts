@@ -1,18 +1,14 @@
 import {
-  chmodSync,
   closeSync,
   constants,
   copyFileSync,
   fchmodSync,
   fchownSync,
   futimesSync,
-  lchownSync,
   linkSync,
   lstatSync,
-  lutimesSync,
   openSync,
   readlinkSync,
-  type Stats,
   symlinkSync,
   writeSync,
 } from "node:fs";
@@ -26,6 +22,7 @@ import {
   type WriterBatch,
   type WriterInit,
 } from "./file-writers.js";
+import { keepMetadata } from "./rootfs.js";
 import { TreePrinter } from "./tree-print.js";
 
 /**
@@ -111,19 +108,13 @@ class FileWriter {
   copy(batch: LinkBatch): WriterAck {
     let name = "";
     try {
-      for (name of names(batch.files)) {
+      for (name of [...names(batch.files), ...names(batch.others)]) {
         const from = join(batch.from, name);
         const to = join(batch.to, name);
         const info = lstatSync(from);
-        copyFileSync(from, to, COPY);
-        keep(to, info, batch.owner === true, true);
-      }
-      for (name of names(batch.others)) {
-        const from = join(batch.from, name);
-        const to = join(batch.to, name);
-        const info = lstatSync(from);
-        symlinkSync(readlinkSync(from), to);
-        keep(to, info, batch.owner === true, false);
+        if (info.isSymbolicLink()) symlinkSync(readlinkSync(from), to);
+        else copyFileSync(from, to, COPY);
+        keepMetadata(to, info, batch.owner === true);
       }
     } catch (error) {
       return { seq: batch.seq, error: failureOf(join(batch.from, name), error) };
@@ -153,14 +144,6 @@ if (port !== null) {
     else ack = writer.copy(batch);
     port.postMessage(ack);
   });
-}
-
-/** Gives a copy its original's owner (chown first: it clears setuid bits), mode and times. */
-function keep(path: string, info: Stats, owner: boolean, chmod: boolean): void {
-  if (owner) lchownSync(path, info.uid, info.gid);
-  if (chmod) chmodSync(path, info.mode & 0o7777);
-  // Seconds as a float keep sub-millisecond times (a Date would cut them to whole ms).
-  lutimesSync(path, info.atimeMs / 1000, info.mtimeMs / 1000);
 }
 
 function failureOf(host: string, error: unknown): WriteFailure {

@@ -593,11 +593,19 @@ export function copyDirectories(
 export function finishDirectories(copied: readonly CopiedDirectory[], owner: boolean): void {
   for (let i = copied.length - 1; i >= 0; i--) {
     const { to, info } = copied[i] as CopiedDirectory;
-    if (owner) lchownSync(to, info.uid, info.gid);
-    chmodSync(to, info.mode & 0o7777);
-    // Seconds as a float keep sub-millisecond times (a Date would cut them to whole ms).
-    lutimesSync(to, info.atimeMs / 1000, info.mtimeMs / 1000);
+    keepMetadata(to, info, owner);
   }
+}
+
+/**
+ * Gives a copy its original's (`info`, an lstat) owner when `owner`, mode and times, never
+ * following a link: chown first, since it clears setuid bits; a symlink has no mode of its own.
+ */
+export function keepMetadata(path: string, info: Stats, owner: boolean): void {
+  if (owner) lchownSync(path, info.uid, info.gid);
+  if (!info.isSymbolicLink()) chmodSync(path, info.mode & 0o7777);
+  // Seconds as a float keep sub-millisecond times (a Date would cut them to whole ms).
+  lutimesSync(path, info.atimeMs / 1000, info.mtimeMs / 1000);
 }
 
 /**

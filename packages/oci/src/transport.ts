@@ -157,9 +157,9 @@ export async function readBody(body: Readable, limit: number, what: string): Pro
 
 /**
  * A response body to iterate chunk by chunk. A Readable's async iterator hands out everything it
- * has buffered as one new Buffer, and bodies buffer 256 KiB (see `send`): read directly, a
- * download slower to write than to receive allocates and copies that much per step. Through a
- * shallow buffer the chunks stay about as they arrived.
+ * has buffered as one new Buffer, and a body buffers what the socket delivered before
+ * backpressure paused it: read directly, a download slower to write than to receive allocates
+ * and copies that much per step. Through a shallow buffer the chunks stay about as they arrived.
  */
 export async function* bodyChunks(body: Readable): AsyncGenerator<Buffer> {
   // Errors reach the iterator through the PassThrough; the callback has nothing to add.

@@ -311,7 +311,7 @@ async function copyWithWriters(
       dir,
       (from, to, key, files, symlinks) => {
         const prefix = key === "" ? "" : `${key}/`;
-        const copies = linked.size === 0 ? files : files.filter((name) => !linked.has(`${prefix}${name}`));
+        const copies = files.filter((name) => !linked.has(`${prefix}${name}`));
         writers.copy(from, to, copies, symlinks, owner);
       },
       true,
