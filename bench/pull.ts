@@ -55,6 +55,8 @@ interface BenchOptions {
   layers: number;
   settleMs: number;
   warmup: number;
+  /** The Node.js binary that runs locald. */
+  node: string;
 }
 
 function usage(): string {
@@ -65,13 +67,14 @@ function usage(): string {
     "  --layers N    number of random layers (default 8); two small compressible layers are added",
     "  --warmup N    untimed rounds of both pulls first (default 1; still verified)",
     "  --settle-ms MS  pause after sync before each timed command (default 1000)",
+    "  --node PATH   the Node.js binary that runs locald (default: the one running this benchmark)",
   ].join("\n");
 }
 
 function parseOptions(argv: string[]): BenchOptions {
   const values = benchArgs(
     argv,
-    { runs: "3", "size-mb": "300", layers: "8", "settle-ms": "1000", warmup: "1" },
+    { runs: "3", "size-mb": "300", layers: "8", "settle-ms": "1000", warmup: "1", node: process.execPath },
     usage,
   );
   const positive = numberOption(usage);
@@ -81,6 +84,7 @@ function parseOptions(argv: string[]): BenchOptions {
     layers: positive("layers", values.layers, true),
     settleMs: positive("settle-ms", values["settle-ms"], true, true),
     warmup: positive("warmup", values.warmup, true, true),
+    node: values.node,
   };
 }
 
@@ -176,7 +180,7 @@ interface RunResult {
 
 async function main(): Promise<number> {
   const options = parseOptions(process.argv.slice(2));
-  for (const bin of [SKOPEO, process.execPath])
+  for (const bin of [SKOPEO, options.node])
     if (!(await executable(bin))) throw new Error(`${bin} is needed for this benchmark`);
 
   const workDir = await mkdtemp(join(tmpdir(), "locald-bench-"));
@@ -185,7 +189,10 @@ async function main(): Promise<number> {
   try {
     const probe = await rssProbe(workDir);
     const rssFile = join(workDir, "rss.txt");
-    const [skopeoVersion, nodeVersion] = [await versionOf(SKOPEO, ["--version"]), process.version];
+    const [skopeoVersion, nodeVersion] = [
+      await versionOf(SKOPEO, ["--version"]),
+      await versionOf(options.node, ["--version"]),
+    ];
 
     process.stderr.write("starting an anonymous registry…\n");
     registry = await startRegistry({ flavour: "anonymous" });
@@ -208,7 +215,7 @@ async function main(): Promise<number> {
       return dir;
     };
     const locald = (args: string[], home: string) =>
-      runTimed(process.execPath, [LOCALD_BIN, ...args], {
+      runTimed(options.node, [LOCALD_BIN, ...args], {
         env: { LOCALD_HOME: home },
         probe,
         rssFile,

@@ -71,6 +71,8 @@ interface BenchOptions {
   layers: number;
   settleMs: number;
   warmup: number;
+  /** The Node.js binary that runs locald. */
+  node: string;
   /** Only build and push the image, print its reference and serve it until interrupted. */
   serve: boolean;
 }
@@ -85,6 +87,7 @@ function usage(): string {
     "                a small top layer with a whiteout and an overwrite",
     "  --warmup N    untimed rounds of every command first (default 1; still verified)",
     "  --settle-ms MS  pause after sync before each timed command (default 1000)",
+    "  --node PATH   the Node.js binary that runs locald (default: the one running this benchmark)",
     "  --serve       only build and push the image, print its reference, serve it until ^C",
     "                (to measure one command by hand against the same image)",
   ].join("\n");
@@ -93,7 +96,15 @@ function usage(): string {
 function parseOptions(argv: string[]): BenchOptions {
   const values = benchArgs(
     argv,
-    { runs: "3", "size-mb": "300", files: "35000", layers: "8", "settle-ms": "1000", warmup: "1" },
+    {
+      runs: "3",
+      "size-mb": "300",
+      files: "35000",
+      layers: "8",
+      "settle-ms": "1000",
+      warmup: "1",
+      node: process.execPath,
+    },
     usage,
     ["serve"],
   );
@@ -105,6 +116,7 @@ function parseOptions(argv: string[]): BenchOptions {
     layers: positive("layers", values.layers, true),
     settleMs: positive("settle-ms", values["settle-ms"], true, true),
     warmup: positive("warmup", values.warmup, true, true),
+    node: values.node,
     serve: values.serve,
   };
   if (options.layers < 3) throw new Error(`--layers must be at least 3 (got ${options.layers})\n${usage()}`);
@@ -467,7 +479,7 @@ interface UnpackJson {
 
 async function main(): Promise<number> {
   const options = parseOptions(process.argv.slice(2));
-  for (const bin of [SKOPEO, UMOCI, process.execPath])
+  for (const bin of [SKOPEO, UMOCI, options.node])
     if (!(await executable(bin))) throw new Error(`${bin} is needed for this benchmark`);
 
   const workDir = await mkdtemp(join(tmpdir(), "locald-bench-"));
@@ -477,7 +489,7 @@ async function main(): Promise<number> {
     const probe = await rssProbe(workDir);
     const otherProbe: RssProbe = probe.kind === "gnu-time" ? probe : { kind: "none" };
     const rssFile = join(workDir, "rss.txt");
-    const nodeVersion = process.version;
+    const nodeVersion = await versionOf(options.node, ["--version"]);
     const skopeoVersion = await versionOf(SKOPEO, ["--version"]);
     const umociVersion = await versionOf(UMOCI, ["--version"]);
     const tarVersion = (await versionOf(TAR, ["--version"])).split("\n")[0] ?? "unknown";
@@ -552,7 +564,7 @@ async function main(): Promise<number> {
     const failures: string[] = [];
     const results: RunResult[] = [];
     const locald = (args: string[], home: string) =>
-      runTimed(process.execPath, [LOCALD_BIN, ...args], {
+      runTimed(options.node, [LOCALD_BIN, ...args], {
         env: { LOCALD_HOME: home },
         probe,
         rssFile,

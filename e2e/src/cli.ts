@@ -15,6 +15,10 @@ export interface CliOptions {
   cwd?: string;
   /** Run as this user (through setpriv), as an unprivileged user would. */
   as?: { uid: number; gid: number };
+  /** Words put before `node` (e.g. `/usr/bin/time -f …`), inside the setpriv of `as`. */
+  wrapper?: readonly string[];
+  /** Kill the CLI (SIGKILL) after this long; the result then says so in `stderr`, code 137. */
+  timeoutMs?: number;
 }
 
 /** Starts the real CLI in a child process, as a user would. */
@@ -22,7 +26,7 @@ export function startLocald(
   args: readonly string[],
   options: CliOptions = {},
 ): ChildProcessWithoutNullStreams {
-  const command = [process.execPath, LOCALD_BIN, ...args];
+  const command = [...(options.wrapper ?? []), process.execPath, LOCALD_BIN, ...args];
   const [file, ...argv] =
     options.as === undefined
       ? command
@@ -38,6 +42,8 @@ export function startLocald(
     env: { ...process.env, NO_COLOR: "1", ...options.env },
     cwd: options.cwd,
     stdio: ["pipe", "pipe", "pipe"],
+    // Its own process group, so that a timeout kills a wrapper's child (the CLI) with it.
+    detached: options.timeoutMs !== undefined,
   });
 }
 
@@ -49,14 +55,24 @@ export function runLocald(args: readonly string[], options: CliOptions = {}): Pr
     const err: Buffer[] = [];
     child.stdout.on("data", (c: Buffer) => out.push(c));
     child.stderr.on("data", (c: Buffer) => err.push(c));
+    let killed = false;
+    const timer =
+      options.timeoutMs === undefined
+        ? undefined
+        : setTimeout(() => {
+            killed = true;
+            if (child.pid !== undefined) process.kill(-child.pid, "SIGKILL");
+          }, options.timeoutMs);
     child.on("error", reject);
-    child.on("close", (code, signal) =>
+    child.on("close", (code, signal) => {
+      clearTimeout(timer);
+      const stderr = Buffer.concat(err).toString("utf8");
       resolve({
-        code: code ?? (signal ? 128 : 1),
+        code: code ?? (signal ? 128 + (signal === "SIGKILL" ? 9 : 0) : 1),
         stdout: Buffer.concat(out).toString("utf8"),
-        stderr: Buffer.concat(err).toString("utf8"),
-      }),
-    );
+        stderr: killed ? `${stderr}\n(killed after ${options.timeoutMs} ms)` : stderr,
+      });
+    });
     child.stdin.end(options.input ?? "");
   });
 }

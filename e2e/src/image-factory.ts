@@ -1,6 +1,6 @@
 import { spawn } from "node:child_process";
-import { lstat, readdir, readFile, readlink } from "node:fs/promises";
-import { join, relative } from "node:path";
+import { lstat, readFile, readlink } from "node:fs/promises";
+import { join } from "node:path";
 import { gzipSync } from "node:zlib";
 import {
   type ContainerConfig,
@@ -11,6 +11,7 @@ import {
   MediaType,
   type OciLayout,
   type Platform,
+  walkTree,
 } from "@locald/oci";
 import { pack } from "tar-stream";
 
@@ -195,28 +196,23 @@ export async function buildLayer(
 /** A layer holding a directory tree from disk (regular files, dirs, symlinks), paths relative to `root`. */
 export async function entriesFromDirectory(root: string, prefix = ""): Promise<LayerEntry[]> {
   const entries: LayerEntry[] = [];
-  const walk = async (dir: string): Promise<void> => {
-    for (const name of (await readdir(dir)).sort()) {
-      const path = join(dir, name);
-      const info = await lstat(path);
-      const rel = join(prefix, relative(root, path));
-      if (info.isDirectory()) {
-        entries.push({ path: `${rel}/`, type: "directory", mode: info.mode & 0o7777, mtime: info.mtime });
-        await walk(path);
-      } else if (info.isSymbolicLink()) {
-        entries.push({ path: rel, type: "symlink", linkname: await readlink(path), mtime: info.mtime });
-      } else if (info.isFile()) {
-        entries.push({
-          path: rel,
-          type: "file",
-          content: await readFile(path),
-          mode: info.mode & 0o7777,
-          mtime: info.mtime,
-        });
-      }
-    }
-  };
-  await walk(root);
+  const found = [...walkTree(root)].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+  for (const { path: relPath, host: path } of found) {
+    const info = await lstat(path);
+    const rel = join(prefix, relPath);
+    if (info.isDirectory())
+      entries.push({ path: `${rel}/`, type: "directory", mode: info.mode & 0o7777, mtime: info.mtime });
+    else if (info.isSymbolicLink())
+      entries.push({ path: rel, type: "symlink", linkname: await readlink(path), mtime: info.mtime });
+    else if (info.isFile())
+      entries.push({
+        path: rel,
+        type: "file",
+        content: await readFile(path),
+        mode: info.mode & 0o7777,
+        mtime: info.mtime,
+      });
+  }
   return entries;
 }
 

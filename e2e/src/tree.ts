@@ -1,8 +1,8 @@
 import { createHash } from "node:crypto";
 import { createReadStream } from "node:fs";
-import { lstat, readdir, readlink } from "node:fs/promises";
-import { join } from "node:path";
+import { lstat, readlink } from "node:fs/promises";
 import { pipeline } from "node:stream/promises";
+import { walkTree } from "@locald/oci";
 
 export type NodeType =
   | "file"
@@ -70,34 +70,28 @@ async function sha256File(path: string): Promise<string> {
 export async function snapshotTree(root: string): Promise<TreeSnapshot> {
   const found: [string, TreeNode][] = [];
   const inodes = new Map<string, string[]>();
-  const walk = async (dir: string, prefix: string): Promise<void> => {
-    for (const name of (await readdir(dir)).sort()) {
-      const path = join(dir, name);
-      const rel = prefix === "" ? name : `${prefix}/${name}`;
-      const info = await lstat(path, { bigint: true });
-      const type = nodeType(info);
-      const node: TreeNode = {
-        type,
-        mode: Number(info.mode & 0o7777n),
-        size: type === "file" ? Number(info.size) : 0,
-        mtimeMs: Number(info.mtimeNs / 1_000_000n),
-        uid: Number(info.uid),
-        gid: Number(info.gid),
-      };
-      if (type === "file") node.sha256 = await sha256File(path);
-      if (type === "symlink") node.linkTarget = await readlink(path);
-      if (type === "character-device" || type === "block-device") node.device = deviceNumbers(info.rdev);
-      if (type !== "directory" && info.nlink > 1n) {
-        const key = `${info.dev}:${info.ino}`;
-        const paths = inodes.get(key) ?? [];
-        paths.push(rel);
-        inodes.set(key, paths);
-      }
-      found.push([rel, node]);
-      if (type === "directory") await walk(path, rel);
+  for (const { path: rel, host: path } of walkTree(root)) {
+    const info = await lstat(path, { bigint: true });
+    const type = nodeType(info);
+    const node: TreeNode = {
+      type,
+      mode: Number(info.mode & 0o7777n),
+      size: type === "file" ? Number(info.size) : 0,
+      mtimeMs: Number(info.mtimeNs / 1_000_000n),
+      uid: Number(info.uid),
+      gid: Number(info.gid),
+    };
+    if (type === "file") node.sha256 = await sha256File(path);
+    if (type === "symlink") node.linkTarget = await readlink(path);
+    if (type === "character-device" || type === "block-device") node.device = deviceNumbers(info.rdev);
+    if (type !== "directory" && info.nlink > 1n) {
+      const key = `${info.dev}:${info.ino}`;
+      const paths = inodes.get(key) ?? [];
+      paths.push(rel);
+      inodes.set(key, paths);
     }
-  };
-  await walk(root, "");
+    found.push([rel, node]);
+  }
   found.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
   const snapshot: TreeSnapshot = new Map(found);
   for (const paths of inodes.values()) {

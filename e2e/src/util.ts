@@ -19,6 +19,8 @@ const DEBIAN_PACKAGES: Record<string, string> = {
   newuidmap: "uidmap",
   script: "bsdutils",
   mmdebstrap: "mmdebstrap",
+  inotifywait: "inotify-tools",
+  time: "time",
 };
 
 const resolvedBinaries = new Map<string, string>();

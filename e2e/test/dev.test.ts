@@ -6,7 +6,8 @@
  */
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
-import { chmod, cp, mkdir, readFile, stat, writeFile } from "node:fs/promises";
+import { constants } from "node:fs";
+import { access, chmod, cp, mkdir, readFile, stat, writeFile } from "node:fs/promises";
 import { createRequire } from "node:module";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -35,6 +36,28 @@ const DEVCONTAINERS_CLI = createRequire(import.meta.url).resolve("@devcontainers
 const EXAMPLES = fileURLToPath(new URL("../../../examples/", import.meta.url));
 /** The caller's PATH without the directories that hold a node binary. */
 const PATH_WITHOUT_NODE = "/usr/local/sbin:/usr/sbin:/sbin:/bin";
+
+/** The PATH the lifecycle phases get in host isolation (`DEFAULT_PATH` of @locald/cnb's sandbox). */
+const BUILD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/**
+ * The version of the node that the sample Node buildpack copies into its layer: the first one on
+ * the build's PATH, on the build host (not necessarily the Node running these tests).
+ */
+async function buildHostNodeVersion(): Promise<string> {
+  for (const dir of BUILD_PATH.split(":")) {
+    const node = join(dir, "node");
+    if (
+      !(await access(node, constants.X_OK).then(
+        () => true,
+        () => false,
+      ))
+    )
+      continue;
+    return (await run(node, ["--version"])).stdout.trim();
+  }
+  throw new Error(`The sample Node buildpack needs a node on ${BUILD_PATH}; none is there.`);
+}
 
 const shared: { registry?: TestRegistry; work?: string; builder?: string } = {};
 
@@ -87,7 +110,7 @@ for (const who of ["root", "an unprivileged user"] as const) {
       const app = join(apps, "hello-node");
       const node = await locald(["exec", "--", "node", "-v"], app, { PATH: PATH_WITHOUT_NODE });
       assert.equal(node.code, 0, node.stderr);
-      assert.equal(node.stdout, `${process.version}\n`);
+      assert.equal(node.stdout, `${await buildHostNodeVersion()}\n`);
       assert.match(node.stderr, /===> DETECTING[\s\S]*===> BUILDING/);
       const npm = await locald(["exec", "--", "npm", "--version"], app, { PATH: PATH_WITHOUT_NODE });
       assert.equal(npm.code, 0, npm.stderr);
@@ -136,7 +159,8 @@ for (const who of ["root", "an unprivileged user"] as const) {
           (error, stdout) => resolve({ code: error ? Number(error.code ?? 1) : 0, stdout }),
         );
       });
-      assert.match(result.stdout, new RegExp(`inside:1:${process.version.replaceAll(".", "\\.")}`));
+      const version = await buildHostNodeVersion();
+      assert.match(result.stdout, new RegExp(`inside:1:${version.replaceAll(".", "\\.")}`));
       assert.equal(result.code, 5);
     });
 

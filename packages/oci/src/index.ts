@@ -20,4 +20,11 @@ export * from "./runtime.js";
 export * from "./runtime-spec.js";
 export * from "./store.js";
 export * from "./transport.js";
+export {
+  type DirectoryListing,
+  listDirectory,
+  type TreeEntry,
+  type TreeEntryKind,
+  walkTree,
+} from "./tree-walk.js";
 export * from "./unpack.js";

@@ -23,6 +23,7 @@ import {
 import { join } from "node:path";
 import { InvalidLayerError, UnsafeLayerError } from "./errors.js";
 import type { FileJob } from "./file-writers.js";
+import { listDirectory } from "./tree-walk.js";
 
 /**
  * The one place where the unpacker touches the filesystem. Every path is resolved component by
@@ -573,16 +574,9 @@ export function copyDirectories(
   const visit = (from: string, to: string, key: string): void => {
     if (!intoExists || to !== into) mkdirSync(to, { mode: 0o700 });
     copied.push({ to, info: lstatSync(from) });
-    const files: string[] = [];
-    const others: string[] = [];
-    const subdirectories: string[] = [];
-    for (const entry of readdirSync(from, { withFileTypes: true })) {
-      if (entry.isDirectory()) subdirectories.push(entry.name);
-      else if (entry.isFile()) files.push(entry.name);
-      else others.push(entry.name);
-    }
-    entries(from, to, key, files, others);
-    for (const name of subdirectories)
+    const { directories, files, symlinks, special } = listDirectory(from);
+    entries(from, to, key, files, [...symlinks, ...special]);
+    for (const name of directories)
       visit(join(from, name), join(to, name), key === "" ? name : `${key}/${name}`);
   };
   visit(root, into, "");

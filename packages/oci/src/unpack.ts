@@ -1,6 +1,6 @@
 import { execFile } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
-import { linkSync, lstatSync, readdirSync } from "node:fs";
+import { linkSync, lstatSync } from "node:fs";
 import { copyFile, lstat, mkdir, readdir, readFile, rename, rm, stat } from "node:fs/promises";
 import { homedir } from "node:os";
 import { join, resolve } from "node:path";
@@ -29,6 +29,7 @@ import { formatReference, parseReference, type Reference } from "./reference.js"
 import { copyDirectories, finishDirectories, restoreModes } from "./rootfs.js";
 import { isAlive, Store } from "./store.js";
 import { samePrint, type TreePrint, TreePrinter } from "./tree-print.js";
+import { walkTree } from "./tree-walk.js";
 import type { SerializedError, WorkerInit, WorkerReply, WorkerRequest } from "./unpack-worker.js";
 
 export type { ChangesetOptions, LayerBlob, SkippedEntry, UnpackLimits, UnpackReport } from "./changeset.js";
@@ -239,13 +240,11 @@ function survey(root: string): Survey {
   const firsts = new Map<number, string>();
   const links: Array<[string, string]> = [];
   let special = false;
-  for (const entry of readdirSync(root, { recursive: true, withFileTypes: true })) {
-    if (!entry.isFile()) {
-      special ||= !entry.isDirectory() && !entry.isSymbolicLink();
+  for (const { path, host, kind } of walkTree(root)) {
+    if (kind !== "file") {
+      special ||= kind === "special";
       continue;
     }
-    const host = join(entry.parentPath, entry.name);
-    const path = host.slice(root.length + 1);
     const info = lstatSync(host);
     printer.add(path, info);
     const first = firsts.get(info.ino);
