@@ -19,12 +19,12 @@ for version in "${lines[@]}"; do
   (
     export PATH="$PWD/.tools/node/$version/bin:$PATH"
     echo "== Node.js $(node --version): unit tests"
-    node --test --test-concurrency=2 packages/*/dist/test/
+    node --test --test-concurrency=2 packages/*/dist/test/*.test.js
     echo "== Node.js $(node --version): end-to-end tests"
-    node --test --test-concurrency=1 e2e/dist/test/
+    node --test --test-concurrency=1 e2e/dist/test/*.test.js
   )
 done
 
 echo "== Node.js $(node --version) (the machine's): unit tests, and the smoke and symlink end-to-end tests"
-node --test --test-concurrency=2 packages/*/dist/test/
+node --test --test-concurrency=2 packages/*/dist/test/*.test.js
 node --test --test-concurrency=1 e2e/dist/test/smoke.test.js e2e/dist/test/symlink-sentinels.test.js

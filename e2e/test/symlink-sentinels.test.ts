@@ -37,6 +37,8 @@ const tag = randomBytes(6).toString("hex");
 const SENTINEL_FILE = `locald-sentinel-${tag}`;
 const SENTINEL_CLOSED = `locald-sentinel-closed-${tag}`;
 const TOKEN = `locald-sentinel-token-${tag}`;
+/** A host file that an image file of the same name, written through a link, must never touch. */
+const VICTIM = `victim-${tag}`;
 /** A CLI run that took the old path would walk the host's `/`: kill it long before the test's own limit. */
 const CLI_TIMEOUT_MS = 120_000;
 
@@ -115,6 +117,10 @@ function escapeLinks(sentinel: string): LayerEntry[] {
     { path: "sentinel-up", type: "symlink", linkname: `${UP}${sentinel}` },
     { path: "sentinel-file", type: "symlink", linkname: join(sentinel, SENTINEL_FILE) },
     { path: "closed", type: "symlink", linkname: join(sentinel, SENTINEL_CLOSED) },
+    // Written through the link, inside the root (as if it were `/`); mode 0200 (no read for its owner; tar-stream writes 0 as 0644) makes a rootless
+    // unpack loosen it and put its mode back later, by a path that must not leave the root.
+    { path: "nested", type: "symlink", linkname: join(sentinel, "open", "nested") },
+    { path: `nested/${VICTIM}`, content: "from the image\n", mode: 0o200 },
   ];
 }
 
@@ -168,6 +174,7 @@ before(async () => {
   await writeFile(join(sentinel, SENTINEL_FILE), `${TOKEN}\n`, { mode: 0o644 });
   await mkdir(join(sentinel, "open", "nested"), { recursive: true, mode: 0o755 });
   await writeFile(join(sentinel, "open", "nested", SENTINEL_FILE), `${TOKEN}\n`, { mode: 0o644 });
+  await writeFile(join(sentinel, "open", "nested", VICTIM), `${TOKEN}\n`, { mode: 0o644 });
   await mkdir(join(sentinel, SENTINEL_CLOSED), { mode: 0o700 });
   await writeFile(join(sentinel, SENTINEL_CLOSED, SENTINEL_FILE), `${TOKEN}\n`, { mode: 0o600 });
   if (process.getuid?.() === 0) await chown(join(sentinel, SENTINEL_CLOSED), 0, 0);
@@ -222,8 +229,19 @@ for (const who of ["root", "an unprivileged user"] as const) {
       );
       const tree = await snapshotTree(second);
       assert.deepEqual(tree, await snapshotTree(first), "the copy out of the cache is the same tree");
-      for (const link of escapeLinks(shared.sentinel as string).filter((entry) => entry.type === "symlink"))
+      const sentinel = shared.sentinel as string;
+      for (const link of escapeLinks(sentinel).filter((entry) => entry.type === "symlink"))
         assert.equal(tree.get(link.path)?.linkTarget, link.linkname, `${link.path} is the link it was`);
+      const victim = join(sentinel, "open", "nested", VICTIM).slice(1);
+      for (const dir of [first, second]) {
+        assert.equal(
+          (await snapshotTree(dir)).get(victim)?.mode,
+          0o200,
+          `${dir}: the image's file keeps its mode 0200`,
+        );
+        await chmod(join(dir, victim), 0o600);
+        assert.equal(await readFile(join(dir, victim), "utf8"), "from the image\n");
+      }
       assert.deepEqual(await leaks(join(home, "locald")), []);
       assert.deepEqual(await leaks(first), []);
       assert.deepEqual(await leaks(second), []);
@@ -293,7 +311,7 @@ describe("after both users", () => {
     shared.watcher = undefined;
     assert.deepEqual(events, [], "inotify saw no access below the sentinel directory");
     assert.deepEqual(await snapshotTree(sentinel), shared.before);
-    for (const path of [SENTINEL_FILE, join("open", "nested", SENTINEL_FILE)])
+    for (const path of [SENTINEL_FILE, join("open", "nested", SENTINEL_FILE), join("open", "nested", VICTIM)])
       assert.equal((await lstat(join(sentinel, path))).nlink, 1, `${path} has no other name`);
   });
 });

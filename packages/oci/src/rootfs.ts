@@ -322,6 +322,7 @@ export class RootFs {
     if (this.placed !== undefined && !this.placed.has(host)) return;
     const info = lstatOrUndefined(host);
     if (info === undefined) return;
+    this.forgetLoosened(host);
     if (info.isDirectory()) {
       // Files being written may be anywhere below it.
       if (this.inFlight.size > 0) throw new WritesInFlight();
@@ -338,8 +339,20 @@ export class RootFs {
     const prefix = `${key}/`;
     for (const deferred of this.deferred.keys())
       if (deferred === key || deferred.startsWith(prefix)) this.deferred.delete(deferred);
+  }
+
+  /** `host` and everything below it are going: their loosened modes with them. */
+  private forgetLoosened(host: string): void {
+    const key = this.inRoot(host);
+    const prefix = `${key}/`;
     for (const loose of this.loosened.keys())
       if (loose === key || loose.startsWith(prefix)) this.loosened.delete(loose);
+  }
+
+  /** A resolved host path below the root, as a path in the root (`usr/lib/x`). */
+  private inRoot(host: string): string {
+    if (!host.startsWith(`${this.root}/`)) throw new Error(`${host} is not below ${this.root}`);
+    return host.slice(this.root.length + 1);
   }
 
   /**
@@ -361,11 +374,10 @@ export class RootFs {
    */
   createFile(path: EntryPath, mode: number, owner: Ownership, times: EntryTimes): FileJob {
     const host = this.slot(path);
-    const key = path.join("/");
-    this.clear(host, key);
+    this.clear(host, path.join("/"));
     // Most files can get their final mode from open() itself (one syscall fewer per file):
     // not with setuid/setgid/sticky bits, nor bits the umask would take away.
-    const wanted = this.loosen(key, mode & 0o7777, 0o400);
+    const wanted = this.loosen(host, mode & 0o7777, 0o400);
     const direct = (wanted & 0o7000) === 0 && (wanted & this.umask) === 0;
     this.inFlight.add(host);
     this.placed?.add(host);
@@ -378,8 +390,13 @@ export class RootFs {
     };
   }
 
-  /** The mode to set now: `needed` owner bits added when rootless, the real mode remembered. */
-  private loosen(key: string, mode: number, needed: number): number {
+  /**
+   * The mode to set now: `needed` owner bits added when rootless, the real mode remembered under
+   * the path where `host` is in the root — resolved, so symlinked parents in the entry's name
+   * cannot send `restoreModes` or the cache's copies anywhere else later.
+   */
+  private loosen(host: string, mode: number, needed: number): number {
+    const key = this.inRoot(host);
     this.loosened.delete(key);
     if (this.owner || (mode & needed) === needed) return mode;
     this.loosened.set(key, mode);
@@ -513,7 +530,7 @@ export class RootFs {
     const keys = [...this.deferred.keys()].sort((a, b) => b.split("/").length - a.split("/").length);
     for (const key of keys) {
       const entry = this.deferred.get(key) as DeferredDirectory;
-      const mode = this.loosen(key, entry.mode, 0o700);
+      const mode = this.loosen(entry.host, entry.mode, 0o700);
       if (entry.generation === this.generation) {
         chmodSync(entry.host, mode);
         lutimesSync(entry.host, entry.mtime, entry.mtime);
@@ -521,7 +538,7 @@ export class RootFs {
       }
       const found = realEntry(this.root, key);
       if (found === undefined || !found.info.isDirectory()) {
-        this.loosened.delete(key);
+        this.loosened.delete(this.inRoot(entry.host));
         continue;
       }
       const fd = openSync(found.host, constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW);
@@ -540,7 +557,7 @@ export class RootFs {
  * `key` under `root` when every component before the last is a real directory and the last is
  * no symlink: a path nothing can have redirected since it was written.
  */
-function realEntry(root: string, key: string): { host: string; info: Stats } | undefined {
+export function realEntry(root: string, key: string): { host: string; info: Stats } | undefined {
   let host = root;
   const parts = key.split("/");
   for (const [index, part] of parts.entries()) {

@@ -1,9 +1,9 @@
 import { execFile } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import { linkSync, lstatSync } from "node:fs";
-import { copyFile, lstat, mkdir, readdir, readFile, rename, rm, stat } from "node:fs/promises";
+import { copyFile, lstat, lutimes, mkdir, readdir, readFile, rename, rm, stat } from "node:fs/promises";
 import { homedir } from "node:os";
-import { join, resolve } from "node:path";
+import { dirname, join, resolve } from "node:path";
 import { promisify } from "node:util";
 import { Worker } from "node:worker_threads";
 import type { ChangesetOptions, LayerBlob, UnpackReport } from "./changeset.js";
@@ -26,7 +26,7 @@ import { type Descriptor, parseManifestDocument } from "./manifest.js";
 import { formatPlatform, type Platform, platformOrHost } from "./platform.js";
 import type { PullResult } from "./pull.js";
 import { formatReference, parseReference, type Reference } from "./reference.js";
-import { copyDirectories, finishDirectories, restoreModes } from "./rootfs.js";
+import { copyDirectories, finishDirectories, keepMetadata, realEntry, restoreModes } from "./rootfs.js";
 import { isAlive, Store } from "./store.js";
 import { samePrint, type TreePrint, TreePrinter } from "./tree-print.js";
 import { walkTree } from "./tree-walk.js";
@@ -339,14 +339,21 @@ async function separateLoosened(
 ): Promise<TreePrint> {
   const printer = TreePrinter.from(print);
   for (const { path } of report.loosenedModes) {
-    const linked = join(scratch, path);
-    const info = await lstat(linked).catch(() => undefined);
-    if (info === undefined || !info.isFile()) continue;
-    const copy = `${linked}.locald-copy`;
-    await copyFile(join(dir, path), copy);
-    await rename(copy, linked);
-    printer.remove(path, info);
-    printer.add(path, await lstat(linked));
+    // Through real directories only, in both trees: never a link out of them.
+    const linked = realEntry(scratch, path);
+    const original = realEntry(dir, path);
+    if (linked === undefined || original === undefined || !linked.info.isFile()) continue;
+    const copy = `${linked.host}.locald-copy`;
+    const parent = dirname(linked.host);
+    const parentInfo = await lstat(parent);
+    await copyFile(original.host, copy);
+    // The copy's times are the image's, like every other file the cache holds, and so are its
+    // directory's once the rename has touched them.
+    keepMetadata(copy, original.info, false);
+    await rename(copy, linked.host);
+    await lutimes(parent, parentInfo.atimeMs / 1000, parentInfo.mtimeMs / 1000);
+    printer.remove(path, linked.info);
+    printer.add(path, await lstat(linked.host));
   }
   return printer.print;
 }
