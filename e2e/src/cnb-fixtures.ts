@@ -1,5 +1,6 @@
 import { execFile } from "node:child_process";
-import { mkdir, readFile, rename, rm, stat } from "node:fs/promises";
+import { constants } from "node:fs";
+import { access, mkdir, readFile, rename, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
@@ -238,4 +239,26 @@ export async function pushSampleBuilder(
 ): Promise<{ builder: string; runImage: string }> {
   const runImage = await pushRunImage(registry, work);
   return { builder: await pushTestBuilder(registry, work, { runImage, buildpacks }), runImage };
+}
+
+/** The PATH the lifecycle phases get in host isolation (`DEFAULT_PATH` of @locald/cnb's sandbox). */
+const BUILD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/**
+ * The version of the node that the sample Node buildpack copies into its layer: the first one on
+ * the build's PATH, on the build host (not necessarily the Node running these tests).
+ */
+export async function buildHostNodeVersion(): Promise<string> {
+  for (const dir of BUILD_PATH.split(":")) {
+    const node = join(dir, "node");
+    if (
+      !(await access(node, constants.X_OK).then(
+        () => true,
+        () => false,
+      ))
+    )
+      continue;
+    return (await run(node, ["--version"])).stdout.trim();
+  }
+  throw new Error(`The sample Node buildpack needs a node on ${BUILD_PATH}; none is there.`);
 }

@@ -14,6 +14,7 @@ import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { removeTree } from "@locald/oci";
 import {
+  buildHostNodeVersion,
   type CliOptions,
   type CliResult,
   findFreePort,
@@ -148,7 +149,7 @@ for (const who of ["root", "an unprivileged user"] as const) {
       const built = await buildApp("hello-node");
       assert.equal(built.code, 0, built.stderr);
       assert.match(built.stderr, /Node\.js v\d+\.\d+\.\d+: installed into the node layer/);
-      await serveAndCheck("hello-node", `Hello from hello-node on Node.js ${process.version}\n`);
+      await serveAndCheck("hello-node", `Hello from hello-node on Node.js ${await buildHostNodeVersion()}\n`);
       const layersOf = async () =>
         (
           JSON.parse(

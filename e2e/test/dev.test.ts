@@ -6,8 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
-import { constants } from "node:fs";
-import { access, chmod, cp, mkdir, readFile, stat, writeFile } from "node:fs/promises";
+import { chmod, cp, mkdir, readFile, stat, writeFile } from "node:fs/promises";
 import { createRequire } from "node:module";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -16,6 +15,7 @@ import { promisify } from "node:util";
 import { removeTree } from "@locald/oci";
 import { Ajv } from "ajv";
 import {
+  buildHostNodeVersion,
   type CliOptions,
   type CliResult,
   LOCALD_BIN,
@@ -36,28 +36,6 @@ const DEVCONTAINERS_CLI = createRequire(import.meta.url).resolve("@devcontainers
 const EXAMPLES = fileURLToPath(new URL("../../../examples/", import.meta.url));
 /** The caller's PATH without the directories that hold a node binary. */
 const PATH_WITHOUT_NODE = "/usr/local/sbin:/usr/sbin:/sbin:/bin";
-
-/** The PATH the lifecycle phases get in host isolation (`DEFAULT_PATH` of @locald/cnb's sandbox). */
-const BUILD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
-/**
- * The version of the node that the sample Node buildpack copies into its layer: the first one on
- * the build's PATH, on the build host (not necessarily the Node running these tests).
- */
-async function buildHostNodeVersion(): Promise<string> {
-  for (const dir of BUILD_PATH.split(":")) {
-    const node = join(dir, "node");
-    if (
-      !(await access(node, constants.X_OK).then(
-        () => true,
-        () => false,
-      ))
-    )
-      continue;
-    return (await run(node, ["--version"])).stdout.trim();
-  }
-  throw new Error(`The sample Node buildpack needs a node on ${BUILD_PATH}; none is there.`);
-}
 
 const shared: { registry?: TestRegistry; work?: string; builder?: string } = {};
 

@@ -14,6 +14,7 @@ import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { OciLayout, push, removeTree } from "@locald/oci";
 import {
+  buildHostNodeVersion,
   busyboxLayer,
   type CliOptions,
   makeTempDir,
@@ -161,7 +162,7 @@ for (const who of ["root", "an unprivileged user"] as const) {
         await seen(/web\s+\| hello-node listening on/);
         assert.equal(
           await body(ports.get("web") ?? 0),
-          `Hello from hello-node on Node.js ${process.version}\n`,
+          `Hello from hello-node on Node.js ${await buildHostNodeVersion()}\n`,
         );
         assert.equal(await body(ports.get("api") ?? 0), "Hello from hello-rust\n");
         assert.equal(await body(ports.get("static") ?? 0), "hello from the container service\n");
@@ -174,7 +175,7 @@ for (const who of ["root", "an unprivileged user"] as const) {
         await seen(/hello-node listening on[\s\S]*hello-node listening on/);
         assert.equal(
           await body(ports.get("web") ?? 0),
-          `Hello from hello-node on Node.js ${process.version}\n`,
+          `Hello from hello-node on Node.js ${await buildHostNodeVersion()}\n`,
         );
         assert.ok(
           (await markedProcesses(mark)).some((p) => p.comm === "node" && p.pid !== node.pid),
