@@ -1,6 +1,6 @@
 import { execFile, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync } from "node:fs";
+import { lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, realpathSync } from "node:fs";
 import { mkdir, writeFile } from "node:fs/promises";
 import { join, posix } from "node:path";
 import { removeTree } from "./containers.js";
@@ -97,8 +97,40 @@ export function prepareMountPoints(root: string, destinations: readonly string[]
   }
 }
 
-/** The host's top-level directories shown read-only in "host" mode (the rest is a tmpfs). */
-const HOST_SKIPPED = new Set(["proc", "dev", "sys", "tmp", "run", "lost+found"]);
+/**
+ * What "host" mode shows of the host, read-only: its OS — programs, libraries and configuration —
+ * and nothing of anyone's data. No home directory (wherever it is), no `/root`, `/var`, `/opt`,
+ * `/srv`, `/mnt`, `/media`, `/run` or other mounts: what a sandboxed process needs of those is
+ * bound in explicitly. A name that is a symlink on the host (merged /usr) stays that symlink.
+ */
+const HOST_SHOWN = ["usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc"];
+
+/** The bubblewrap arguments that show the host's OS as described at `HOST_SHOWN`. */
+function hostOsArgs(): string[] {
+  const args = ["--tmpfs", "/"];
+  for (const name of HOST_SHOWN) {
+    const path = `/${name}`;
+    const info = lstatSync(path, { throwIfNoEntry: false });
+    if (info?.isSymbolicLink()) args.push("--symlink", readlinkSync(path), path);
+    else if (info?.isDirectory()) args.push("--ro-bind", path, path);
+  }
+  // Name resolution often goes through a link out of /etc (systemd-resolved: /run/systemd/...).
+  for (const file of ["/etc/resolv.conf", "/etc/hosts"]) {
+    if (!lstatSync(file, { throwIfNoEntry: false })?.isSymbolicLink()) continue;
+    const target = realpathOrUndefined(file);
+    if (target !== undefined && !HOST_SHOWN.some((name) => target.startsWith(`/${name}/`)))
+      args.push("--ro-bind", target, target);
+  }
+  return args;
+}
+
+function realpathOrUndefined(path: string): string | undefined {
+  try {
+    return realpathSync(path);
+  } catch {
+    return undefined;
+  }
+}
 
 export class BubblewrapRuntime implements ContainerRuntime {
   readonly name = "bubblewrap";
@@ -129,14 +161,8 @@ export class BubblewrapRuntime implements ContainerRuntime {
       process.hostname ?? "locald",
     ];
     if (process.root === "host") {
-      // The host's own OS, read-only, over a tmpfs where the mount points can be made.
-      args.push("--tmpfs", "/");
-      for (const entry of readdirSync("/", { withFileTypes: true })) {
-        if (HOST_SKIPPED.has(entry.name)) continue;
-        const path = `/${entry.name}`;
-        if (entry.isSymbolicLink()) args.push("--symlink", readlinkSync(path), path);
-        else if (entry.isDirectory()) args.push("--ro-bind", path, path);
-      }
+      // The host's OS, read-only, over a tmpfs where the mount points can be made.
+      args.push(...hostOsArgs());
     } else {
       prepareMountPoints(process.root, ["/proc", "/dev", "/tmp", ...mounts.map((m) => m.destination)]);
       args.push("--bind", process.root, "/");

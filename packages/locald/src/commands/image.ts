@@ -104,6 +104,12 @@ export function registerImageCommands(program: Command, context: CommandContext)
     .option("--max-bytes <n>", "refuse images that unpack to more bytes than this", positiveInteger)
     .option("--max-entries <n>", "refuse images with more archive entries than this", positiveInteger)
     .option("--no-cache", "extract again even if this image was unpacked before")
+    .option(
+      "--pull <when>",
+      "missing (default): use the stored image if there is one; always: ask the registry",
+      pullPolicy,
+      "missing" as const,
+    )
     .option("-q, --quiet", "print only the target directory")
     .option("--json", "print the result as JSON")
     .action(
@@ -116,6 +122,7 @@ export function registerImageCommands(program: Command, context: CommandContext)
           maxBytes?: number;
           maxEntries?: number;
           cache: boolean;
+          pull: "missing" | "always";
           quiet?: boolean;
           json?: boolean;
         },
@@ -124,6 +131,7 @@ export function registerImageCommands(program: Command, context: CommandContext)
         const result = await unpackImage(ref, dir, {
           ...clientOptions(context.flags(), log(output)),
           ...(opts.platform ? { platform: opts.platform } : {}),
+          pull: opts.pull,
           ...(opts.path.length > 0 ? { paths: opts.path } : {}),
           unpackLimits: {
             ...(opts.maxBytes ? { maxBytes: opts.maxBytes } : {}),
@@ -390,4 +398,10 @@ function positiveInteger(value: string): number {
   if (!Number.isSafeInteger(number) || number <= 0)
     throw new InvalidArgumentError("expected a positive whole number");
   return number;
+}
+
+/** `--pull`'s value: when to ask the registry for an image the store may already hold. */
+function pullPolicy(value: string): "missing" | "always" {
+  if (value === "missing" || value === "always") return value;
+  throw new InvalidArgumentError('must be "missing" or "always".');
 }
