@@ -7,13 +7,19 @@
  */
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
+import { createReadStream } from "node:fs";
 import { chmod, cp, mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
+import { pipeline } from "node:stream/promises";
 import { after, before, describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
-import { removeTree } from "@locald/oci";
+import { createGunzip } from "node:zlib";
+import { formatReference, parseDigest, parseReference, removeTree, Store } from "@locald/oci";
+import tarStream from "tar-stream";
 import {
+  BUILDER_GID,
+  BUILDER_UID,
   buildHostNodeVersion,
   type CliOptions,
   type CliResult,
@@ -66,6 +72,35 @@ async function httpGetWhenUp(url: string): Promise<string> {
       await new Promise((resolve) => setTimeout(resolve, 100));
     }
   }
+}
+
+/**
+ * Owners (`uid:gid`) of the entries under workspace/ and layers/ in an image's layer tars, read
+ * from the blobs of the store under `localdHome`.
+ */
+async function layerOwners(localdHome: string, image: string): Promise<Map<string, string>> {
+  const store = await Store.open(join(localdHome, "store"));
+  const found = await store.find(formatReference(parseReference(image)));
+  assert.ok(found, `${image} is in the store`);
+  const manifest = JSON.parse(
+    (await store.layout.readBlob(found.descriptor, 4 * 1024 * 1024)).toString(),
+  ) as Manifest;
+  const owners = new Map<string, string>();
+  for (const layer of manifest.layers) {
+    const extract = tarStream.extract();
+    extract.on("entry", (header, stream, next) => {
+      if (/^\/?(workspace|layers)\//.test(header.name))
+        owners.set(header.name, `${header.uid}:${header.gid}`);
+      stream.on("end", next);
+      stream.resume();
+    });
+    await pipeline(
+      createReadStream(store.layout.blobPath(parseDigest(layer.digest))),
+      createGunzip(),
+      extract,
+    );
+  }
+  return owners;
 }
 
 interface Manifest {
@@ -143,6 +178,43 @@ for (const who of ["root", "an unprivileged user"] as const) {
       };
       assert.equal(inspected.config.WorkingDir, "/workspace");
       assert.ok(inspected.config.Env.includes("CNB_LAYERS_DIR=/layers"));
+    });
+
+    test("the image's app and layers belong to the builder's user, so the app can write them", async () => {
+      // Built by the test above. A rootless build used to record the caller's own uid instead.
+      const owners = await layerOwners(join(home, "locald"), "procfile-static");
+      assert.ok(owners.size > 0, "the image has /workspace and /layers entries");
+      for (const [path, ids] of owners)
+        assert.equal(ids, `${BUILDER_UID}:${BUILDER_GID}`, `${path} belongs to the build user`);
+      // The image must let its user write: run it as root, where ownership is kept as recorded
+      // (a rootless run sees every file as its own root's). The unprivileged user's image goes
+      // through the registry to a root-owned store.
+      let image = "procfile-static";
+      let runAs: CliOptions = { env };
+      if (as) {
+        image = `${(shared.registry as TestRegistry).host}/e2e/procfile-static-by-user:1`;
+        const published = await buildApp("procfile-static", ["-t", image, "--publish"]);
+        assert.equal(published.code, 0, published.stderr);
+        runAs = { env: { HOME: join(home, "root-run"), LOCALD_HOME: join(home, "root-run", "locald") } };
+      }
+      const wrote = await runLocald(
+        [
+          "container",
+          "run",
+          "--rm",
+          // As real stacks' run images do (our test run image names no user).
+          "-u",
+          `${BUILDER_UID}:${BUILDER_GID}`,
+          "--entrypoint",
+          "/bin/sh",
+          image,
+          "-c",
+          "id -u; touch /workspace/written && mkdir /layers/written && echo wrote",
+        ],
+        runAs,
+      );
+      assert.equal(wrote.code, 0, wrote.stderr);
+      assert.equal(wrote.stdout, `${BUILDER_UID}\nwrote\n`);
     });
 
     test("the Node.js app builds, answers on its port, and a rebuild reuses its layers", async () => {

@@ -127,9 +127,9 @@ export async function build(appDir: string, options: BuildOptions): Promise<Buil
     });
   const image = imageName(options.output.name);
   const root = process.geteuid?.() === 0;
-  // As root the lifecycle drops to the builder's user; as anyone else the caller is the build user.
-  const uid = root ? builder.uid : (process.geteuid?.() ?? 0);
-  const gid = root ? builder.gid : (process.getegid?.() ?? 0);
+  // The builder's user runs the build: as root the lifecycle drops to it; anyone else is mapped to
+  // it in a user namespace. Either way the image's files belong to the user the image runs as.
+  const { uid, gid } = builder;
 
   const state = appStateDir(home, app, image);
   const cache = join(state, "cache");

@@ -96,8 +96,8 @@ export async function prepareEnvironment(
 ): Promise<DevEnvironment> {
   const { app, home, runtime, builder, platformApi } = await startingPoint(appDir, options, false);
   const root = process.geteuid?.() === 0;
-  const uid = root ? builder.uid : (process.geteuid?.() ?? 0);
-  const gid = root ? builder.gid : (process.getegid?.() ?? 0);
+  // The builder's user, as in a build (see there).
+  const { uid, gid } = builder;
   const state = appStateDir(home, app, "dev-environment");
   const layers = join(state, "layers");
   const platform = join(state, "platform");
@@ -147,7 +147,8 @@ export async function prepareEnvironment(
       "CNB_LAYERS_DIR=/layers",
       "CNB_APP_DIR=/workspace",
       `PATH=${DEFAULT_PATH}`,
-      `HOME=${process.env.HOME ?? "/tmp"}`,
+      // The sandbox shows no home directory (host mode hides everyone's data); /tmp is its own.
+      "HOME=/tmp",
       `TERM=${process.env.TERM ?? "xterm"}`,
       ...(await buildEnvironment(layers)),
       ...extraEnv,

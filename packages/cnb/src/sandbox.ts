@@ -3,9 +3,11 @@ import { BUILD_USER_PHASES, failedBuildpack, type Phase, phaseError } from "./li
 
 /**
  * Host mode: the lifecycle's phases (and dev commands) in a bubblewrap mount namespace over the
- * host's own OS, read-only, with the build's directories bound at the paths the lifecycle
- * expects. As root the sandbox keeps root (analyze/restore/export chown for the build user) and
- * detect/build drop to the build user with setpriv; otherwise everything runs as the caller.
+ * host's OS (its programs, libraries and /etc, read-only; nobody's data), with the build's
+ * directories bound at the paths the lifecycle expects. As root the sandbox keeps root
+ * (analyze/restore/export chown for the build user) and detect/build drop to the build user with
+ * setpriv; anyone else runs every phase as the build user, the caller mapped to it in a user
+ * namespace, so the image records the same owners either way.
  */
 
 export const DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -25,7 +27,7 @@ export const processOutput: OutputSink = (chunk, stream) =>
 
 export interface HostSandboxOptions {
   runtime: BubblewrapRuntime;
-  /** The build user's ids (the builder's as root, the caller's otherwise). */
+  /** The build user's ids: the builder's CNB_USER_ID and CNB_GROUP_ID. */
   uid: number;
   gid: number;
   mounts: BindMount[];
@@ -74,7 +76,7 @@ export class HostSandbox {
       );
   }
 
-  /** Root keeps its ids (it has to chown for the build user); anyone else is mapped to itself. */
+  /** Root keeps its ids (it has to chown for the build user); anyone else is mapped to the build user. */
   ids(): { userNamespace: false } | { uid: number; gid: number } {
     return this.root ? { userNamespace: false } : { uid: this.options.uid, gid: this.options.gid };
   }
