@@ -38,7 +38,13 @@ const EXAMPLES = fileURLToPath(new URL("../../../examples/", import.meta.url));
 
 const SAMPLE_APPS = ["procfile-static", "hello-node", "hello-rust"] as const;
 
-const shared: { registry?: TestRegistry; secured?: TestRegistry; work?: string; builder?: string } = {};
+const shared: {
+  registry?: TestRegistry;
+  secured?: TestRegistry;
+  work?: string;
+  builder?: string;
+  runImage?: string;
+} = {};
 
 before(async () => {
   for (const tool of ["bwrap", "runc", "skopeo", "umoci", "setpriv", "go"]) await requireBinary(tool);
@@ -46,11 +52,11 @@ before(async () => {
   shared.secured = await startRegistry({ flavour: "token" });
   shared.work = await makeTempDir("build");
   await chmod(shared.work, 0o755);
-  ({ builder: shared.builder } = await pushSampleBuilder(shared.registry, shared.work, [
-    "nodejs",
-    "rust",
-    "procfile",
-  ]));
+  ({ builder: shared.builder, runImage: shared.runImage } = await pushSampleBuilder(
+    shared.registry,
+    shared.work,
+    ["nodejs", "rust", "procfile"],
+  ));
 });
 
 after(async () => {
@@ -332,6 +338,41 @@ for (const who of ["root", "an unprivileged user"] as const) {
         "Hello from a Procfile app built by locald with the CNB lifecycle.\n",
       );
       await removeTree(unpacked);
+    });
+
+    test("the run image is named by its registry reference and digest; store, layout and --publish write one config", async () => {
+      const pinned = ["--creation-time", "0"];
+      const layout = join(home, "layout-pinned");
+      const published = `${(shared.registry as TestRegistry).host}/e2e/pinned-${as ? "user" : "root"}:1`;
+      for (const output of [
+        ["-t", "pinned"],
+        ["--layout", layout, "-t", "pinned"],
+        ["-t", published, "--publish"],
+      ]) {
+        const built = await buildApp("procfile-static", [...pinned, ...output]);
+        assert.equal(built.code, 0, built.stderr);
+      }
+      const configs = [
+        (await locald(["image", "inspect", "--raw", "config", "pinned"])).stdout,
+        (await run("skopeo", ["inspect", "--raw", "--config", `oci:${layout}:pinned`])).stdout,
+        (await run("skopeo", ["inspect", "--raw", "--config", "--tls-verify=false", `docker://${published}`]))
+          .stdout,
+      ].map((text) => text.trim());
+      const runImage = shared.runImage as string;
+      const repository = runImage.slice(0, runImage.lastIndexOf(":"));
+      for (const config of configs) {
+        const labels = (JSON.parse(config) as { config: { Labels: Record<string, string> } }).config.Labels;
+        const metadata = JSON.parse(labels["io.buildpacks.lifecycle.metadata"] as string) as {
+          runImage: { reference: string; image: string };
+        };
+        assert.match(
+          metadata.runImage.reference,
+          new RegExp(`^${repository.replaceAll(".", "\\.")}@sha256:[0-9a-f]{64}$`),
+        );
+        assert.equal(metadata.runImage.image, runImage);
+      }
+      assert.equal(configs[1], configs[0], "the layout's config is the store's");
+      assert.equal(configs[2], configs[0], "the published config is the store's");
     });
 
     test("an app nothing detects: a clear message listing what each buildpack said", async () => {

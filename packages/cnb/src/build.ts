@@ -159,10 +159,11 @@ export async function build(appDir: string, options: BuildOptions): Promise<Buil
     // The run image, as an OCI layout at the path the lifecycle maps its (aliased) reference to.
     const runAlias = layoutAlias("run", runImage);
     const appAlias = layoutAlias("app", image);
-    const swaps =
+    const placed =
       options.output.kind === "registry"
-        ? new Map()
+        ? undefined
         : await placeRunImage(runImage, join(repo, layoutPath(runAlias)), store, options.client);
+    const swaps = placed?.swaps ?? new Map();
     // The phases that drop to the build user write here.
     if (root) await run("chown", ["-R", `${uid}:${gid}`, "--", workspace, layers, cache, repo]);
 
@@ -247,7 +248,13 @@ export async function build(appDir: string, options: BuildOptions): Promise<Buil
       options.output.kind === "layout"
         ? layoutTarget(await OciLayout.open(options.output.dir, { create: true }), options.output.name)
         : storeTarget(store, image);
-    const descriptor = await exportBuiltImage(exported, known, store, target);
+    const descriptor = await exportBuiltImage(
+      exported,
+      known,
+      store,
+      target,
+      (placed as NonNullable<typeof placed>).reference,
+    );
     // Its compressed layers are in the store now; the next build reads them decompressed.
     const decompressed = await decompressPreviousImage(exported);
     await writeSwaps(state, new Map([...remembered, ...decompressed]));

@@ -18,6 +18,7 @@ import {
   parseDigest,
   parseImageConfig,
   parseManifestDocument,
+  parseReference,
   pull,
   removeTree,
   type Store,
@@ -109,12 +110,13 @@ export async function placeRunImage(
   dir: string,
   store: Store,
   client: ClientOptions | undefined,
-): Promise<LayerSwaps> {
+): Promise<{ swaps: LayerSwaps; reference: string }> {
   const pulled = await pull(runImage, { ...client, to: { kind: "store", store } });
+  const reference = registryReference(runImage, pulled.digest);
   const marker = await readFile(join(dir, MARKER), "utf8")
     .then((text) => JSON.parse(text) as Marker)
     .catch(() => undefined);
-  if (marker?.source === pulled.digest) return new Map(marker.swaps);
+  if (marker?.source === pulled.digest) return { swaps: new Map(marker.swaps), reference };
   await removeTree(dir);
   const release = await store.lease();
   try {
@@ -135,7 +137,7 @@ export async function placeRunImage(
       join(dir, MARKER),
       JSON.stringify({ source: pulled.digest, swaps: [...swaps] } satisfies Marker),
     );
-    return swaps;
+    return { swaps, reference };
   } finally {
     await release();
   }
@@ -157,6 +159,52 @@ function ociLayerType(manifestType: string, layer: Descriptor): Descriptor {
 }
 
 /** The one image manifest the exporter left in the layout `dir`. */
+/**
+ * How the lifecycle names a run image it read from a registry: repository and manifest digest,
+ * Docker Hub spelled as go-containerregistry does (`index.docker.io`).
+ */
+export function registryReference(image: string, digest: string): string {
+  const { registry, repository } = parseReference(image);
+  return `${registry === "docker.io" ? "index.docker.io" : registry}/${repository}@${digest}`;
+}
+
+/**
+ * The exported config with the run image named by `reference` (its registry reference and digest)
+ * instead of the path in the layout repository that the lifecycle read it from, which means
+ * nothing outside this build: only that string changes, so the config is the one a `--publish`
+ * build of the same sources writes.
+ */
+async function pinnedConfig(
+  layout: OciLayout,
+  descriptor: Descriptor,
+  reference: string,
+): Promise<{ descriptor: Descriptor; bytes: Buffer }> {
+  const bytes = await layout.readBlob(descriptor, 64 * 1024 * 1024);
+  const labels = (parseImageConfig(bytes, `The exported config ${descriptor.digest}`).config?.Labels ??
+    {}) as Record<string, string>;
+  let recorded: string | undefined;
+  try {
+    recorded = (JSON.parse(labels[LIFECYCLE_METADATA] ?? "{}") as { runImage?: { reference?: string } })
+      .runImage?.reference;
+  } catch {
+    recorded = undefined;
+  }
+  // Only a layout path is replaced, and only where it cannot stand for anything but itself.
+  if (recorded === undefined || !recorded.startsWith("/layout-repo/") || !/^[\w./:@-]+$/.test(recorded))
+    return { descriptor, bytes };
+  const pinned = Buffer.from(bytes.toString("utf8").replaceAll(recorded, reference));
+  return {
+    descriptor: {
+      ...descriptor,
+      digest: `sha256:${createHash("sha256").update(pinned).digest("hex")}`,
+      size: pinned.length,
+    },
+    bytes: pinned,
+  };
+}
+
+const LIFECYCLE_METADATA = "io.buildpacks.lifecycle.metadata";
+
 async function exportedImage(
   dir: string,
 ): Promise<{ layout: OciLayout; original: Descriptor; manifest: ImageManifest }> {
@@ -181,8 +229,11 @@ export async function exportBuiltImage(
   swaps: LayerSwaps,
   store: Store,
   target: ImageTarget,
+  runImageReference: string,
 ): Promise<Descriptor> {
-  const { layout: exported, original, manifest } = await exportedImage(dir);
+  const { layout: exported, original, manifest: exportedManifest } = await exportedImage(dir);
+  const config = await pinnedConfig(exported, exportedManifest.config, runImageReference);
+  const manifest = { ...exportedManifest, config: config.descriptor };
   const layers: Descriptor[] = [];
   const fromStore = new Set<string>();
   for (const layer of manifest.layers) {
@@ -204,7 +255,14 @@ export async function exportBuiltImage(
     head: async () => descriptor,
     resolve: async () => ({ descriptor, bytes }),
     manifest: async () => bytes,
-    blob: (blob) => (fromStore.has(blob.digest) ? store.layout.openBlob(blob) : exported.openBlob(blob)),
+    blob: (blob) =>
+      blob.digest === config.descriptor.digest
+        ? (async function* () {
+            yield config.bytes;
+          })()
+        : fromStore.has(blob.digest)
+          ? store.layout.openBlob(blob)
+          : exported.openBlob(blob),
   };
   const release = await store.lease();
   try {
