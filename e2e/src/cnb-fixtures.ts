@@ -30,7 +30,16 @@ const run = promisify(execFile);
 export const LIFECYCLE_VERSION = "0.20.19";
 export const LIFECYCLE_PLATFORM_APIS = ["0.7", "0.8", "0.9", "0.10", "0.11", "0.12", "0.13", "0.14"];
 export const LIFECYCLE_BUILDPACK_APIS = ["0.7", "0.8", "0.9", "0.10", "0.11"];
-const PHASES = ["analyzer", "detector", "restorer", "builder", "exporter", "creator", "rebaser", "extender"];
+export const LIFECYCLE_PHASES = [
+  "analyzer",
+  "detector",
+  "restorer",
+  "builder",
+  "exporter",
+  "creator",
+  "rebaser",
+  "extender",
+];
 
 const FIXTURES = fileURLToPath(new URL("../../fixtures/", import.meta.url));
 export const SAMPLE_BUILDPACKS_DIR = join(FIXTURES, "buildpacks");
@@ -147,7 +156,7 @@ export async function pushTestBuilder(
     root("cnb/lifecycle/"),
     { path: "cnb/lifecycle/lifecycle", content: await readFile(join(binaries, "lifecycle")), mode: 0o755 },
     { path: "cnb/lifecycle/launcher", content: await readFile(join(binaries, "launcher")), mode: 0o755 },
-    ...PHASES.map((phase) => ({
+    ...LIFECYCLE_PHASES.map((phase) => ({
       path: `cnb/lifecycle/${phase}`,
       type: "symlink" as const,
       linkname: "lifecycle",

@@ -1,0 +1,192 @@
+import { execFile } from "node:child_process";
+import { cp, mkdir, readFile, rename, rm, stat, symlink, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { OciLayout, push } from "@locald/oci";
+import {
+  LIFECYCLE_BUILDPACK_APIS,
+  LIFECYCLE_PHASES,
+  LIFECYCLE_PLATFORM_APIS,
+  LIFECYCLE_VERSION,
+  lifecycleBinaries,
+  pushRunImage,
+  sampleBuildpack,
+} from "./cnb-fixtures.js";
+import { debianMinbaseTar, fixtureCacheDir } from "./debian.js";
+import { compressLayer, writeImage } from "./image-factory.js";
+import type { TestRegistry } from "./registry.js";
+import { requireBinary } from "./util.js";
+
+/**
+ * The real `pack` CLI as the reference platform: built once per machine from the Go module proxy
+ * (`go install` refuses it — its go.mod has a replace directive — so the module is downloaded,
+ * copied somewhere writable and built there), and `pack builder create --publish`, which needs no
+ * Docker daemon, making builders of our sample buildpacks and the lifecycle.
+ */
+
+const run = promisify(execFile);
+
+export const PACK_VERSION = "0.40.6";
+
+let building: Promise<string> | undefined;
+
+/** The path of the pack binary, built on first use and kept in the fixture cache. */
+export function packBinary(): Promise<string> {
+  building ??= (async () => {
+    const binary = join(fixtureCacheDir(), `pack-${PACK_VERSION}`, "pack");
+    if ((await stat(binary).catch(() => undefined))?.isFile()) return binary;
+    const go = await requireBinary("go");
+    const scratch = join(fixtureCacheDir(), `pack-${PACK_VERSION}.${process.pid}.partial`);
+    const env = { ...process.env, GOFLAGS: "-mod=mod", CGO_ENABLED: "0" };
+    try {
+      await rm(scratch, { recursive: true, force: true });
+      await mkdir(scratch, { recursive: true });
+      const { stdout } = await run(
+        go,
+        ["mod", "download", "-json", `github.com/buildpacks/pack@v${PACK_VERSION}`],
+        {
+          cwd: scratch,
+          env,
+          maxBuffer: 4 * 1024 * 1024,
+        },
+      );
+      const module = (JSON.parse(stdout) as { Dir?: string }).Dir;
+      if (module === undefined) throw new Error(`go mod download named no directory: ${stdout}`);
+      const source = join(scratch, "src");
+      await cp(module, source, { recursive: true });
+      await run("chmod", ["-R", "u+w", source]);
+      await mkdir(join(scratch, "bin"));
+      await run(
+        go,
+        [
+          "build",
+          "-trimpath",
+          "-ldflags",
+          `-s -w -X github.com/buildpacks/pack/pkg/client.Version=${PACK_VERSION}`,
+          "-o",
+          join(scratch, "bin", "pack"),
+          ".",
+        ],
+        { cwd: source, env, maxBuffer: 16 * 1024 * 1024 },
+      );
+      await rm(join(binary, ".."), { recursive: true, force: true });
+      await rename(join(scratch, "bin"), join(binary, ".."));
+      return binary;
+    } catch (error) {
+      const stderr = (error as { stderr?: string }).stderr?.trim() ?? "";
+      throw new Error(`Cannot build pack ${PACK_VERSION} from the Go module proxy: ${stderr || error}`);
+    } finally {
+      await rm(scratch, { recursive: true, force: true });
+    }
+  })();
+  return building;
+}
+
+/** The lifecycle as a release tarball (`lifecycle.toml` and `lifecycle/…`), which pack reads by `uri`. */
+async function lifecycleTarball(work: string): Promise<string> {
+  const binaries = await lifecycleBinaries();
+  const dir = join(work, "lifecycle-release");
+  await mkdir(join(dir, "lifecycle"), { recursive: true });
+  for (const name of ["lifecycle", "launcher"]) await cp(join(binaries, name), join(dir, "lifecycle", name));
+  // As in the lifecycle's releases: every phase is the one binary under its own name.
+  for (const phase of LIFECYCLE_PHASES) await symlink("lifecycle", join(dir, "lifecycle", phase));
+  const list = (apis: readonly string[]) => apis.map((api) => JSON.stringify(api)).join(", ");
+  await writeFile(
+    join(dir, "lifecycle.toml"),
+    [
+      "[apis]",
+      "[apis.buildpack]",
+      "deprecated = []",
+      `supported = [${list(LIFECYCLE_BUILDPACK_APIS)}]`,
+      "[apis.platform]",
+      "deprecated = []",
+      `supported = [${list(LIFECYCLE_PLATFORM_APIS)}]`,
+      "",
+      "[lifecycle]",
+      `version = "${LIFECYCLE_VERSION}"`,
+      "",
+    ].join("\n"),
+  );
+  const tarball = join(work, `lifecycle-v${LIFECYCLE_VERSION}.tgz`);
+  await run("tar", ["-czf", tarball, "-C", dir, "lifecycle.toml", "lifecycle"]);
+  return tarball;
+}
+
+/** A build image: the Debian minbase root with the build user's ids, as pack asks of one. */
+async function pushBuildImage(registry: TestRegistry, work: string): Promise<string> {
+  const layer = await compressLayer(await readFile(await debianMinbaseTar()), "gzip", "oci");
+  const layout = await OciLayout.open(join(work, "layout-build-image"), { create: true });
+  const image = await writeImage(layout, {
+    layers: [layer],
+    config: {
+      User: "1000:1000",
+      Env: [
+        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "CNB_USER_ID=1000",
+        "CNB_GROUP_ID=1000",
+      ],
+      Labels: {
+        "io.buildpacks.base.distro.name": "debian",
+        "io.buildpacks.base.distro.version": "12",
+        "io.buildpacks.stack.id": "io.locald.stacks.bookworm",
+      },
+    },
+  });
+  await layout.addManifest(image.descriptor, "build");
+  const ref = `${registry.host}/cnb/build:bookworm`;
+  await push({ kind: "layout", dir: layout.root, name: "build" }, ref);
+  return ref;
+}
+
+/**
+ * A builder made by the real pack from the named sample buildpacks (one order group each), the
+ * lifecycle and Debian build and run images, published to `registry` with no daemon.
+ */
+export async function pushPackBuilder(
+  registry: TestRegistry,
+  work: string,
+  buildpacks: readonly string[],
+): Promise<{ builder: string; runImage: string }> {
+  const pack = await packBinary();
+  const runImage = await pushRunImage(registry, work);
+  const buildImage = await pushBuildImage(registry, work);
+  const lifecycle = await lifecycleTarball(work);
+  const samples = await Promise.all(buildpacks.map(sampleBuildpack));
+  const config = join(work, "pack-builder.toml");
+  await writeFile(
+    config,
+    [
+      ...samples.flatMap((bp) => ["[[buildpacks]]", `uri = ${JSON.stringify(bp.dir)}`, ""]),
+      ...samples.flatMap((bp) => [
+        "[[order]]",
+        "[[order.group]]",
+        `id = ${JSON.stringify(bp.id)}`,
+        `version = ${JSON.stringify(bp.version)}`,
+        "",
+      ]),
+      "[lifecycle]",
+      `uri = ${JSON.stringify(lifecycle)}`,
+      "",
+      "[build]",
+      `image = ${JSON.stringify(buildImage)}`,
+      "",
+      "[[run.images]]",
+      `image = ${JSON.stringify(runImage)}`,
+      "",
+    ].join("\n"),
+  );
+  const builder = `${registry.host}/cnb/pack-builder:bookworm`;
+  const home = join(work, "pack-home");
+  await mkdir(home, { recursive: true });
+  try {
+    await run(pack, ["builder", "create", builder, "--config", config, "--publish"], {
+      cwd: work,
+      env: { ...process.env, PACK_HOME: home, DOCKER_HOST: "unix:///nonexistent/docker.sock" },
+      maxBuffer: 16 * 1024 * 1024,
+    });
+  } catch (error) {
+    const { stdout = "", stderr = "" } = error as { stdout?: string; stderr?: string };
+    throw new Error(`pack builder create failed: ${`${stdout}\n${stderr}`.trim()}`);
+  }
+  return { builder, runImage };
+}

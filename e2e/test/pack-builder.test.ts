@@ -1,0 +1,103 @@
+/**
+ * Builders made by the reference platform: the real `pack` (built from the Go module proxy)
+ * creates a builder of our sample buildpacks, the lifecycle and Debian build and run images with
+ * `pack builder create --publish` (no Docker daemon); locald inspects it, builds the sample apps
+ * with it and runs them — as root and as an unprivileged user.
+ */
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { chmod, cp, mkdir } from "node:fs/promises";
+import { join } from "node:path";
+import { after, before, describe, test } from "node:test";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
+import { removeTree } from "@locald/oci";
+import {
+  buildHostNodeVersion,
+  type CliOptions,
+  type CliResult,
+  LIFECYCLE_VERSION,
+  makeTempDir,
+  PACK_VERSION,
+  pushPackBuilder,
+  requireBinary,
+  runLocald,
+  startRegistry,
+  type TestRegistry,
+  unprivilegedUser,
+} from "../src/index.js";
+
+const run = promisify(execFile);
+const EXAMPLES = fileURLToPath(new URL("../../../examples/", import.meta.url));
+const shared: { registry?: TestRegistry; work?: string; builder?: string } = {};
+
+before(async () => {
+  for (const tool of ["bwrap", "runc", "setpriv", "go"]) await requireBinary(tool);
+  shared.registry = await startRegistry({ flavour: "anonymous" });
+  shared.work = await makeTempDir("pack-builder");
+  await chmod(shared.work, 0o755);
+  ({ builder: shared.builder } = await pushPackBuilder(shared.registry, shared.work, ["nodejs", "procfile"]));
+});
+
+after(async () => {
+  await shared.registry?.stop();
+  if (shared.work) await removeTree(shared.work);
+});
+
+for (const who of ["root", "an unprivileged user"] as const) {
+  describe(`a builder made by pack ${PACK_VERSION}, as ${who}`, () => {
+    let home: string;
+    let as: CliOptions["as"];
+    let env: NodeJS.ProcessEnv;
+    before(async () => {
+      home = join(shared.work as string, `home-${who === "root" ? "root" : "user"}`);
+      await mkdir(home, { recursive: true });
+      for (const app of ["procfile-static", "hello-node"])
+        await cp(join(EXAMPLES, app), join(home, app), { recursive: true });
+      if (who !== "root") {
+        as = await unprivilegedUser();
+        await run("chown", ["-R", `${as.uid}:${as.gid}`, home]);
+      }
+      env = { HOME: home, LOCALD_HOME: join(home, "locald"), XDG_RUNTIME_DIR: home };
+    });
+    const locald = (args: string[]): Promise<CliResult> => runLocald(args, { env, ...(as ? { as } : {}) });
+
+    test("builder inspect reads what pack wrote: lifecycle, buildpacks, order, run image", async () => {
+      const inspected = await locald(["builder", "inspect", shared.builder as string]);
+      assert.equal(inspected.code, 0, inspected.stderr);
+      assert.match(inspected.stdout, new RegExp(`Lifecycle:\\s+${LIFECYCLE_VERSION.replaceAll(".", "\\.")}`));
+      assert.match(inspected.stdout, /locald-samples\/nodejs@0\.1\.0/);
+      assert.match(inspected.stdout, /Group #2: locald-samples\/procfile@0\.1\.0/);
+      assert.match(inspected.stdout, /Run images:\s+\S+\/cnb\/run:bookworm/);
+    });
+
+    test("the sample apps build with it and run", async () => {
+      const builder = shared.builder as string;
+      const procfile = await locald([
+        "build",
+        join(home, "procfile-static"),
+        "--builder",
+        builder,
+        "-t",
+        "by-pack",
+      ]);
+      assert.equal(procfile.code, 0, procfile.stderr);
+      const ran = await locald(["container", "run", "--rm", "by-pack"]);
+      assert.equal(ran.code, 0, ran.stderr);
+      assert.equal(ran.stdout, "Hello from a Procfile app built by locald with the CNB lifecycle.\n");
+      const node = await locald([
+        "build",
+        join(home, "hello-node"),
+        "--builder",
+        builder,
+        "-t",
+        "node-by-pack",
+      ]);
+      assert.equal(node.code, 0, node.stderr);
+      assert.match(
+        node.stderr,
+        new RegExp(`Node\\.js ${(await buildHostNodeVersion()).replaceAll(".", "\\.")}: installed`),
+      );
+    });
+  });
+}
