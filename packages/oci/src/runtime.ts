@@ -7,6 +7,7 @@ import { join } from "node:path";
 import type { ClientOptions } from "./client.js";
 import { type ContainerRecord, Containers, checkContainerName, processStart } from "./containers.js";
 import { ContainerConfigError, RuntimeError } from "./errors.js";
+import { programOnPath } from "./programs.js";
 import { formatReference, parseReference } from "./reference.js";
 import { type ContainerOptions, type IdRange, type RuntimeMount, runtimeSpec } from "./runtime-spec.js";
 import { defaultDataDir, defaultStoreDir, Store } from "./store.js";
@@ -54,20 +55,6 @@ export interface RunResult {
   readonly rootfs: "overlay" | "copy";
   /** The image root came from the unpack cache: nothing was extracted. */
   readonly cached: boolean;
-}
-
-/** An executable `name` on PATH (then the usual system directories), or undefined. */
-export async function programOnPath(name: string): Promise<string | undefined> {
-  const dirs = (process.env.PATH ?? "").split(":").filter((dir) => dir !== "");
-  for (const dir of [...dirs, "/usr/sbin", "/usr/bin", "/sbin", "/bin"]) {
-    try {
-      await access(join(dir, name), constants.X_OK);
-      return join(dir, name);
-    } catch {
-      // try the next one
-    }
-  }
-  return undefined;
 }
 
 /** `preferred` if it is executable, else `name` on PATH; a missing one names the package to install. */
@@ -144,7 +131,7 @@ export function subordinateIds(file: string, name: string, id: number): IdRange 
 export async function rootlessIds(uid: number): Promise<NonNullable<ContainerOptions["rootless"]>> {
   const gid = process.getegid?.() ?? uid;
   const ids = { uid, gid };
-  const helpers = await Promise.all(["newuidmap", "newgidmap"].map(programOnPath));
+  const helpers = await Promise.all(["newuidmap", "newgidmap"].map((name) => programOnPath(name)));
   if (helpers.includes(undefined)) return ids;
   let name: string;
   try {
