@@ -158,7 +158,6 @@ function ociLayerType(manifestType: string, layer: Descriptor): Descriptor {
   return manifestType === MediaType.OciManifest && oci !== undefined ? { ...layer, mediaType: oci } : layer;
 }
 
-/** The one image manifest the exporter left in the layout `dir`. */
 /**
  * How the lifecycle names a run image it read from a registry: repository and manifest digest,
  * Docker Hub spelled as go-containerregistry does (`index.docker.io`).
@@ -205,6 +204,7 @@ async function pinnedConfig(
 
 const LIFECYCLE_METADATA = "io.buildpacks.lifecycle.metadata";
 
+/** The one image manifest the exporter left in the layout `dir`. */
 async function exportedImage(
   dir: string,
 ): Promise<{ layout: OciLayout; original: Descriptor; manifest: ImageManifest }> {
