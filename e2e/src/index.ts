@@ -10,6 +10,7 @@ export * from "./registry.js";
 export * from "./token-server.js";
 export * from "./tree.js";
 export {
+  callerIn,
   findFreePort,
   makeTempDir,
   type RunResult,
@@ -18,6 +19,7 @@ export {
   runBinary,
   TailBuffer,
   TEST_USER,
+  type TestCaller,
   terminateChild,
   unprivilegedUser,
   waitForExit,

@@ -1,6 +1,6 @@
 import { type ChildProcess, execFile } from "node:child_process";
 import { constants as fsConstants } from "node:fs";
-import { access, mkdtemp, readFile, rm } from "node:fs/promises";
+import { access, mkdir, mkdtemp, readFile, rm } from "node:fs/promises";
 import { createServer, type Server } from "node:net";
 import { tmpdir } from "node:os";
 import { delimiter, join } from "node:path";
@@ -174,4 +174,23 @@ export async function unprivilegedUser(): Promise<{ uid: number; gid: number }> 
   if (!subuid.split("\n").some((line) => line.startsWith(`${TEST_USER}:`)))
     await run("usermod", ["--add-subuids", "300000-365535", "--add-subgids", "300000-365535", TEST_USER]);
   return { uid: await id("-u"), gid: await id("-g") };
+}
+
+/** Who runs a test's commands: root, or the unprivileged test user. */
+export type TestCaller = "root" | "an unprivileged user";
+
+/**
+ * The CLI options for running commands as `who` with `home` as HOME and LOCALD_HOME below it;
+ * for the unprivileged user, `home` (made if missing) and what is in it are given to that user.
+ */
+export async function callerIn(
+  who: TestCaller,
+  home: string,
+): Promise<{ as?: { uid: number; gid: number }; env: NodeJS.ProcessEnv }> {
+  await mkdir(home, { recursive: true });
+  const env = { HOME: home, LOCALD_HOME: join(home, "locald"), XDG_RUNTIME_DIR: home };
+  if (who === "root") return { env };
+  const as = await unprivilegedUser();
+  await run("chown", ["-R", `${as.uid}:${as.gid}`, home]);
+  return { as, env };
 }

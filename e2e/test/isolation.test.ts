@@ -6,16 +6,15 @@
  * image; the host's OS (its `/etc/os-release`) is what the build runs on.
  */
 import assert from "node:assert/strict";
-import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { chmod, mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
-import { promisify } from "node:util";
 import { removeTree } from "@locald/oci";
 import {
   type CliOptions,
   type CliResult,
+  callerIn,
   makeTempDir,
   pushSampleBuilder,
   requireBinary,
@@ -23,10 +22,8 @@ import {
   snapshotTree,
   startRegistry,
   type TestRegistry,
-  unprivilegedUser,
 } from "../src/index.js";
 
-const run = promisify(execFile);
 const tag = randomBytes(6).toString("hex");
 const TOKEN = `locald-isolation-secret-${tag}`;
 /** Places outside any home that hold data, never the OS: none of them is the build's business. */
@@ -89,11 +86,7 @@ for (const who of ["root", "an unprivileged user"] as const) {
       await mkdir(join(home, "app"));
       secrets = [join(home, ".docker", "config.json"), join(home, ".ssh", "id_ed25519"), ...SYSTEM_SECRETS];
       await writeFile(join(home, "app", "probe-paths"), `${[...secrets, home, "/home"].join("\n")}\n`);
-      if (who !== "root") {
-        as = await unprivilegedUser();
-        await run("chown", ["-R", `${as.uid}:${as.gid}`, home]);
-      }
-      env = { HOME: home, LOCALD_HOME: join(home, "locald"), XDG_RUNTIME_DIR: home };
+      ({ as, env } = await callerIn(who, home));
     });
     const locald = (args: string[]): Promise<CliResult> => runLocald(args, { env, ...(as ? { as } : {}) });
 

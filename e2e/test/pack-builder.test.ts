@@ -5,17 +5,16 @@
  * with it and runs them — as root and as an unprivileged user.
  */
 import assert from "node:assert/strict";
-import { execFile } from "node:child_process";
 import { chmod, cp, mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
-import { promisify } from "node:util";
 import { removeTree } from "@locald/oci";
 import {
   buildHostNodeVersion,
   type CliOptions,
   type CliResult,
+  callerIn,
   LIFECYCLE_VERSION,
   makeTempDir,
   PACK_VERSION,
@@ -24,10 +23,8 @@ import {
   runLocald,
   startRegistry,
   type TestRegistry,
-  unprivilegedUser,
 } from "../src/index.js";
 
-const run = promisify(execFile);
 const EXAMPLES = fileURLToPath(new URL("../../../examples/", import.meta.url));
 const shared: { registry?: TestRegistry; work?: string; builder?: string } = {};
 
@@ -54,11 +51,7 @@ for (const who of ["root", "an unprivileged user"] as const) {
       await mkdir(home, { recursive: true });
       for (const app of ["procfile-static", "hello-node"])
         await cp(join(EXAMPLES, app), join(home, app), { recursive: true });
-      if (who !== "root") {
-        as = await unprivilegedUser();
-        await run("chown", ["-R", `${as.uid}:${as.gid}`, home]);
-      }
-      env = { HOME: home, LOCALD_HOME: join(home, "locald"), XDG_RUNTIME_DIR: home };
+      ({ as, env } = await callerIn(who, home));
     });
     const locald = (args: string[]): Promise<CliResult> => runLocald(args, { env, ...(as ? { as } : {}) });
 

@@ -4,26 +4,23 @@
  * is what runs on the oldest Node line that `engines` still allows (see scripts/test.sh).
  */
 import assert from "node:assert/strict";
-import { execFile } from "node:child_process";
 import { chmod, cp, mkdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
-import { promisify } from "node:util";
 import { removeTree } from "@locald/oci";
 import {
   type CliOptions,
   type CliResult,
+  callerIn,
   makeTempDir,
   pushSampleBuilder,
   requireBinary,
   runLocald,
   startRegistry,
   type TestRegistry,
-  unprivilegedUser,
 } from "../src/index.js";
 
-const run = promisify(execFile);
 const SAMPLE_APP = fileURLToPath(new URL("../../../examples/procfile-static", import.meta.url));
 const shared: { registry?: TestRegistry; work?: string; builder?: string; runImage?: string } = {};
 
@@ -53,11 +50,7 @@ for (const who of ["root", "an unprivileged user"] as const) {
       home = join(shared.work as string, `home-${who === "root" ? "root" : "user"}`);
       await mkdir(home, { recursive: true });
       await cp(SAMPLE_APP, join(home, "app"), { recursive: true });
-      if (who !== "root") {
-        as = await unprivilegedUser();
-        await run("chown", ["-R", `${as.uid}:${as.gid}`, home]);
-      }
-      env = { HOME: home, LOCALD_HOME: join(home, "locald"), XDG_RUNTIME_DIR: home };
+      ({ as, env } = await callerIn(who, home));
     });
     const locald = (args: string[]): Promise<CliResult> => runLocald(args, { env, ...(as ? { as } : {}) });
 
