@@ -83,6 +83,9 @@ export function parseReference(input: string, options: { defaultTag?: string | n
     registry = rest.slice(0, firstSlash);
     repository = rest.slice(firstSlash + 1);
     if (!domainPattern.test(registry)) throw invalid(input, `"${registry}" is not a valid registry host`);
+    const port = /:(\d+)$/.exec(registry)?.[1];
+    if (port !== undefined && (Number(port) < 1 || Number(port) > 65535))
+      throw invalid(input, `the port ${port} of "${registry}" is not between 1 and 65535`);
     if (registry === "index.docker.io" || registry === DOCKER_HUB_API_HOST) registry = DOCKER_HUB;
   }
   if (repository.length === 0) throw invalid(input, "the repository name is missing");

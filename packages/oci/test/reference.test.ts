@@ -153,6 +153,8 @@ describe("invalid references", () => {
     ["underscore in a registry host", "a_b.com/x", /registry host/],
     ["triple underscore", "a___b", /path component/],
     ["port that is not a number", "a:b/c", /registry host/],
+    ["port above 65535", "localhost:99999/x", /port 99999 .* between 1 and 65535/],
+    ["port 0", "127.0.0.1:0/x", /port 0 .* between 1 and 65535/],
   ];
   for (const [label, input, why] of invalid) {
     test(`${label}: ${JSON.stringify(input.length > 40 ? `${input.slice(0, 40)}…` : input)}`, () => {
