@@ -18,12 +18,12 @@ import {
   parseDigest,
   parseImageConfig,
   parseManifestDocument,
-  parseReference,
   pull,
   removeTree,
   type Store,
 } from "@locald/oci";
 import { BuildError } from "./errors.js";
+import { registryReference } from "./platform.js";
 
 /**
  * The lifecycle's OCI layout repository (layout mode): where the run image goes before analyze
@@ -156,15 +156,6 @@ const OCI_LAYER_TYPES: Record<string, string> = {
 function ociLayerType(manifestType: string, layer: Descriptor): Descriptor {
   const oci = OCI_LAYER_TYPES[layer.mediaType];
   return manifestType === MediaType.OciManifest && oci !== undefined ? { ...layer, mediaType: oci } : layer;
-}
-
-/**
- * How the lifecycle names a run image it read from a registry: repository and manifest digest,
- * Docker Hub spelled as go-containerregistry does (`index.docker.io`).
- */
-export function registryReference(image: string, digest: string): string {
-  const { registry, repository } = parseReference(image);
-  return `${registry === "docker.io" ? "index.docker.io" : registry}/${repository}@${digest}`;
 }
 
 /**

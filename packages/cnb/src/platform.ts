@@ -32,16 +32,25 @@ export function negotiatePlatformApi(
   return chosen;
 }
 
+/** `<registry>/<repository>` as the lifecycle (go-containerregistry) spells it: Docker Hub is `index.docker.io`. */
+function lifecycleRepository(ref: Reference): string {
+  return `${ref.registry === "docker.io" ? "index.docker.io" : ref.registry}/${ref.repository}`;
+}
+
 /**
  * Where the lifecycle looks for an image in OCI layout mode: `<registry>/<repository>/<tag>` or
  * `<registry>/<repository>/sha256/<hex>` under the layout dir.
  */
 export function layoutPath(reference: string | Reference): string {
   const ref = typeof reference === "string" ? parseReference(reference) : reference;
-  const registry = ref.registry === "docker.io" ? "index.docker.io" : ref.registry;
-  const base = `${registry}/${ref.repository}`;
+  const base = lifecycleRepository(ref);
   if (ref.digest !== undefined) return `${base}/${ref.digest.replace(":", "/")}`;
   return `${base}/${ref.tag ?? "latest"}`;
+}
+
+/** How the lifecycle names an image it read from a registry: `<registry>/<repository>@<digest>`. */
+export function registryReference(image: string, digest: string): string {
+  return `${lifecycleRepository(parseReference(image))}@${digest}`;
 }
 
 /** `name` fully qualified, as the store and layouts name it. */
