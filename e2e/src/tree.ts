@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto";
 import { createReadStream } from "node:fs";
-import { lstat, readlink } from "node:fs/promises";
+import { lstat, readFile, readlink } from "node:fs/promises";
 import { pipeline } from "node:stream/promises";
 import { walkTree } from "@locald/oci";
 
@@ -100,6 +100,24 @@ export async function snapshotTree(root: string): Promise<TreeSnapshot> {
     for (const path of paths) (snapshot.get(path) as TreeNode).linkGroup = label;
   }
   return snapshot;
+}
+
+/**
+ * What under `root` gives a secret away, by a walk that never follows links: paths whose name
+ * contains one of `names` (marked "(name)") and regular files under 64 MiB whose content contains
+ * `content` (marked "(content)"). A file that cannot be read fails the search.
+ */
+export async function findLeaks(
+  root: string,
+  { names = [], content }: { names?: readonly string[]; content: string },
+): Promise<string[]> {
+  const found: string[] = [];
+  for (const { path, host, kind } of walkTree(root)) {
+    if (names.some((name) => path.includes(name))) found.push(`${host} (name)`);
+    if (kind !== "file" || (await lstat(host)).size >= 64 * 1024 * 1024) continue;
+    if ((await readFile(host)).includes(content)) found.push(`${host} (content)`);
+  }
+  return found;
 }
 
 /** Only the entries at or under `prefix` (`cnb` keeps `cnb` and `cnb/…`). */

@@ -20,6 +20,7 @@ import {
   busyboxLayer,
   type CliOptions,
   type CliResult,
+  findLeaks,
   type LayerEntry,
   makeTempDir,
   requireBinary,
@@ -149,18 +150,8 @@ function loopLinks(): LayerEntry[] {
   ];
 }
 
-/** Every path and regular file under `dir`, by a walk that never follows links. */
-async function leaks(dir: string): Promise<string[]> {
-  const found: string[] = [];
-  for (const [path, node] of await snapshotTree(dir)) {
-    if (path.includes(SENTINEL_FILE) || path.includes(SENTINEL_CLOSED)) found.push(`${dir}/${path} (name)`);
-    if (node.type === "file" && node.size < 64 * 1024 * 1024) {
-      const content = await readFile(join(dir, path)).catch(() => Buffer.alloc(0));
-      if (content.includes(TOKEN)) found.push(`${dir}/${path} (content)`);
-    }
-  }
-  return found;
-}
+/** Sentinel names or content anywhere under `dir`. */
+const leaks = (dir: string) => findLeaks(dir, { names: [SENTINEL_FILE, SENTINEL_CLOSED], content: TOKEN });
 
 before(async () => {
   for (const tool of ["runc", "setpriv", "busybox", "time"]) await requireBinary(tool);
