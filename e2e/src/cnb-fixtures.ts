@@ -4,7 +4,7 @@ import { access, mkdir, readFile, rename, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
-import { OciLayout, push } from "@locald/oci";
+import { type ContainerConfig, OciLayout, push } from "@locald/oci";
 import { parse as parseToml } from "smol-toml";
 import { debianMinbaseTar, fixtureCacheDir } from "./debian.js";
 import {
@@ -110,30 +110,49 @@ export async function sampleBuildpack(name: string): Promise<SampleBuildpack> {
 
 const root = (path: string, mode = 0o755): LayerEntry => ({ path, type: "directory", mode, uid: 0, gid: 0 });
 
+/** A shell's PATH, for the Debian images' configs. */
+export const DEBIAN_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+let debianLayer: Promise<BuiltLayer> | undefined;
+
+/**
+ * The Debian minbase root filesystem (mmdebstrap) as an image with `config`, pushed to `registry`
+ * as `name`. The layer is compressed once per process, whatever images are made of it.
+ */
+export async function pushDebianImage(
+  registry: TestRegistry,
+  work: string,
+  name: string,
+  config: ContainerConfig,
+): Promise<string> {
+  debianLayer ??= (async () => compressLayer(await readFile(await debianMinbaseTar()), "gzip", "oci"))();
+  const layout = await OciLayout.open(join(work, `layout-${name.replace(/[^a-z0-9]+/g, "-")}`), {
+    create: true,
+  });
+  const image = await writeImage(layout, { layers: [await debianLayer], config });
+  await layout.addManifest(image.descriptor, "image");
+  const ref = `${registry.host}/${name}`;
+  await push({ kind: "layout", dir: layout.root, name: "image" }, ref);
+  return ref;
+}
+
+/** The `io.buildpacks.base.*` labels the lifecycle matches targets by, for a Debian 12 stack. */
+export const DEBIAN_STACK_LABELS: Readonly<Record<string, string>> = {
+  "io.buildpacks.base.distro.name": "debian",
+  "io.buildpacks.base.distro.version": "12",
+  "io.buildpacks.stack.id": "io.locald.stacks.bookworm",
+};
+
 /** The Debian minbase run image with the `io.buildpacks.base.*` labels the lifecycle matches targets by. */
-export async function pushRunImage(
+export function pushRunImage(
   registry: TestRegistry,
   work: string,
   name = "cnb/run:bookworm",
 ): Promise<string> {
-  const layer = await compressLayer(await readFile(await debianMinbaseTar()), "gzip", "oci");
-  const layout = await OciLayout.open(join(work, "layout-run-image"), { create: true });
-  const image = await writeImage(layout, {
-    layers: [layer],
-    config: {
-      Env: ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
-      Labels: {
-        "io.buildpacks.base.distro.name": "debian",
-        "io.buildpacks.base.distro.version": "12",
-        "io.buildpacks.stack.id": "io.locald.stacks.bookworm",
-        "io.buildpacks.base.maintainer": "locald e2e",
-      },
-    },
+  return pushDebianImage(registry, work, name, {
+    Env: [DEBIAN_PATH],
+    Labels: { ...DEBIAN_STACK_LABELS, "io.buildpacks.base.maintainer": "locald e2e" },
   });
-  await layout.addManifest(image.descriptor, "run");
-  const ref = `${registry.host}/${name}`;
-  await push({ kind: "layout", dir: layout.root, name: "run" }, ref);
-  return ref;
 }
 
 export interface TestBuilderOptions {

@@ -1,19 +1,20 @@
 import { execFile } from "node:child_process";
-import { cp, mkdir, readFile, rename, rm, stat, symlink, writeFile } from "node:fs/promises";
+import { cp, mkdir, rename, rm, stat, symlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import { OciLayout, push } from "@locald/oci";
 import {
+  DEBIAN_PATH,
+  DEBIAN_STACK_LABELS,
   LIFECYCLE_BUILDPACK_APIS,
   LIFECYCLE_PHASES,
   LIFECYCLE_PLATFORM_APIS,
   LIFECYCLE_VERSION,
   lifecycleBinaries,
+  pushDebianImage,
   pushRunImage,
   sampleBuildpack,
 } from "./cnb-fixtures.js";
-import { debianMinbaseTar, fixtureCacheDir } from "./debian.js";
-import { compressLayer, writeImage } from "./image-factory.js";
+import { fixtureCacheDir } from "./debian.js";
 import type { TestRegistry } from "./registry.js";
 import { requireBinary } from "./util.js";
 
@@ -113,29 +114,12 @@ async function lifecycleTarball(work: string): Promise<string> {
 }
 
 /** A build image: the Debian minbase root with the build user's ids, as pack asks of one. */
-async function pushBuildImage(registry: TestRegistry, work: string): Promise<string> {
-  const layer = await compressLayer(await readFile(await debianMinbaseTar()), "gzip", "oci");
-  const layout = await OciLayout.open(join(work, "layout-build-image"), { create: true });
-  const image = await writeImage(layout, {
-    layers: [layer],
-    config: {
-      User: "1000:1000",
-      Env: [
-        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        "CNB_USER_ID=1000",
-        "CNB_GROUP_ID=1000",
-      ],
-      Labels: {
-        "io.buildpacks.base.distro.name": "debian",
-        "io.buildpacks.base.distro.version": "12",
-        "io.buildpacks.stack.id": "io.locald.stacks.bookworm",
-      },
-    },
+function pushBuildImage(registry: TestRegistry, work: string): Promise<string> {
+  return pushDebianImage(registry, work, "cnb/build:bookworm", {
+    User: "1000:1000",
+    Env: [DEBIAN_PATH, "CNB_USER_ID=1000", "CNB_GROUP_ID=1000"],
+    Labels: { ...DEBIAN_STACK_LABELS },
   });
-  await layout.addManifest(image.descriptor, "build");
-  const ref = `${registry.host}/cnb/build:bookworm`;
-  await push({ kind: "layout", dir: layout.root, name: "build" }, ref);
-  return ref;
 }
 
 /**

@@ -17,11 +17,11 @@ import {
   busyboxLayer,
   type CliOptions,
   type CliResult,
-  compressLayer,
-  debianMinbaseTar,
+  DEBIAN_PATH,
   type LayerEntry,
   LOCALD_BIN,
   makeTempDir,
+  pushDebianImage,
   requireBinary,
   runLocald,
   startLocald,
@@ -53,16 +53,7 @@ let debian: Promise<string> | undefined;
 function debianImage(): Promise<string> {
   debian ??= (async () => {
     const { registry, work } = shared as Required<typeof shared>;
-    const layer = await compressLayer(await readFile(await debianMinbaseTar()), "gzip", "oci");
-    const layout = await OciLayout.open(join(work, "layout-debian"), { create: true });
-    const image = await writeImage(layout, {
-      layers: [layer],
-      config: { Cmd: ["bash"], Env: ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"] },
-    });
-    await layout.addManifest(image.descriptor, "debian");
-    const ref = `${registry.host}/e2e/debian:bookworm`;
-    await push({ kind: "layout", dir: layout.root, name: "debian" }, ref);
-    return ref;
+    return pushDebianImage(registry, work, "e2e/debian:bookworm", { Cmd: ["bash"], Env: [DEBIAN_PATH] });
   })();
   return debian;
 }
