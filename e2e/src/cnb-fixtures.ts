@@ -4,9 +4,9 @@ import { access, mkdir, readFile, rename, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
-import { type ContainerConfig, OciLayout, push } from "@locald/oci";
+import { type ContainerConfig, digestOf, MediaType, OciLayout, parseDigest, push } from "@locald/oci";
 import { parse as parseToml } from "smol-toml";
-import { debianMinbaseTar, fixtureCacheDir } from "./debian.js";
+import { BUILD_IMAGE_NODE, debianBuildImageLayer, debianMinbaseTar, fixtureCacheDir } from "./debian.js";
 import {
   type BuiltLayer,
   buildLayer,
@@ -155,8 +155,29 @@ export function pushRunImage(
   });
 }
 
+let buildImageLayer: Promise<BuiltLayer> | undefined;
+
+/** The sample build image (see debianBuildImageLayer) as a layer, read once per process. */
+function sampleBuildImageLayer(): Promise<BuiltLayer> {
+  buildImageLayer ??= (async () => {
+    const { gzip, diffId } = await debianBuildImageLayer();
+    const blob = await readFile(gzip);
+    return {
+      blob,
+      diffId: parseDigest(diffId),
+      descriptor: { mediaType: MediaType.OciLayerGzip, digest: digestOf(blob), size: blob.length },
+    };
+  })();
+  return buildImageLayer;
+}
+
 export interface TestBuilderOptions {
   runImage: string;
+  /**
+   * The builder's build base: the sample build image (Debian with gcc, Node.js and npm;
+   * default), or none — a /cnb over nothing, which only host isolation can build with.
+   */
+  buildImage?: "debian" | "none";
   /** Sample buildpack names (directories under e2e/fixtures/buildpacks), in detection order: one group each. */
   buildpacks: readonly string[];
   name?: string;
@@ -216,8 +237,9 @@ export async function pushTestBuilder(
     platform: { deprecated: [], supported: LIFECYCLE_PLATFORM_APIS },
   };
   const layout = await OciLayout.open(join(work, "layout-builder"), { create: true });
+  const base = options.buildImage === "none" ? [] : [await sampleBuildImageLayer()];
   const image = await writeImage(layout, {
-    layers: [lifecycleLayer, ...buildpackLayers, configLayer],
+    layers: [...base, lifecycleLayer, ...buildpackLayers, configLayer],
     config: {
       Env: [
         `CNB_USER_ID=${BUILDER_UID}`,
@@ -274,9 +296,11 @@ const BUILD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 
 /**
  * The version of the node that the sample Node buildpack copies into its layer: the first one on
- * the build's PATH, on the build host (not necessarily the Node running these tests).
+ * the build's PATH — in builder isolation the sample build image's, in host isolation the build
+ * host's (not necessarily the Node running these tests).
  */
-export async function buildHostNodeVersion(): Promise<string> {
+export async function buildNodeVersion(isolation: "builder" | "host" = "builder"): Promise<string> {
+  if (isolation === "builder") return `v${BUILD_IMAGE_NODE}`;
   for (const dir of BUILD_PATH.split(":")) {
     const node = join(dir, "node");
     if (

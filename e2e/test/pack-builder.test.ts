@@ -11,7 +11,7 @@ import { after, before, describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { removeTree } from "@locald/oci";
 import {
-  buildHostNodeVersion,
+  buildNodeVersion,
   type CliOptions,
   type CliResult,
   callerIn,
@@ -89,7 +89,7 @@ for (const who of ["root", "an unprivileged user"] as const) {
       assert.equal(node.code, 0, node.stderr);
       assert.match(
         node.stderr,
-        new RegExp(`Node\\.js ${(await buildHostNodeVersion()).replaceAll(".", "\\.")}: installed`),
+        new RegExp(`Node\\.js ${(await buildNodeVersion()).replaceAll(".", "\\.")}: installed`),
       );
     });
   });

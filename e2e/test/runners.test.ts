@@ -173,6 +173,51 @@ for (const who of ["root", "an unprivileged user"] as const) {
           assert.equal(result.code, 0, JSON.stringify(result));
           assert.equal(result.out, "from the host\nhost-os\nro\n");
         });
+
+      if (runtime === "bubblewrap")
+        test("a shared root is shown read-only and never written, even where its mount points are links", async () => {
+          const shared = join(home, "shared");
+          await mkdir(join(shared, "bin"), { recursive: true });
+          await writeFile(join(shared, "bin", "busybox"), await readFile(busybox), { mode: 0o755 });
+          for (const applet of ["sh", "cat", "id", "touch", "ls"])
+            await symlink("busybox", join(shared, "bin", applet));
+          await mkdir(join(shared, "etc"));
+          await writeFile(join(shared, "etc", "os-release"), "ID=shared\n");
+          await writeFile(join(shared, "etc", "resolv.conf"), "nameserver 192.0.2.1\n");
+          const target = join(home, "shared-target");
+          await mkdir(target);
+          // A hostile image's mount point: bound over, never followed.
+          await symlink(target, join(shared, "workspace"));
+          if (as) await execFileAsync("chown", ["-R", "-h", `${as.uid}:${as.gid}`, shared, target]);
+          const before = (await execFileAsync("find", [shared, "-printf", "%p %M %s\n"])).stdout;
+          const result = await sandbox(
+            runtime,
+            {
+              root: { shared },
+              args: [
+                "/bin/sh",
+                "-c",
+                "cat /etc/os-release /workspace/file; id -u; (touch /bin/x || touch /etc/x) 2>/dev/null || echo ro; " +
+                  "touch /tmp/x /layers/y && echo writable; cat /etc/resolv.conf | grep -c 192.0.2.1 || true",
+              ],
+              env: ["PATH=/bin"],
+              cwd: "/workspace",
+              uid: 1000,
+              gid: 1000,
+              mounts: [
+                { source: join(home, "in"), destination: "/workspace", readonly: true },
+                { source: join(home, "out"), destination: "/layers", readonly: false },
+              ],
+            },
+            home,
+            as,
+          );
+          assert.equal(result.code, 0, JSON.stringify(result));
+          // The host's resolv.conf replaces the image's, so a build resolves names as the host does.
+          assert.equal(result.out, "ID=shared\nfrom the host\n1000\nro\nwritable\n0\n");
+          assert.equal((await execFileAsync("find", [shared, "-printf", "%p %M %s\n"])).stdout, before);
+          await assert.rejects(readFile(join(target, "file")), "nothing reached the link's host target");
+        });
     });
   }
 }

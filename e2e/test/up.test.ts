@@ -14,7 +14,7 @@ import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { OciLayout, push, removeTree } from "@locald/oci";
 import {
-  buildHostNodeVersion,
+  buildNodeVersion,
   busyboxLayer,
   type CliOptions,
   makeTempDir,
@@ -108,7 +108,8 @@ for (const who of ["root", "an unprivileged user"] as const) {
           `env = { LOCALD_E2E_MARK = "${mark}" }`,
           "",
           "[services.api]",
-          'build = { path = "api" }',
+          // The sample build image has no Rust (see debianBuildImageLayer): the host's cargo builds it.
+          'build = { path = "api", isolation = "host" }',
           `env = { LOCALD_E2E_MARK = "${mark}" }`,
           "",
           "[services.static]",
@@ -162,7 +163,7 @@ for (const who of ["root", "an unprivileged user"] as const) {
         await seen(/web\s+\| hello-node listening on/);
         assert.equal(
           await body(ports.get("web") ?? 0),
-          `Hello from hello-node on Node.js ${await buildHostNodeVersion()}\n`,
+          `Hello from hello-node on Node.js ${await buildNodeVersion()}\n`,
         );
         assert.equal(await body(ports.get("api") ?? 0), "Hello from hello-rust\n");
         assert.equal(await body(ports.get("static") ?? 0), "hello from the container service\n");
@@ -175,7 +176,7 @@ for (const who of ["root", "an unprivileged user"] as const) {
         await seen(/hello-node listening on[\s\S]*hello-node listening on/);
         assert.equal(
           await body(ports.get("web") ?? 0),
-          `Hello from hello-node on Node.js ${await buildHostNodeVersion()}\n`,
+          `Hello from hello-node on Node.js ${await buildNodeVersion()}\n`,
         );
         assert.ok(
           (await markedProcesses(mark)).some((p) => p.comm === "node" && p.pid !== node.pid),

@@ -14,11 +14,12 @@ import {
   OciLayout,
   parseReference,
   removeTree,
+  type SharedRoot,
   Store,
   storeTarget,
 } from "@locald/oci";
 import { parse as parseToml } from "smol-toml";
-import { type Builder, fetchBuilder } from "./builder.js";
+import { type Builder, builderRootfs, fetchBuilder } from "./builder.js";
 import { BuildConfigError, BuildError } from "./errors.js";
 import {
   decompressPreviousImage,
@@ -29,12 +30,12 @@ import {
 } from "./layout-repo.js";
 import type { Phase } from "./lifecycle.js";
 import { imageName, layoutAlias, layoutPath, negotiatePlatformApi, platformEnv } from "./platform.js";
-import { DEFAULT_PATH, HostSandbox, processOutput } from "./sandbox.js";
+import { DEFAULT_PATH, type Isolation, isolationOf, LifecycleSandbox, processOutput } from "./sandbox.js";
 
 /**
- * `locald build`: source → OCI image with the official lifecycle, phase by phase, in a mount
- * namespace over the host's own OS (bubblewrap) that shows the app at /workspace, layers at
- * /layers, the platform dir at /platform, the cache at /cache and the builder's /cnb — so the
+ * `locald build`: source → OCI image with the official lifecycle, phase by phase, in a sandbox
+ * (see sandbox.ts: the builder's own OS by default, or the host's) that shows the app at
+ * /workspace, layers at /layers, the platform dir at /platform and the cache at /cache — so the
  * image comes out as pack makes it (WORKDIR /workspace, CNB_LAYERS_DIR=/layers).
  */
 
@@ -76,6 +77,8 @@ export interface BuildOptions {
   onEvent?: (event: BuildEvent) => void;
   /** Lifecycle `-log-level` (default info). */
   logLevel?: "info" | "debug";
+  /** Where the phases run: the builder's own OS (default) or the host's. */
+  isolation?: Isolation;
 }
 
 export interface BuildResult {
@@ -83,20 +86,28 @@ export interface BuildResult {
   readonly digest: string;
   readonly builder: Builder;
   readonly platformApi: string;
+  readonly isolation: Isolation;
   /** The layout directory written, for `{ kind: "layout" }`. */
   readonly layout?: string;
 }
 
-/** Per-app state kept between builds: the lifecycle's cache, and the layout repository holding the previous image. */
-export function appStateDir(home: string, app: string, image: string): string {
-  const key = createHash("sha256").update(`${app}\n${image}`).digest("hex").slice(0, 32);
+/**
+ * Per-app state kept between builds: the lifecycle's cache, and the layout repository holding the
+ * previous image. One per isolation: layers built on one OS are no cache for another, and the two
+ * leave different owners on disk.
+ */
+export function appStateDir(home: string, app: string, image: string, isolation: Isolation): string {
+  const key = createHash("sha256").update(`${app}\n${image}\n${isolation}`).digest("hex").slice(0, 32);
   return join(home, "cache", "builds", key);
 }
 
-/** What a build and a dev environment both start from: the app, the store, bubblewrap, the builder. */
+/**
+ * What a build and a dev environment both start from: the app, the store, bubblewrap, the builder,
+ * and the root its phases run in.
+ */
 export async function startingPoint(
   appDir: string,
-  options: Pick<BuildOptions, "builder" | "home" | "store" | "client">,
+  options: Pick<BuildOptions, "builder" | "home" | "store" | "client" | "isolation">,
   /** Ask the registry whether the builder's tag moved (false: the stored one will do). */
   refresh: boolean,
 ) {
@@ -115,23 +126,51 @@ export async function startingPoint(
     ...(options.client ? { client: options.client } : {}),
   });
   const platformApi = negotiatePlatformApi(builder.platformApis, builder.lifecycleVersion);
-  return { app, home, store, runtime, builder, platformApi };
+  const isolation = isolationOf(options.isolation);
+  const root: SharedRoot | "host" =
+    isolation === "host"
+      ? "host"
+      : {
+          shared: await builderRootfs(builder, {
+            store,
+            cacheDir: join(home, "cache", "rootfs"),
+            ...(options.client ? { client: options.client } : {}),
+          }),
+        };
+  // Root over the host's OS chowns for the build user; everywhere else the caller is mapped to it.
+  const privileged = root === "host" && process.geteuid?.() === 0;
+  return { app, home, store, runtime, builder, platformApi, isolation, root, privileged };
+}
+
+/**
+ * The phases' environment: in the builder's OS its image's (PATH and the rest, as pack's build
+ * container has them), over the host a plain PATH; HOME is /tmp, the one place every sandbox can write.
+ */
+export function phaseEnvironment(builder: Builder, isolation: Isolation, platformApi: string): string[] {
+  const own =
+    isolation === "builder" ? builder.env.filter((pair) => !/^(HOME|CNB_PLATFORM_API)=/.test(pair)) : [];
+  return [
+    ...(own.some((pair) => pair.startsWith("PATH=")) ? [] : [`PATH=${DEFAULT_PATH}`]),
+    ...own,
+    `CNB_PLATFORM_API=${platformApi}`,
+    "HOME=/tmp",
+  ];
 }
 
 export async function build(appDir: string, options: BuildOptions): Promise<BuildResult> {
-  const { app, home, store, runtime, builder, platformApi } = await startingPoint(appDir, options, true);
+  const { app, home, store, runtime, builder, platformApi, isolation, root, privileged } =
+    await startingPoint(appDir, options, true);
   const runImage = options.runImage ?? builder.runImages[0];
   if (runImage === undefined)
     throw new BuildConfigError(`The builder ${builder.reference} names no run image.`, {
       hint: "Pass one with --run-image.",
     });
   const image = imageName(options.output.name);
-  const root = process.geteuid?.() === 0;
-  // The builder's user runs the build: as root the lifecycle drops to it; anyone else is mapped to
-  // it in a user namespace. Either way the image's files belong to the user the image runs as.
+  // The builder's user runs the build (see sandbox.ts), so the image's files belong to the user
+  // the image runs as, whoever built it.
   const { uid, gid } = builder;
 
-  const state = appStateDir(home, app, image);
+  const state = appStateDir(home, app, image, isolation);
   const cache = join(state, "cache");
   const repo = join(state, "layout-repo");
   if (options.clearCache) await removeTree(cache);
@@ -165,7 +204,7 @@ export async function build(appDir: string, options: BuildOptions): Promise<Buil
         : await placeRunImage(runImage, join(repo, layoutPath(runAlias)), store, options.client);
     const swaps = placed?.swaps ?? new Map();
     // The phases that drop to the build user write here.
-    if (root) await run("chown", ["-R", `${uid}:${gid}`, "--", workspace, layers, cache, repo]);
+    if (privileged) await run("chown", ["-R", `${uid}:${gid}`, "--", workspace, layers, cache, repo]);
 
     const mounts: BindMount[] = [
       { source: workspace, destination: "/workspace", readonly: false },
@@ -173,13 +212,12 @@ export async function build(appDir: string, options: BuildOptions): Promise<Buil
       { source: platform, destination: "/platform", readonly: true },
       { source: cache, destination: "/cache", readonly: false },
       { source: repo, destination: "/layout-repo", readonly: false },
-      { source: builder.cnbDir, destination: "/cnb", readonly: true },
+      // The builder's own /cnb is in its root; over the host it is the extracted copy.
+      ...(root === "host" ? [{ source: builder.cnbDir, destination: "/cnb", readonly: true }] : []),
     ];
     const env = [
-      `CNB_PLATFORM_API=${platformApi}`,
+      ...phaseEnvironment(builder, isolation, platformApi),
       "CNB_EXPERIMENTAL_MODE=warn",
-      `PATH=${DEFAULT_PATH}`,
-      "HOME=/tmp",
       ...(options.creationTime
         ? [`SOURCE_DATE_EPOCH=${Math.floor(options.creationTime.getTime() / 1000)}`]
         : []),
@@ -191,15 +229,16 @@ export async function build(appDir: string, options: BuildOptions): Promise<Buil
     if (publish) {
       const configDir = join(work, "docker-config");
       await writeRegistryConfig(configDir, [image, runImage], options.client);
-      if (root) await run("chown", ["-R", `${uid}:${gid}`, "--", configDir]);
+      if (privileged) await run("chown", ["-R", `${uid}:${gid}`, "--", configDir]);
       mounts.push({ source: configDir, destination: "/docker-config", readonly: true });
       env.push("DOCKER_CONFIG=/docker-config");
     }
     const layout = publish ? [] : ["-layout", "-layout-dir", "/layout-repo"];
     const insecure = publish ? insecureFlags(options.client, [image, runImage]) : [];
     const lifecycleImage = publish ? image : appAlias;
-    const sandbox = new HostSandbox({
+    const sandbox = new LifecycleSandbox({
       runtime,
+      root,
       uid,
       gid,
       mounts,
@@ -239,7 +278,13 @@ export async function build(appDir: string, options: BuildOptions): Promise<Buil
       lifecycleImage,
     ]);
     if (publish)
-      return { image, digest: await reportedDigest(join(layers, "report.toml")), builder, platformApi };
+      return {
+        image,
+        digest: await reportedDigest(join(layers, "report.toml")),
+        builder,
+        platformApi,
+        isolation,
+      };
 
     const exported = join(repo, layoutPath(appAlias));
     const remembered = await readSwaps(state);
@@ -263,6 +308,7 @@ export async function build(appDir: string, options: BuildOptions): Promise<Buil
       digest: descriptor.digest,
       builder,
       platformApi,
+      isolation,
       ...(options.output.kind === "layout" ? { layout: resolve(options.output.dir) } : {}),
     };
   } finally {

@@ -4,11 +4,13 @@ import { join } from "node:path";
 import {
   type ClientOptions,
   type ContainerConfig,
+  cachedRootfs,
   formatReference,
   type PullOptions,
   parseReference,
   pull,
   removeTree,
+  resolveInRoot,
   type Store,
   unpackImage,
 } from "@locald/oci";
@@ -42,6 +44,8 @@ export interface Builder {
   /** The build user, from `CNB_USER_ID` / `CNB_GROUP_ID`. */
   readonly uid: number;
   readonly gid: number;
+  /** The image's environment (`KEY=value`), which its phases run with in builder isolation. */
+  readonly env: readonly string[];
 }
 
 interface BuilderMetadata {
@@ -154,5 +158,32 @@ export async function fetchBuilder(
     runImages: [...new Set(runImages)],
     uid: Number.isSafeInteger(uid) ? uid : 1000,
     gid: Number.isSafeInteger(gid) ? gid : 1000,
+    env: container.Env ?? [],
   };
+}
+
+/**
+ * The builder image's whole root filesystem (its build base, `/cnb` and all), unpacked once per
+ * digest into the unpack cache, where builds share it read-only. A builder with no shell is a
+ * `/cnb` over nothing: it cannot run buildpacks in its own stack.
+ */
+export async function builderRootfs(
+  builder: Builder,
+  options: { store: Store; cacheDir: string; client?: ClientOptions },
+): Promise<string> {
+  const { dir } = await cachedRootfs(builder.reference, {
+    ...options.client,
+    store: options.store,
+    cacheDir: options.cacheDir,
+    pull: "missing",
+  });
+  if (resolveInRoot(dir, "/bin/sh") === undefined)
+    throw new BuilderError(
+      `The builder ${builder.reference} has no operating system to build in (no /bin/sh in its image): ` +
+        "it carries buildpacks and the lifecycle, but no build base.",
+      {
+        hint: "Build with --isolation host to run its buildpacks over this machine's OS, or use a builder made over a build image.",
+      },
+    );
+  return dir;
 }

@@ -5,11 +5,11 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import { type BindMount, type ClientOptions, removeTree, type SandboxHandle, type Store } from "@locald/oci";
 import { parse as parseToml } from "smol-toml";
-import { appStateDir, orderToml, startingPoint } from "./build.js";
+import { appStateDir, orderToml, phaseEnvironment, startingPoint } from "./build.js";
 import type { Builder } from "./builder.js";
 import { BuildConfigError } from "./errors.js";
 import { platformEnv } from "./platform.js";
-import { DEFAULT_PATH, HostSandbox, type OutputSink, processOutput } from "./sandbox.js";
+import { DEFAULT_PATH, type Isolation, LifecycleSandbox, type OutputSink, processOutput } from "./sandbox.js";
 
 /**
  * Dev environments (`locald shell` / `exec`): detect + build into a layers dir kept per app, with
@@ -49,12 +49,15 @@ export interface EnvironmentOptions {
   rebuild?: boolean;
   logLevel?: "info" | "debug";
   onOutput?: OutputSink;
+  /** Where buildpacks and commands run: the builder's own OS (default) or the host's. */
+  isolation?: Isolation;
 }
 
 export interface DevEnvironment {
   readonly app: string;
   readonly builder: Builder;
   readonly platformApi: string;
+  readonly isolation: Isolation;
   /** Host path of the layers dir the buildpacks built. */
   readonly layersDir: string;
   /** Detect and build ran this time (inputs changed, or first use). */
@@ -94,19 +97,23 @@ export async function prepareEnvironment(
   appDir: string,
   options: EnvironmentOptions,
 ): Promise<DevEnvironment> {
-  const { app, home, runtime, builder, platformApi } = await startingPoint(appDir, options, false);
-  const root = process.geteuid?.() === 0;
+  const { app, home, runtime, builder, platformApi, isolation, root, privileged } = await startingPoint(
+    appDir,
+    options,
+    false,
+  );
   // The builder's user, as in a build (see there).
   const { uid, gid } = builder;
-  const state = appStateDir(home, app, "dev-environment");
+  const state = appStateDir(home, app, "dev-environment", isolation);
   const layers = join(state, "layers");
   const platform = join(state, "platform");
   const mounts: BindMount[] = [
     { source: app, destination: "/workspace", readonly: false },
     { source: layers, destination: "/layers", readonly: false },
     { source: platform, destination: "/platform", readonly: true },
-    { source: builder.cnbDir, destination: "/cnb", readonly: true },
+    ...(root === "host" ? [{ source: builder.cnbDir, destination: "/cnb", readonly: true }] : []),
   ];
+  const environment = phaseEnvironment(builder, isolation, platformApi);
   const digest = await inputsDigest(app, builder, options);
   const recorded = await readFile(join(state, "inputs"), "utf8").catch(() => "");
   const built = await stat(join(layers, "config", "metadata.toml")).catch(() => undefined);
@@ -123,13 +130,14 @@ export async function prepareEnvironment(
       await writeFile(join(platform, "env", name), value);
     if (options.buildpacks?.length)
       await writeFile(join(layers, "order.toml"), orderToml(builder, options.buildpacks));
-    if (root) await run("chown", ["-R", `${uid}:${gid}`, "--", layers]);
-    const sandbox = new HostSandbox({
+    if (privileged) await run("chown", ["-R", `${uid}:${gid}`, "--", layers]);
+    const sandbox = new LifecycleSandbox({
       runtime,
+      root,
       uid,
       gid,
       mounts,
-      env: [`CNB_PLATFORM_API=${platformApi}`, `PATH=${DEFAULT_PATH}`, "HOME=/tmp"],
+      env: environment,
       layersDir: layers,
       logLevel: options.logLevel ?? "info",
       onOutput: options.onOutput ?? processOutput,
@@ -138,29 +146,36 @@ export async function prepareEnvironment(
     await sandbox.phase("builder", ["-app", "/workspace", "-layers", "/layers", "-platform", "/platform"]);
     await writeFile(join(state, "inputs"), digest);
   }
+  const callerIsRoot = process.geteuid?.() === 0;
+  // The user's own commands: root stays root; anyone else is themselves over the host, and the
+  // build user (whom the builder's /etc/passwd knows) in the builder's OS. Files they make in the
+  // app dir belong to the caller on the host either way.
+  const commandIds = callerIsRoot
+    ? { userNamespace: false as const }
+    : root === "host"
+      ? { uid: process.geteuid?.() ?? 0, gid: process.getegid?.() ?? 0 }
+      : { uid, gid };
   const launched = async (argv: readonly string[], extraEnv: readonly string[] = []) => ({
-    root: "host" as const,
+    root,
     // Not "--": the launcher then goes through bash and sources each layer's profile.d.
     args: ["/cnb/lifecycle/launcher", ...argv],
     env: [
-      `CNB_PLATFORM_API=${platformApi}`,
+      ...environment,
       "CNB_LAYERS_DIR=/layers",
       "CNB_APP_DIR=/workspace",
-      `PATH=${DEFAULT_PATH}`,
-      // The sandbox shows no home directory (host mode hides everyone's data); /tmp is its own.
-      "HOME=/tmp",
       `TERM=${process.env.TERM ?? "xterm"}`,
-      ...(await buildEnvironment(layers)),
+      ...(await buildEnvironment(layers, pathOf(environment))),
       ...extraEnv,
     ],
     cwd: "/workspace",
     mounts,
-    ...(root ? { userNamespace: false } : { uid: process.geteuid?.() ?? 0, gid: process.getegid?.() ?? 0 }),
+    ...commandIds,
   });
   return {
     app,
     builder,
     platformApi,
+    isolation,
     layersDir: layers,
     rebuilt,
     run: async (argv, runOptions = {}) =>
@@ -205,6 +220,10 @@ export async function prepareEnvironment(
   };
 }
 
+function pathOf(env: readonly string[]): string {
+  return env.find((pair) => pair.startsWith("PATH="))?.slice(5) ?? DEFAULT_PATH;
+}
+
 interface LaunchMetadata {
   processes?: { type: string }[];
   "buildpack-default-process-type"?: string;
@@ -214,8 +233,8 @@ interface LaunchMetadata {
  * What the launcher leaves out and a dev shell needs: build-only layers' `bin` and `lib`, and every
  * layer's `env.build/` (override, default, append, prepend), as sandbox paths.
  */
-export async function buildEnvironment(layersDir: string): Promise<string[]> {
-  const vars = new Map<string, string>([["PATH", DEFAULT_PATH]]);
+export async function buildEnvironment(layersDir: string, path = DEFAULT_PATH): Promise<string[]> {
+  const vars = new Map<string, string>([["PATH", path]]);
   const prepend = (name: string, value: string, delim = ":") => {
     const current = vars.get(name);
     vars.set(name, current ? `${value}${delim}${current}` : value);

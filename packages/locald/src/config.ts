@@ -1,5 +1,6 @@
 import { readFile } from "node:fs/promises";
 import { basename, dirname, join, resolve } from "node:path";
+import { ISOLATIONS, type Isolation } from "@locald/cnb";
 import { OciError } from "@locald/oci";
 import { type Static, Type } from "@sinclair/typebox";
 import { TypeCompiler } from "@sinclair/typebox/compiler";
@@ -19,11 +20,16 @@ const EnvSchema = Type.Record(Type.String({ pattern: "^[A-Za-z_][A-Za-z0-9_]*$" 
   additionalProperties: false,
 });
 
+/** Where builds run: the builder image's OS (default) or the host's. */
+const IsolationSchema = Type.Union([Type.Literal("builder"), Type.Literal("host")]);
+
 const BuildSchema = Type.Object(
   {
     /** The app directory, relative to locald.toml (default "."). */
     path: Type.Optional(Type.String({ minLength: 1 })),
     builder: Type.Optional(Type.String({ minLength: 1 })),
+    /** This service's isolation, over the project's (an app that needs the host's tools). */
+    isolation: Type.Optional(IsolationSchema),
     /** Buildpacks of the builder to use, in order (`id` or `id@version`), instead of its detection order. */
     buildpacks: Type.Optional(Type.Array(Type.String({ minLength: 1 }))),
     /** Build-time environment for the buildpacks. */
@@ -66,6 +72,7 @@ const ConfigSchema = Type.Object(
           /** Names the project's containers (default: the directory's name). */
           name: Type.Optional(Type.String({ pattern: "^[a-z0-9][a-z0-9_.-]*$" })),
           builder: Type.Optional(Type.String({ minLength: 1 })),
+          isolation: Type.Optional(IsolationSchema),
         },
         { additionalProperties: false },
       ),
@@ -86,7 +93,7 @@ export type ServiceConfig = Static<typeof ServiceSchema>;
 export const CONFIG_FILE = "locald.toml";
 
 const KEYS =
-  "Keys: [project] name, builder; [services.<name>] type, build, image, command, path, env, port, depends_on; [services.<name>.build] path, builder, buildpacks, env, image.";
+  "Keys: [project] name, builder, isolation; [services.<name>] type, build, image, command, path, env, port, depends_on; [services.<name>.build] path, builder, isolation, buildpacks, env, image.";
 
 let checker: ReturnType<typeof TypeCompiler.Compile<typeof ConfigSchema>> | undefined;
 
@@ -155,6 +162,32 @@ export function parseConfig(text: string, file: string): LocaldConfig {
     ports.set(service.port, name);
   }
   return config;
+}
+
+export const ISOLATION_HELP =
+  'where buildpacks run: "builder", the builder image\'s own OS, read-only, nothing of the host (default), ' +
+  "or \"host\", this machine's OS read-only, no one's data ([project] isolation, LOCALD_ISOLATION)";
+
+/**
+ * Where builds and dev environments run: `--isolation`, else the service's `isolation`, else
+ * `[project] isolation`, else LOCALD_ISOLATION, else the builder's own OS.
+ */
+export function chooseIsolation(
+  loaded: LoadedConfig | undefined,
+  given: string | undefined,
+  service?: ServiceBuild,
+): Isolation {
+  const check = (value: string, from: string): Isolation => {
+    if ((ISOLATIONS as readonly string[]).includes(value)) return value as Isolation;
+    throw new UsageError(
+      `${from} is "${value}"; it must be "builder" (build in the builder image's OS, the default) or "host" (over this machine's OS).`,
+    );
+  };
+  if (given !== undefined) return check(given, "--isolation");
+  const configured = service?.isolation ?? loaded?.config.project?.isolation;
+  if (configured !== undefined) return configured;
+  const fromEnv = process.env.LOCALD_ISOLATION;
+  return fromEnv ? check(fromEnv, "LOCALD_ISOLATION") : "builder";
 }
 
 /** The builder to use: the first one given, else `[project] builder`, else LOCALD_BUILDER. */

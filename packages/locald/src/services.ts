@@ -18,6 +18,7 @@ import {
 import {
   CONFIG_FILE,
   ConfigError,
+  chooseIsolation,
   envLines,
   type LoadedConfig,
   type ServiceConfig,
@@ -34,6 +35,8 @@ import { UsageError } from "./usage.js";
 
 export interface ServicesOptions {
   client: ClientOptions;
+  /** `--isolation`, which overrides every service's and the project's. */
+  isolation: string | undefined;
   logLevel: "info" | "debug";
   /** Output of what is done before anything runs (builds, pulls), per service. */
   onPrepareOutput(service: string, chunk: Buffer | string): void;
@@ -207,6 +210,7 @@ async function buildService(
     // The buildpacks decide what is still good (cached layers, incremental compiles): a changed
     // source file must reach the running service, not only a changed manifest.
     rebuild: true,
+    isolation: chooseIsolation(loaded, options.isolation, build),
     client: options.client,
     logLevel: options.logLevel,
     onOutput: (chunk) => options.onPrepareOutput(name, chunk),

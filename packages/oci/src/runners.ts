@@ -16,9 +16,21 @@ import { defaultDataDir } from "./store.js";
  * lifecycle phases through it, over the host's own OS or over a builder's root.
  */
 
+/**
+ * An image's root filesystem shared by many sandboxes (an unpack cache entry): shown read-only,
+ * entry by entry over a private tmpfs, so mount points and `/etc/resolv.conf` never have to be
+ * written into it.
+ */
+export interface SharedRoot {
+  readonly shared: string;
+}
+
 export interface SandboxProcess {
-  /** A directory used as `/` (read-write, owned by the caller when rootless), or the host's own root, read-only. */
-  root: string | "host";
+  /**
+   * A directory used as `/` (read-write, owned by the caller when rootless), a shared root shown
+   * read-only, or the host's own OS, read-only.
+   */
+  root: string | SharedRoot | "host";
   args: readonly string[];
   /** The whole environment: nothing of the caller's leaks in. */
   env: readonly string[];
@@ -105,21 +117,75 @@ export function prepareMountPoints(root: string, destinations: readonly string[]
  */
 const HOST_SHOWN = ["usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc"];
 
+/** bubblewrap arguments that show `names` of directory `base` read-only at `at`, links as links. */
+function shownEntries(base: string, at: string, names: Iterable<string>): string[] {
+  const args: string[] = [];
+  for (const name of names) {
+    const source = join(base, name);
+    const destination = posix.join(at, name);
+    const info = lstatSync(source, { throwIfNoEntry: false });
+    if (info?.isSymbolicLink()) args.push("--symlink", readlinkSync(source), destination);
+    else if (info?.isDirectory() || info?.isFile()) args.push("--ro-bind", source, destination);
+  }
+  return args;
+}
+
 /** The bubblewrap arguments that show the host's OS as described at `HOST_SHOWN`. */
 function hostOsArgs(): string[] {
-  const args = ["--tmpfs", "/"];
-  for (const name of HOST_SHOWN) {
-    const path = `/${name}`;
-    const info = lstatSync(path, { throwIfNoEntry: false });
-    if (info?.isSymbolicLink()) args.push("--symlink", readlinkSync(path), path);
-    else if (info?.isDirectory()) args.push("--ro-bind", path, path);
-  }
+  const args = ["--tmpfs", "/", ...shownEntries("/", "/", HOST_SHOWN)];
   // Name resolution often goes through a link out of /etc (systemd-resolved: /run/systemd/...).
   for (const file of ["/etc/resolv.conf", "/etc/hosts"]) {
     if (!lstatSync(file, { throwIfNoEntry: false })?.isSymbolicLink()) continue;
     const target = realpathOrUndefined(file);
     if (target !== undefined && !HOST_SHOWN.some((name) => target.startsWith(`/${name}/`)))
       args.push("--ro-bind", target, target);
+  }
+  return args;
+}
+
+/** What the sandbox makes itself: a shared root's own are not shown (its /sys least of all). */
+const SANDBOX_MADE = new Set(["proc", "dev", "tmp", "sys"]);
+/** The host's name resolution, so a build reaches the network it is allowed to. */
+const HOST_NETWORK_FILES = ["resolv.conf", "hosts"];
+
+/**
+ * The bubblewrap arguments that show a shared root read-only: a tmpfs `/` (where mount points can
+ * be made) with each top-level entry bound, except those the sandbox makes or mounts over; `/etc`
+ * entry by entry, so the host's resolv.conf and hosts can be added to it.
+ */
+function sharedRootArgs(root: string, mounts: readonly BindMount[]): string[] {
+  const mounted = new Set(mounts.map((mount) => posix.normalize(mount.destination)));
+  const top = readdirSync(root).filter((name) => !SANDBOX_MADE.has(name) && !mounted.has(`/${name}`));
+  const args = [
+    "--tmpfs",
+    "/",
+    ...shownEntries(
+      root,
+      "/",
+      top.filter((name) => name !== "etc"),
+    ),
+  ];
+  const etc = join(root, "etc");
+  if (lstatSync(etc, { throwIfNoEntry: false })?.isDirectory()) {
+    args.push("--dir", "/etc");
+    args.push(
+      ...shownEntries(
+        etc,
+        "/etc",
+        readdirSync(etc).filter((name) => !HOST_NETWORK_FILES.includes(name)),
+      ),
+    );
+  } else
+    args.push(
+      ...shownEntries(
+        root,
+        "/",
+        top.filter((name) => name === "etc"),
+      ),
+    );
+  for (const name of HOST_NETWORK_FILES) {
+    const host = realpathOrUndefined(`/etc/${name}`);
+    if (host !== undefined) args.push("--ro-bind", host, `/etc/${name}`);
   }
   return args;
 }
@@ -163,6 +229,8 @@ export class BubblewrapRuntime implements ContainerRuntime {
     if (process.root === "host") {
       // The host's OS, read-only, over a tmpfs where the mount points can be made.
       args.push(...hostOsArgs());
+    } else if (typeof process.root === "object") {
+      args.push(...sharedRootArgs(process.root.shared, mounts));
     } else {
       prepareMountPoints(process.root, ["/proc", "/dev", "/tmp", ...mounts.map((m) => m.destination)]);
       args.push("--bind", process.root, "/");
@@ -171,6 +239,8 @@ export class BubblewrapRuntime implements ContainerRuntime {
     args.push("--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/tmp");
     for (const mount of mounts)
       args.push(mount.readonly ? "--ro-bind" : "--bind", mount.source, mount.destination);
+    // The tmpfs under the host's OS or a shared root held only mount points: as read-only as the rest.
+    if (typeof process.root !== "string" || process.root === "host") args.push("--remount-ro", "/");
     args.push("--chdir", process.cwd, "--clearenv");
     for (const pair of process.env) {
       const eq = pair.indexOf("=");
@@ -255,9 +325,9 @@ export class RuncRuntime implements ContainerRuntime {
 
   /** A bundle for the process, its runc id and state dir. */
   private async prepare(process: SandboxProcess): Promise<{ bundle: string; id: string; state: string }> {
-    if (process.root === "host")
+    if (typeof process.root !== "string" || process.root === "host")
       throw new RuntimeError(
-        "runc needs a root filesystem directory; the host's own root is bubblewrap's job.",
+        "runc needs a root filesystem directory of its own; the host's root and shared roots are bubblewrap's job.",
       );
     const uid = globalThis.process.geteuid?.() ?? 0;
     const id = `sandbox-${randomBytes(6).toString("hex")}`;

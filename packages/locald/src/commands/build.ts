@@ -6,7 +6,9 @@ import type { Command } from "commander";
 import {
   CONFIG_FILE,
   chooseBuilder,
+  chooseIsolation,
   envLines,
+  ISOLATION_HELP,
   type LoadedConfig,
   loadConfig,
   nameOf,
@@ -35,6 +37,7 @@ interface BuildFlags {
   runImage?: string;
   clearCache?: boolean;
   creationTime?: string;
+  isolation?: string;
 }
 
 /** One thing to build: a directory, with what locald.toml says about it (if anything). */
@@ -96,6 +99,7 @@ export function registerBuildCommand(program: Command, context: CommandContext):
     .option("--run-image <ref>", "run image instead of the builder's")
     .option("--clear-cache", "start without the cache of previous builds")
     .option("--creation-time <now|seconds>", "the image's created time (default: 1980, reproducible)")
+    .option("--isolation <builder|host>", ISOLATION_HELP)
     .action(async (arg: string | undefined, opts: BuildFlags) => {
       if (opts.publish && opts.layout) throw new UsageError("--publish and --layout exclude each other.");
       if (opts.publish && opts.tag === undefined)
@@ -127,6 +131,7 @@ export function registerBuildCommand(program: Command, context: CommandContext):
           ...(opts.runImage ? { runImage: opts.runImage } : {}),
           ...(opts.clearCache ? { clearCache: true } : {}),
           ...(opts.creationTime ? { creationTime: creationTime(opts.creationTime) } : {}),
+          isolation: chooseIsolation(loaded, opts.isolation, target.service),
           client: clientOptions(flags, (line) => output.stderr.write(`${line}\n`)),
           logLevel: flags.verbose || process.env.LOCALD_DEBUG === "1" ? "debug" : "info",
           onOutput: (chunk) => output.stderr.write(chunk),

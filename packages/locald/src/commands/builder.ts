@@ -1,7 +1,8 @@
 import { join } from "node:path";
-import { fetchBuilder } from "@locald/cnb";
+import { fetchBuilder, ISOLATION_GUARANTEES } from "@locald/cnb";
 import { defaultDataDir, Store } from "@locald/oci";
 import type { Command } from "commander";
+import { chooseIsolation, loadConfig } from "../config.js";
 import { clientOptions } from "../options.js";
 import type { CommandContext } from "./image.js";
 
@@ -19,7 +20,8 @@ export function registerBuilderCommands(program: Command, context: CommandContex
         cacheDir: join(defaultDataDir(), "cache", "builders"),
         client: clientOptions(context.flags(), (line) => output.stderr.write(`${line}\n`)),
       });
-      if (opts.json) return void output.stdout.write(`${JSON.stringify(found, null, 2)}\n`);
+      const isolation = chooseIsolation(await loadConfig("."), undefined);
+      if (opts.json) return void output.stdout.write(`${JSON.stringify({ ...found, isolation }, null, 2)}\n`);
       const lines = [
         `Builder:        ${found.reference}`,
         `Digest:         ${found.digest}`,
@@ -28,6 +30,7 @@ export function registerBuilderCommands(program: Command, context: CommandContex
         `Buildpack APIs: ${found.buildpackApis.join(", ") || "-"}`,
         `Build user:     ${found.uid}:${found.gid}`,
         `Run images:     ${found.runImages.join(", ") || "-"}`,
+        `Isolation:      ${isolation}: ${ISOLATION_GUARANTEES[isolation]}`,
         "Buildpacks:",
         ...found.buildpacks.map((bp) => `  ${bp.id}@${bp.version}`),
         "Detection order:",

@@ -1,6 +1,6 @@
 import { build, prepareEnvironment } from "@locald/cnb";
 import type { Command } from "commander";
-import { chooseBuilder, loadConfig, nameOf } from "../config.js";
+import { chooseBuilder, chooseIsolation, ISOLATION_HELP, loadConfig, nameOf } from "../config.js";
 import { devcontainerConfig, launchEnvironment, writeDevcontainer } from "../devcontainer.js";
 import { clientOptions } from "../options.js";
 import { UsageError } from "../usage.js";
@@ -12,6 +12,7 @@ interface DevFlags {
   builder?: string;
   env: string[];
   rebuild?: boolean;
+  isolation?: string;
 }
 
 /** `[path] -- cmd…`: the words before `--` (at most one, the app dir) and the command after it. */
@@ -23,16 +24,20 @@ function splitAtDashes(raw: readonly string[], verb: string): { path: string; co
     // Drop options and their values; what is left is the path.
     if (w.startsWith("-")) return false;
     const previous = all[i - 1];
-    return !(previous === "-B" || previous === "--builder" || previous === "-e" || previous === "--env");
+    return !["-B", "--builder", "-e", "--env", "--isolation"].includes(previous ?? "");
   });
   if (before.length > 1)
     throw new UsageError(`Only one app directory, then -- and the command (got ${before.join(" ")}).`);
   return { path: before[0] ?? ".", command: dashes < 0 ? [] : words.slice(dashes + 1) };
 }
 
-/** The builder: the flag, else locald.toml's [project] builder, else LOCALD_BUILDER. */
-async function builderFor(flags: { builder?: string }): Promise<string> {
-  return chooseBuilder(await loadConfig("."), flags.builder);
+/** The builder and the isolation: the flags, else locald.toml's [project], else the environment. */
+async function builderFor(flags: { builder?: string; isolation?: string }) {
+  const loaded = await loadConfig(".");
+  return {
+    builder: chooseBuilder(loaded, flags.builder),
+    isolation: chooseIsolation(loaded, flags.isolation),
+  };
 }
 
 export function registerDevCommands(program: Command, context: CommandContext): void {
@@ -40,7 +45,7 @@ export function registerDevCommands(program: Command, context: CommandContext): 
   const environment = async (path: string, flags: DevFlags) => {
     const global = context.flags();
     return prepareEnvironment(path, {
-      builder: await builderFor(flags),
+      ...(await builderFor(flags)),
       env: flags.env,
       ...(flags.rebuild ? { rebuild: true } : {}),
       client: clientOptions(global, (line) => output.stderr.write(`${line}\n`)),
@@ -55,7 +60,8 @@ export function registerDevCommands(program: Command, context: CommandContext): 
         "builder image (default: [project] builder of locald.toml, or LOCALD_BUILDER)",
       )
       .option("-e, --env <K=V>", "build-time environment variable for buildpacks", collect, [])
-      .option("--rebuild", "run detect and build even if no dependency manifest changed");
+      .option("--rebuild", "run detect and build even if no dependency manifest changed")
+      .option("--isolation <builder|host>", ISOLATION_HELP);
 
   withDevOptions(
     program
@@ -89,6 +95,7 @@ export function registerDevCommands(program: Command, context: CommandContext): 
 
 interface DevcontainerFlags {
   builder?: string;
+  isolation?: string;
   env: string[];
   tag?: string;
   publish?: boolean;
@@ -113,6 +120,7 @@ export function registerDevcontainerCommand(program: Command, context: CommandCo
     .option("--publish", "push the image to the registry -t names, where the editor's Docker can pull it")
     .option("--port <port>", "the app's PORT in the container, forwarded by the editor", "8080")
     .option("--force", "replace an existing .devcontainer/devcontainer.json")
+    .option("--isolation <builder|host>", ISOLATION_HELP)
     .action(async (path: string, flags: DevcontainerFlags) => {
       const port = Number(flags.port);
       if (!Number.isInteger(port) || port < 1 || port > 65535)
@@ -124,7 +132,7 @@ export function registerDevcontainerCommand(program: Command, context: CommandCo
       const global = context.flags();
       const client = clientOptions(global, (line) => output.stderr.write(`${line}\n`));
       const result = await build(path, {
-        builder: await builderFor(flags),
+        ...(await builderFor(flags)),
         output: flags.publish
           ? { kind: "registry", name: flags.tag as string }
           : { kind: "store", name: flags.tag ?? nameOf(path) },

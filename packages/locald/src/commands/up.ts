@@ -1,6 +1,6 @@
 import { exitStatus } from "@locald/oci";
 import type { Command } from "commander";
-import { CONFIG_FILE, loadConfig } from "../config.js";
+import { CONFIG_FILE, ISOLATION_HELP, loadConfig } from "../config.js";
 import { clientOptions } from "../options.js";
 import { assignPorts, prepareServices, selectServices } from "../services.js";
 import { lineSplitter, Supervisor, startOrder } from "../supervisor.js";
@@ -19,7 +19,8 @@ export function registerUpCommand(program: Command, context: CommandContext): vo
     )
     .argument("[service...]", "services to start (default: all)")
     .option("--timeout <seconds>", "grace period between SIGTERM and SIGKILL when stopping", "10")
-    .action(async (names: string[], opts: { timeout: string }) => {
+    .option("--isolation <builder|host>", ISOLATION_HELP)
+    .action(async (names: string[], opts: { timeout: string; isolation?: string }) => {
       const timeout = Number(opts.timeout);
       if (!Number.isFinite(timeout) || timeout < 0)
         throw new UsageError(`--timeout must be seconds (≥ 0), not "${opts.timeout}".`);
@@ -46,6 +47,7 @@ export function registerUpCommand(program: Command, context: CommandContext): vo
       ).map((service) => service.name);
       const prepareLines = new Map<string, ReturnType<typeof lineSplitter>>();
       const services = await prepareServices(loaded, order, ports, {
+        isolation: opts.isolation,
         client: clientOptions(flags, (line) => output.stderr.write(`${line}\n`)),
         logLevel: flags.verbose || process.env.LOCALD_DEBUG === "1" ? "debug" : "info",
         onPrepareOutput: (name, chunk) => {
