@@ -1,7 +1,9 @@
 /**
- * Build benchmark: `locald build` of a sample app with the test builder (the real lifecycle),
- * cold (a new app: no cache, no previous image) against the same five phases run by hand
- * (bench/lifecycle-by-hand.sh: no sandbox, no store), and a no-change rebuild against cold.
+ * Build benchmark: `locald build` of a sample app with the test builder (the real lifecycle, a
+ * Debian build image), cold (a new app: no cache, no previous image) in builder isolation against
+ * host isolation, host isolation against the same five phases run by hand
+ * (bench/lifecycle-by-hand.sh: no sandbox, no store), a no-change rebuild against cold, and the
+ * first build with a new builder digest (a fresh home: pull and unpack the builder).
  * See bench/README.md.
  */
 import { chmod, cp, mkdir, mkdtemp, readdir } from "node:fs/promises";
@@ -11,6 +13,7 @@ import { fileURLToPath } from "node:url";
 import {
   BUILDER_GID,
   BUILDER_UID,
+  LIFECYCLE,
   LOCALD_BIN,
   pushSampleBuilder,
   startRegistry,
@@ -31,8 +34,11 @@ import {
   trapSignals,
 } from "./common.js";
 
+/** Host isolation against the phases by hand. */
 const COLD_TARGET = 1.1;
-const REBUILD_TARGET = 0.4;
+/** Builder isolation against host isolation, both cold. */
+const ISOLATION_TARGET = 1.15;
+const REBUILD_TARGET = 0.3;
 const EXAMPLES = fileURLToPath(new URL("../../examples/", import.meta.url));
 const BY_HAND = fileURLToPath(new URL("../lifecycle-by-hand.sh", import.meta.url));
 
@@ -44,8 +50,8 @@ interface Options {
 function usage(): string {
   return [
     "usage: node bench/dist/build.js [--runs N] [--app NAME]",
-    "  --runs N    measured rounds, cold locald / by hand / rebuild interleaved (default 3)",
-    "  --app NAME  sample app under examples/ (default hello-node; also procfile-static, hello-rust)",
+    "  --runs N    measured rounds, every kind of build interleaved (default 3)",
+    "  --app NAME  sample app under examples/ (default hello-node; also procfile-static)",
   ].join("\n");
 }
 
@@ -67,21 +73,22 @@ async function main(): Promise<number> {
   let registry: TestRegistry | undefined;
   try {
     registry = await startRegistry({ flavour: "anonymous" });
-    process.stderr.write("assembling the test builder and the Debian run image…\n");
-    const { builder, runImage } = await pushSampleBuilder(registry, work, ["nodejs", "rust", "procfile"]);
+    process.stderr.write("assembling the test builder and the Debian build and run images…\n");
+    const { builder, runImage } = await pushSampleBuilder(registry, work, ["nodejs", "procfile"]);
     const app = join(EXAMPLES, options.app);
     const home = join(work, "home");
     const check = (what: string, t: { code: number; stderr: string }) => {
       if (t.code !== 0) throw new Error(`${what} exited with ${t.code}: ${tail(t.stderr)}`);
     };
-    const locald = (tag: string) =>
-      runTimed(process.execPath, [LOCALD_BIN, "build", app, "--builder", builder, "-t", tag], {
-        env: { LOCALD_HOME: home },
-        probe,
-        rssFile,
-      });
-    // Untimed: fetch the builder and extract its /cnb once, as both sides start with it.
-    check("locald warm-up build", await locald("warm-up"));
+    const locald = (tag: string, isolation: "builder" | "host", localdHome = home) =>
+      runTimed(
+        process.execPath,
+        [LOCALD_BIN, "build", app, "--builder", builder, "-t", tag, "--isolation", isolation],
+        { env: { LOCALD_HOME: localdHome }, probe, rssFile },
+      );
+    // Untimed: fetch the builder, extract its /cnb and unpack its root once, as every side starts with them.
+    check("locald warm-up build (host)", await locald("warm-up", "host"));
+    check("locald warm-up build (builder)", await locald("warm-up", "builder"));
     const builders = join(home, "cache", "builders");
     // The by-hand phases need it where the build user can reach it by path (locald's is under a 0700 home).
     const cnb = join(work, "cnb");
@@ -104,71 +111,109 @@ async function main(): Promise<number> {
     check("by-hand warm-up", await byHand());
 
     const cold: number[] = [];
+    const host: number[] = [];
     const hand: number[] = [];
     const rebuild: number[] = [];
+    const first: number[] = [];
     for (round = 1; round <= options.runs; round++) {
       const tag = `bench-${round}`;
-      const a = await locald(tag);
-      check("locald cold build", a);
+      const a = await locald(tag, "builder");
+      check("locald cold build (builder)", a);
+      const h = await locald(`${tag}-host`, "host");
+      check("locald cold build (host)", h);
       const b = await byHand();
       check("by-hand build", b);
-      const c = await locald(tag);
+      const c = await locald(tag, "builder");
       check("locald rebuild", c);
       if (!/Reusing layer/.test(c.stderr)) throw new Error("the rebuild reused no layer");
+      // A home of its own: the builder is pulled and its root unpacked before the build.
+      const f = await locald(tag, "builder", join(work, `first-${round}`));
+      check("first build with the builder", f);
+      await removeTree(join(work, `first-${round}`));
       cold.push(a.ms);
+      host.push(h.ms);
       hand.push(b.ms);
       rebuild.push(c.ms);
+      first.push(f.ms);
       process.stderr.write(
-        `run ${round}/${options.runs}: locald cold ${secs(a.ms)} s, by hand ${secs(b.ms)} s, locald rebuild ${secs(c.ms)} s\n`,
+        `run ${round}/${options.runs}: builder cold ${secs(a.ms)} s, host cold ${secs(h.ms)} s, by hand ${secs(b.ms)} s, ` +
+          `rebuild ${secs(c.ms)} s, first use of the builder ${secs(f.ms)} s\n`,
       );
     }
     const coldMedian = median(cold) as number;
+    const hostMedian = median(host) as number;
     const handMedian = median(hand) as number;
     const rebuildMedian = median(rebuild) as number;
-    const coldRatio = coldMedian / handMedian;
+    const firstMedian = median(first) as number;
+    const isolationRatio = coldMedian / hostMedian;
+    const hostRatio = hostMedian / handMedian;
     const rebuildRatio = rebuildMedian / coldMedian;
+    const verdict = (ratio: number, target: number) => (ratio <= target ? "PASS" : "FAIL");
     const lines = [
       "",
-      `build benchmark — examples/${options.app} with the test builder (lifecycle 0.20.19, sample buildpacks, Debian run image)`,
+      `build benchmark — examples/${options.app} with the test builder (lifecycle ${LIFECYCLE.version}, sample buildpacks, Debian build and run images)`,
       `node ${process.version}, ${cpus().length} CPUs, uid 0 (build user ${BUILDER_UID})`,
       "",
       table(
-        ["run", "locald cold (s)", "by hand (s)", "ratio", "locald rebuild (s)", "rebuild / cold"],
+        [
+          "run",
+          "builder cold (s)",
+          "host cold (s)",
+          "builder / host",
+          "by hand (s)",
+          "host / by hand",
+          "rebuild (s)",
+          "rebuild / cold",
+          "first use (s)",
+        ],
         [
           ...cold.map((ms, i) => [
             String(i + 1),
             secs(ms),
+            secs(host[i]),
+            ratioText(ms / (host[i] as number)),
             secs(hand[i]),
-            ratioText(ms / (hand[i] as number)),
+            ratioText((host[i] as number) / (hand[i] as number)),
             secs(rebuild[i]),
             ratioText((rebuild[i] as number) / ms),
+            secs(first[i]),
           ]),
           [
             "median",
             secs(coldMedian),
+            secs(hostMedian),
+            ratioText(isolationRatio),
             secs(handMedian),
-            ratioText(coldRatio),
+            ratioText(hostRatio),
             secs(rebuildMedian),
             ratioText(rebuildRatio),
+            secs(firstMedian),
           ],
         ],
       ),
       "",
-      `cold locald build / the phases by hand (medians): ${ratioText(coldRatio)} — target ≤ ${COLD_TARGET}×: ${coldRatio <= COLD_TARGET ? "PASS" : "FAIL"}`,
-      `no-change rebuild / cold (medians): ${ratioText(rebuildRatio)} — target ≤ ${REBUILD_TARGET}×: ${rebuildRatio <= REBUILD_TARGET ? "PASS" : "FAIL"}`,
+      `cold build, builder isolation / host isolation (medians): ${ratioText(isolationRatio)} — target ≤ ${ISOLATION_TARGET}×: ${verdict(isolationRatio, ISOLATION_TARGET)}`,
+      `cold build, host isolation / the phases by hand (medians): ${ratioText(hostRatio)} — target ≤ ${COLD_TARGET}×: ${verdict(hostRatio, COLD_TARGET)}`,
+      `no-change rebuild / cold, builder isolation (medians): ${ratioText(rebuildRatio)} — target ≤ ${REBUILD_TARGET}×: ${verdict(rebuildRatio, REBUILD_TARGET)}`,
+      `first build with a new builder digest (pull + unpack + build, median): ${secs(firstMedian)} s`,
       JSON.stringify({
         bench: "build",
         date: new Date().toISOString(),
         app: options.app,
-        coldMs: cold.map(Math.round),
+        builderColdMs: cold.map(Math.round),
+        hostColdMs: host.map(Math.round),
         byHandMs: hand.map(Math.round),
         rebuildMs: rebuild.map(Math.round),
-        coldRatio: Number(coldRatio.toFixed(3)),
+        firstUseMs: first.map(Math.round),
+        isolationRatio: Number(isolationRatio.toFixed(3)),
+        hostRatio: Number(hostRatio.toFixed(3)),
         rebuildRatio: Number(rebuildRatio.toFixed(3)),
       }),
     ];
     process.stdout.write(`${lines.join("\n")}\n`);
-    return coldRatio <= COLD_TARGET && rebuildRatio <= REBUILD_TARGET ? 0 : 1;
+    return isolationRatio <= ISOLATION_TARGET && hostRatio <= COLD_TARGET && rebuildRatio <= REBUILD_TARGET
+      ? 0
+      : 1;
   } finally {
     untrap();
     await registry?.stop().catch(() => undefined);

@@ -10,7 +10,7 @@ cp -r "$app" "$workspace"
 # A port-free name: the lifecycle parses "<layout path>@sha256:…" back as a reference.
 skopeo copy --quiet --src-tls-verify=false "docker://$run_image" "oci:$repo/locald.internal/run/latest"
 chown -R "$uid:$gid" "$workspace" "$layers" "$cache" "$repo"
-export CNB_PLATFORM_API=0.14 CNB_EXPERIMENTAL_MODE=warn
+export CNB_PLATFORM_API=0.15 CNB_EXPERIMENTAL_MODE=warn
 lc=$cnb/lifecycle
 as_user=(setpriv "--reuid=$uid" "--regid=$gid" --clear-groups --)
 ids=(-uid "$uid" -gid "$gid")

@@ -26,10 +26,31 @@ import { requireBinary } from "./util.js";
 
 const run = promisify(execFile);
 
-/** Pinned in e2e/fixtures/lifecycle/go.mod. Platform API 0.7–0.14, Buildpack API 0.7–0.11. */
-export const LIFECYCLE_VERSION = "0.20.19";
-export const LIFECYCLE_PLATFORM_APIS = ["0.7", "0.8", "0.9", "0.10", "0.11", "0.12", "0.13", "0.14"];
-export const LIFECYCLE_BUILDPACK_APIS = ["0.7", "0.8", "0.9", "0.10", "0.11"];
+/** A release of the CNB lifecycle the suite builds from source, and the APIs it supports. */
+export interface LifecycleRelease {
+  readonly version: string;
+  /** The Go module under e2e/fixtures that pins it (go.mod and go.sum). */
+  readonly module: string;
+  readonly platformApis: readonly string[];
+  readonly buildpackApis: readonly string[];
+}
+
+/** The current line (Platform API up to 0.15), which the sample builders carry. */
+export const LIFECYCLE: LifecycleRelease = {
+  version: "0.21.12",
+  module: "lifecycle",
+  platformApis: ["0.7", "0.8", "0.9", "0.10", "0.11", "0.12", "0.13", "0.14", "0.15"],
+  buildpackApis: ["0.7", "0.8", "0.9", "0.10", "0.11", "0.12"],
+};
+
+/** The previous line (Platform API up to 0.14), which the pack-made builder carries. */
+export const PREVIOUS_LIFECYCLE: LifecycleRelease = {
+  version: "0.20.19",
+  module: "lifecycle-0.20",
+  platformApis: ["0.7", "0.8", "0.9", "0.10", "0.11", "0.12", "0.13", "0.14"],
+  buildpackApis: ["0.7", "0.8", "0.9", "0.10", "0.11"],
+};
+
 export const LIFECYCLE_PHASES = [
   "analyzer",
   "detector",
@@ -48,15 +69,16 @@ export const SAMPLE_BUILDPACKS_DIR = join(FIXTURES, "buildpacks");
 export const BUILDER_UID = 1000;
 export const BUILDER_GID = 1000;
 
-let lifecycle: Promise<string> | undefined;
+const lifecycles = new Map<string, Promise<string>>();
 
 /**
  * The directory holding `lifecycle` and `launcher`, built once per machine with `go build`
  * against the committed go.sum (the proxy's checksum database has no entry for this version).
  */
-export function lifecycleBinaries(): Promise<string> {
-  lifecycle ??= (async () => {
-    const dir = join(fixtureCacheDir(), `lifecycle-${LIFECYCLE_VERSION}`);
+export function lifecycleBinaries(release: LifecycleRelease = LIFECYCLE): Promise<string> {
+  let building = lifecycles.get(release.version);
+  building ??= (async () => {
+    const dir = join(fixtureCacheDir(), `lifecycle-${release.version}`);
     if ((await stat(join(dir, "launcher")).catch(() => undefined))?.isFile()) return dir;
     const go = await requireBinary("go");
     const partial = `${dir}.${process.pid}.partial`;
@@ -68,14 +90,14 @@ export function lifecycleBinaries(): Promise<string> {
           "build",
           "-trimpath",
           "-ldflags",
-          `-s -w -X github.com/buildpacks/lifecycle/cmd.Version=${LIFECYCLE_VERSION}`,
+          `-s -w -X github.com/buildpacks/lifecycle/cmd.Version=${release.version}`,
           "-o",
           `${partial}/`,
           "github.com/buildpacks/lifecycle/cmd/lifecycle",
           "github.com/buildpacks/lifecycle/cmd/launcher",
         ],
         {
-          cwd: join(FIXTURES, "lifecycle"),
+          cwd: join(FIXTURES, release.module),
           env: { ...process.env, CGO_ENABLED: "0", GOFLAGS: "-mod=readonly", GOSUMDB: "off" },
           maxBuffer: 16 * 1024 * 1024,
         },
@@ -83,13 +105,14 @@ export function lifecycleBinaries(): Promise<string> {
     } catch (error) {
       await rm(partial, { recursive: true, force: true });
       const stderr = (error as { stderr?: string }).stderr?.trim() ?? "";
-      throw new Error(`Cannot build the CNB lifecycle ${LIFECYCLE_VERSION} with go: ${stderr || error}`);
+      throw new Error(`Cannot build the CNB lifecycle ${release.version} with go: ${stderr || error}`);
     }
     await rm(dir, { recursive: true, force: true });
     await rename(partial, dir);
     return dir;
   })();
-  return lifecycle;
+  lifecycles.set(release.version, building);
+  return building;
 }
 
 export interface SampleBuildpack {
@@ -173,6 +196,8 @@ function sampleBuildImageLayer(): Promise<BuiltLayer> {
 
 export interface TestBuilderOptions {
   runImage: string;
+  /** Default: the current line. */
+  lifecycle?: LifecycleRelease;
   /**
    * The builder's build base: the sample build image (Debian with gcc, Node.js and npm;
    * default), or none — a /cnb over nothing, which only host isolation can build with.
@@ -189,7 +214,8 @@ export async function pushTestBuilder(
   work: string,
   options: TestBuilderOptions,
 ): Promise<string> {
-  const binaries = await lifecycleBinaries();
+  const release = options.lifecycle ?? LIFECYCLE;
+  const binaries = await lifecycleBinaries(release);
   const buildpacks = await Promise.all(options.buildpacks.map(sampleBuildpack));
   const lifecycleLayer: LayerEntry[] = [
     root("cnb/"),
@@ -233,8 +259,8 @@ export async function pushTestBuilder(
     root("platform/", 0o755),
   ];
   const apis = {
-    buildpack: { deprecated: [], supported: LIFECYCLE_BUILDPACK_APIS },
-    platform: { deprecated: [], supported: LIFECYCLE_PLATFORM_APIS },
+    buildpack: { deprecated: [], supported: release.buildpackApis },
+    platform: { deprecated: [], supported: release.platformApis },
   };
   const layout = await OciLayout.open(join(work, "layout-builder"), { create: true });
   const base = options.buildImage === "none" ? [] : [await sampleBuildImageLayer()];
@@ -255,7 +281,7 @@ export async function pushTestBuilder(
           buildpacks: buildpacks.map((bp) => ({ id: bp.id, version: bp.version })),
           stack: { runImage: { image: options.runImage, mirrors: [] } },
           images: [{ image: options.runImage }],
-          lifecycle: { version: LIFECYCLE_VERSION, apis },
+          lifecycle: { version: release.version, apis },
           createdBy: { name: "locald e2e", version: "0.1.0" },
         }),
         "io.buildpacks.buildpack.layers": JSON.stringify(
@@ -269,7 +295,7 @@ export async function pushTestBuilder(
         "io.buildpacks.buildpack.order": JSON.stringify(
           buildpacks.map((bp) => ({ group: [{ id: bp.id, version: bp.version }] })),
         ),
-        "io.buildpacks.lifecycle.version": LIFECYCLE_VERSION,
+        "io.buildpacks.lifecycle.version": release.version,
         "io.buildpacks.lifecycle.apis": JSON.stringify(apis),
         "io.buildpacks.stack.id": "io.locald.stacks.bookworm",
       },

@@ -5,11 +5,9 @@ import { promisify } from "node:util";
 import {
   DEBIAN_PATH,
   DEBIAN_STACK_LABELS,
-  LIFECYCLE_BUILDPACK_APIS,
   LIFECYCLE_PHASES,
-  LIFECYCLE_PLATFORM_APIS,
-  LIFECYCLE_VERSION,
   lifecycleBinaries,
+  PREVIOUS_LIFECYCLE,
   pushDebianImage,
   pushRunImage,
   sampleBuildpack,
@@ -85,7 +83,7 @@ export function packBinary(): Promise<string> {
 
 /** The lifecycle as a release tarball (`lifecycle.toml` and `lifecycle/…`), which pack reads by `uri`. */
 async function lifecycleTarball(work: string): Promise<string> {
-  const binaries = await lifecycleBinaries();
+  const binaries = await lifecycleBinaries(PREVIOUS_LIFECYCLE);
   const dir = join(work, "lifecycle-release");
   await mkdir(join(dir, "lifecycle"), { recursive: true });
   for (const name of ["lifecycle", "launcher"]) await cp(join(binaries, name), join(dir, "lifecycle", name));
@@ -98,17 +96,17 @@ async function lifecycleTarball(work: string): Promise<string> {
       "[apis]",
       "[apis.buildpack]",
       "deprecated = []",
-      `supported = [${list(LIFECYCLE_BUILDPACK_APIS)}]`,
+      `supported = [${list(PREVIOUS_LIFECYCLE.buildpackApis)}]`,
       "[apis.platform]",
       "deprecated = []",
-      `supported = [${list(LIFECYCLE_PLATFORM_APIS)}]`,
+      `supported = [${list(PREVIOUS_LIFECYCLE.platformApis)}]`,
       "",
       "[lifecycle]",
-      `version = "${LIFECYCLE_VERSION}"`,
+      `version = "${PREVIOUS_LIFECYCLE.version}"`,
       "",
     ].join("\n"),
   );
-  const tarball = join(work, `lifecycle-v${LIFECYCLE_VERSION}.tgz`);
+  const tarball = join(work, `lifecycle-v${PREVIOUS_LIFECYCLE.version}.tgz`);
   await run("tar", ["-czf", tarball, "-C", dir, "lifecycle.toml", "lifecycle"]);
   return tarball;
 }

@@ -431,7 +431,9 @@ export async function startTokenServer(options: TokenServerOptions): Promise<Tok
   let stopped: Promise<void> | undefined;
   return {
     url,
-    realm: `${url}/token`,
+    // By name, as real token servers are: the CNB lifecycle from 0.21 (go-containerregistry's
+    // realm check) refuses a realm whose host is a loopback or private IP literal.
+    realm: `http://localhost:${port}/token`,
     service: options.service,
     issuer,
     requests,

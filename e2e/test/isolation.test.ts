@@ -207,3 +207,33 @@ describe("a builder with no OS of its own", () => {
     assert.match(wrong.stderr, /--isolation is "vm"; it must be "builder"/);
   });
 });
+
+describe("a machine that forbids user namespaces", () => {
+  test("a build stops with what to change, not bubblewrap's line alone", async () => {
+    const home = join(shared.work as string, "no-userns");
+    await mkdir(join(home, "app"), { recursive: true });
+    await writeFile(join(home, "app", "probe-paths"), "/etc/os-release\n");
+    // The limit is per user namespace: set to 0 inside one of its own, it forbids them to locald
+    // (root there, so in builder isolation too) without changing the machine's setting.
+    const unshare = await requireBinary("unshare");
+    const built = await runLocald(["build", join(home, "app"), "--builder", shared.builder as string], {
+      env: { HOME: home, LOCALD_HOME: join(home, "locald") },
+      wrapper: [
+        unshare,
+        "--user",
+        "--map-root-user",
+        "sh",
+        "-c",
+        'echo 0 > /proc/sys/user/max_user_namespaces && exec "$@"',
+        "sh",
+      ],
+    });
+    assert.equal(built.code, 1, built.stderr);
+    assert.match(
+      built.stderr,
+      /The sandbox could not be set up: bubblewrap cannot create a user namespace here/,
+    );
+    assert.match(built.stderr, /kernel\.unprivileged_userns_clone=1/);
+    assert.doesNotMatch(built.stderr, /\n\s+at /, "no stack trace");
+  });
+});

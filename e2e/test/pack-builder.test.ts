@@ -15,9 +15,9 @@ import {
   type CliOptions,
   type CliResult,
   callerIn,
-  LIFECYCLE_VERSION,
   makeTempDir,
   PACK_VERSION,
+  PREVIOUS_LIFECYCLE,
   pushPackBuilder,
   requireBinary,
   runLocald,
@@ -58,7 +58,10 @@ for (const who of ["root", "an unprivileged user"] as const) {
     test("builder inspect reads what pack wrote: lifecycle, buildpacks, order, run image", async () => {
       const inspected = await locald(["builder", "inspect", shared.builder as string]);
       assert.equal(inspected.code, 0, inspected.stderr);
-      assert.match(inspected.stdout, new RegExp(`Lifecycle:\\s+${LIFECYCLE_VERSION.replaceAll(".", "\\.")}`));
+      assert.match(
+        inspected.stdout,
+        new RegExp(`Lifecycle:\\s+${PREVIOUS_LIFECYCLE.version.replaceAll(".", "\\.")}`),
+      );
       assert.match(inspected.stdout, /locald-samples\/nodejs@0\.1\.0/);
       assert.match(inspected.stdout, /Group #2: locald-samples\/procfile@0\.1\.0/);
       assert.match(inspected.stdout, /Run images:\s+\S+\/cnb\/run:bookworm/);

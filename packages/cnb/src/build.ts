@@ -10,6 +10,7 @@ import {
   defaultDataDir,
   dockerConfigCredentials,
   dockerConfigKey,
+  isHostRoot,
   layoutTarget,
   OciLayout,
   parseReference,
@@ -138,7 +139,7 @@ export async function startingPoint(
           }),
         };
   // Root over the host's OS chowns for the build user; everywhere else the caller is mapped to it.
-  const privileged = root === "host" && process.geteuid?.() === 0;
+  const privileged = root === "host" && isHostRoot();
   return { app, home, store, runtime, builder, platformApi, isolation, root, privileged };
 }
 

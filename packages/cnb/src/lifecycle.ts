@@ -2,6 +2,7 @@ import { readFile, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { parse as parseToml } from "smol-toml";
 import { ApiMismatchError, BuildError, DetectError } from "./errors.js";
+import { PLATFORM_APIS } from "./platform.js";
 
 /**
  * The lifecycle's phases as locald runs them (separately, not `creator`), and what their exit
@@ -56,7 +57,7 @@ export function phaseError(phase: Phase, code: number, output: string, failedBui
   }
   if (code === 11 || code === 12)
     return new ApiMismatchError(`The ${phase} ${meaning}.\n${tailOf(output, 5)}`, {
-      hint: "Use a builder whose lifecycle and buildpacks support a Platform API locald speaks (0.12–0.14).",
+      hint: `Use a builder whose lifecycle and buildpacks support a Platform API locald speaks (${PLATFORM_APIS.join(", ")}).`,
     });
   if (code === 51) {
     const who = failedBuildpack === undefined ? "A buildpack" : `Buildpack ${failedBuildpack}`;
@@ -67,6 +68,13 @@ export function phaseError(phase: Phase, code: number, output: string, failedBui
       },
     );
   }
+  if (/realm host "[^"]*" is a private or link-local address/.test(output))
+    return new BuildError(
+      `The lifecycle's ${phase} refused the registry's token server: its address is a private or loopback IP.\n${tailOf(output, 3)}`,
+      {
+        hint: "Lifecycles from 0.21 accept a token realm on such an address only by host name (or on the registry's own host:port): configure the registry's auth realm with a name, or use a builder with lifecycle 0.20.",
+      },
+    );
   return new BuildError(`The lifecycle's ${phase} ${meaning} (exit ${code}).\n${tailOf(output)}`, {
     hint: "Run again with --verbose for the lifecycle's debug output.",
   });

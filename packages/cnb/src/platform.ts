@@ -7,8 +7,12 @@ import { ApiMismatchError, BuildConfigError } from "./errors.js";
  * and the OCI-layout path rules of the platform spec.
  */
 
-/** Platform API versions locald drives (layout export needs 0.12+; 0.14 is the newest we know). */
-export const PLATFORM_APIS = ["0.12", "0.13", "0.14"] as const;
+/**
+ * Platform API versions locald drives (layout export needs 0.12+). 0.15 (lifecycle 0.21) adds
+ * system buildpacks (`-system`, default /cnb/system.toml) and CNB_EXEC_ENV (default production),
+ * whose defaults are what a build wants; the phases' flags are the same as under 0.14.
+ */
+export const PLATFORM_APIS = ["0.12", "0.13", "0.14", "0.15"] as const;
 
 function compareApi(a: string, b: string): number {
   const [am = 0, an = 0] = a.split(".").map(Number);

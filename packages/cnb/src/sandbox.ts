@@ -1,4 +1,4 @@
-import type { BindMount, BubblewrapRuntime, SharedRoot } from "@locald/oci";
+import { type BindMount, type BubblewrapRuntime, isHostRoot, type SharedRoot } from "@locald/oci";
 import { BuildConfigError } from "./errors.js";
 import { BUILD_USER_PHASES, failedBuildpack, type Phase, phaseError } from "./lifecycle.js";
 
@@ -69,7 +69,7 @@ export class LifecycleSandbox {
   private readonly privileged: boolean;
 
   constructor(private readonly options: LifecycleSandboxOptions) {
-    this.privileged = options.root === "host" && process.geteuid?.() === 0;
+    this.privileged = options.root === "host" && isHostRoot();
   }
 
   /** Runs one lifecycle phase; a non-zero exit becomes the typed error for that phase and code. */

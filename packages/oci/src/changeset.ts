@@ -16,6 +16,7 @@ import {
 } from "./errors.js";
 import { type FileJob, FileWriters, PIECE, type WriteFailure } from "./file-writers.js";
 import { layerCompression } from "./media-types.js";
+import { isHostRoot } from "./privilege.js";
 import { programOnPath } from "./programs.js";
 import {
   copyDirectories,
@@ -345,7 +346,7 @@ export class ChangesetApplier {
   private bytes = 0;
 
   constructor(root: string, options: ChangesetOptions = {}) {
-    this.rootless = options.rootless ?? process.getuid?.() !== 0;
+    this.rootless = options.rootless ?? !isHostRoot();
     this.rootfs = new RootFs(root, !this.rootless);
     this.writers = new FileWriters((host) => this.rootfs.fileWritten(host));
     this.limits = { ...DEFAULT_UNPACK_LIMITS, ...options.limits };

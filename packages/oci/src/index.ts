@@ -10,6 +10,7 @@ export * from "./layout.js";
 export * from "./manifest.js";
 export * from "./media-types.js";
 export * from "./platform.js";
+export { isHostRoot } from "./privilege.js";
 export * from "./pull.js";
 export * from "./push.js";
 export * from "./reference.js";

@@ -251,9 +251,23 @@ export class BubblewrapRuntime implements ContainerRuntime {
   }
 
   async run(process: SandboxProcess): Promise<number> {
-    const child = spawn(this.bwrap, this.args(process), { stdio: [...stdioOf(process)] });
+    // bwrap reports on fd 3 once the sandboxed process runs: an exit without that report is
+    // bwrap's own failure (no user namespaces, a bad mount), not the process's exit code.
+    const child = spawn(this.bwrap, ["--json-status-fd", "3", ...this.args(process)], {
+      stdio: [...stdioOf(process), "pipe"],
+    });
+    let status = "";
+    child.stdio[3]?.on("data", (chunk: Buffer) => {
+      status += chunk.toString("utf8");
+    });
+    let said = "";
+    child.stderr?.on("data", (chunk: Buffer) => {
+      if (said.length < 64 * 1024) said += chunk.toString("utf8");
+    });
     pipeOutput(child, process.output);
-    return waitForRuntime(child, "bubblewrap");
+    const code = await waitForRuntime(child, "bubblewrap");
+    if (!status.includes('"child-pid"')) throw sandboxSetupError(said);
+    return code;
   }
 
   async start(process: Omit<SandboxProcess, "terminal">): Promise<SandboxHandle> {
@@ -270,6 +284,29 @@ export class BubblewrapRuntime implements ContainerRuntime {
       },
     };
   }
+}
+
+/** bubblewrap failed before running anything: what it said, and what to do about the usual cause. */
+function sandboxSetupError(stderr: string): RuntimeError {
+  const said = stderr
+    .split("\n")
+    .filter((line) => line.startsWith("bwrap: "))
+    .map((line) => line.slice("bwrap: ".length))
+    .join("; ");
+  const why = said || "its message is above";
+  if (/namespace|uid map|gid map|setgroups/i.test(said))
+    return new RuntimeError(
+      `The sandbox could not be set up: bubblewrap cannot create a user namespace here (${why}).`,
+      {
+        hint:
+          "Builds and sandboxes run in user namespaces, which this machine forbids unprivileged users. Enable them " +
+          "(Debian: sysctl -w kernel.unprivileged_userns_clone=1; any: user.max_user_namespaces > 0; Ubuntu 24.04+: " +
+          "kernel.apparmor_restrict_unprivileged_userns=0 or an AppArmor profile for bwrap), or run locald as root.",
+      },
+    );
+  return new RuntimeError(`The sandbox could not be set up: bubblewrap failed (${why}).`, {
+    hint: "Run again with --verbose; if the message names a path, check that it exists and is readable.",
+  });
 }
 
 function trySignal(pid: number, signal: NodeJS.Signals): void {

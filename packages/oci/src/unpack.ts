@@ -24,6 +24,7 @@ import { FileWriters, type WriteFailure } from "./file-writers.js";
 import { writeFileAtomic } from "./files.js";
 import { type Descriptor, parseManifestDocument } from "./manifest.js";
 import { formatPlatform, type Platform, platformOrHost } from "./platform.js";
+import { isHostRoot } from "./privilege.js";
 import type { PullResult } from "./pull.js";
 import { formatReference, parseReference, type Reference } from "./reference.js";
 import { copyDirectories, finishDirectories, keepMetadata, realEntry, restoreModes } from "./rootfs.js";
@@ -301,7 +302,7 @@ async function copyWithWriters(
   dir: string,
   links: ReadonlyArray<readonly [string, string]>,
 ): Promise<void> {
-  const owner = process.getuid?.() === 0;
+  const owner = isHostRoot();
   const linked = new Set(links.map(([path]) => path));
   const writers = new FileWriters(() => {});
   try {
@@ -359,7 +360,7 @@ async function separateLoosened(
 }
 
 function cacheKey(diffIds: readonly string[], options: ChangesetOptions): string {
-  const rootless = options.rootless ?? process.getuid?.() !== 0;
+  const rootless = options.rootless ?? !isHostRoot();
   const paths = [...(options.paths ?? [])].sort();
   return createHash("sha256")
     .update(JSON.stringify({ chain: chainId(diffIds), paths, rootless }))
