@@ -174,7 +174,8 @@ describe("runtimeSpec", () => {
     ]);
     assert.equal(ranged.process.user.uid, 1000);
     // Without subordinate ids, the image's user alone is mapped: enough to run it.
-    const single = runtimeSpec({ Cmd: ["sh"], User: "1000:1000" }, root, {
+    const groupless = await rootfs(t, { "etc/passwd": PASSWD });
+    const single = runtimeSpec({ Cmd: ["sh"], User: "1000:1000" }, groupless, {
       rootless: { uid: 1234, gid: 1234 },
       hostEnv: {},
     });
