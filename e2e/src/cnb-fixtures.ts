@@ -147,12 +147,15 @@ export async function pushDebianImage(
   work: string,
   name: string,
   config: ContainerConfig,
+  /** minbase, or the sample build image (see debianBuildImageLayer). */
+  base: "minbase" | "build" = "minbase",
 ): Promise<string> {
   debianLayer ??= (async () => compressLayer(await readFile(await debianMinbaseTar()), "gzip", "oci"))();
+  const layer = base === "build" ? await sampleBuildImageLayer() : await debianLayer;
   const layout = await OciLayout.open(join(work, `layout-${name.replace(/[^a-z0-9]+/g, "-")}`), {
     create: true,
   });
-  const image = await writeImage(layout, { layers: [await debianLayer], config });
+  const image = await writeImage(layout, { layers: [layer], config });
   await layout.addManifest(image.descriptor, "image");
   const ref = `${registry.host}/${name}`;
   await push({ kind: "layout", dir: layout.root, name: "image" }, ref);

@@ -113,11 +113,17 @@ async function lifecycleTarball(work: string): Promise<string> {
 
 /** A build image: the Debian minbase root with the build user's ids, as pack asks of one. */
 function pushBuildImage(registry: TestRegistry, work: string): Promise<string> {
-  return pushDebianImage(registry, work, "cnb/build:bookworm", {
-    User: "1000:1000",
-    Env: [DEBIAN_PATH, "CNB_USER_ID=1000", "CNB_GROUP_ID=1000"],
-    Labels: { ...DEBIAN_STACK_LABELS },
-  });
+  return pushDebianImage(
+    registry,
+    work,
+    "cnb/build:bookworm",
+    {
+      User: "1000:1000",
+      Env: [DEBIAN_PATH, "CNB_USER_ID=1000", "CNB_GROUP_ID=1000"],
+      Labels: { ...DEBIAN_STACK_LABELS },
+    },
+    "build",
+  );
 }
 
 /**

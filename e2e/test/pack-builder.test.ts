@@ -67,7 +67,7 @@ for (const who of ["root", "an unprivileged user"] as const) {
       assert.match(inspected.stdout, /Run images:\s+\S+\/cnb\/run:bookworm/);
     });
 
-    test("the sample apps build with it and run", async () => {
+    test("the sample apps build with it, in both isolations, and run on the run image", async () => {
       const builder = shared.builder as string;
       const procfile = await locald([
         "build",
@@ -81,19 +81,36 @@ for (const who of ["root", "an unprivileged user"] as const) {
       const ran = await locald(["container", "run", "--rm", "by-pack"]);
       assert.equal(ran.code, 0, ran.stderr);
       assert.equal(ran.stdout, "Hello from a Procfile app built by locald with the CNB lifecycle.\n");
-      const node = await locald([
-        "build",
-        join(home, "hello-node"),
-        "--builder",
-        builder,
-        "-t",
-        "node-by-pack",
-      ]);
-      assert.equal(node.code, 0, node.stderr);
-      assert.match(
-        node.stderr,
-        new RegExp(`Node\\.js ${(await buildNodeVersion()).replaceAll(".", "\\.")}: installed`),
-      );
+      for (const isolation of ["builder", "host"] as const) {
+        const node = await locald([
+          "build",
+          join(home, "hello-node"),
+          "--builder",
+          builder,
+          "-t",
+          `node-by-pack-${isolation}`,
+          "--isolation",
+          isolation,
+        ]);
+        assert.equal(node.code, 0, node.stderr);
+        // Builder isolation: the build image's node; host isolation: the host's.
+        assert.match(
+          node.stderr,
+          new RegExp(`Node\\.js ${(await buildNodeVersion(isolation)).replaceAll(".", "\\.")}: installed`),
+        );
+        const served = await locald([
+          "container",
+          "run",
+          "--rm",
+          "--entrypoint",
+          "/cnb/lifecycle/launcher",
+          `node-by-pack-${isolation}`,
+          "node",
+          "-v",
+        ]);
+        assert.equal(served.code, 0, served.stderr);
+        assert.equal(served.stdout, `${await buildNodeVersion(isolation)}\n`);
+      }
     });
   });
 }
