@@ -224,24 +224,6 @@ for (const who of ["root", "an unprivileged user"] as const) {
       );
       assert.equal(wrote.code, 0, wrote.stderr);
       assert.equal(wrote.stdout, `${BUILDER_UID}\nwrote\n`);
-      if (as) {
-        // And run by the user who built it, rootless: the caller is the image's user inside, so
-        // the files a rootless unpack made (all the caller's) are that user's to write.
-        const own = await locald([
-          "container",
-          "run",
-          "--rm",
-          "-u",
-          `${BUILDER_UID}:${BUILDER_GID}`,
-          "--entrypoint",
-          "/bin/sh",
-          "procfile-static",
-          "-c",
-          "id -u; touch /workspace/written && mkdir /layers/written && echo wrote",
-        ]);
-        assert.equal(own.code, 0, own.stderr);
-        assert.equal(own.stdout, `${BUILDER_UID}\nwrote\n`);
-      }
     });
 
     test("the Node.js app builds, answers on its port, and a rebuild reuses its layers", async () => {

@@ -2,15 +2,17 @@
  * Builders made by the reference platform: the real `pack` (built from the Go module proxy)
  * creates a builder of our sample buildpacks, the lifecycle and Debian build and run images with
  * `pack builder create --publish` (no Docker daemon); locald inspects it, builds the sample apps
- * with it and runs them — as root and as an unprivileged user.
+ * with it in both isolations and runs them, and a probe tells which OS the build ran on — as root
+ * and as an unprivileged user.
  */
 import assert from "node:assert/strict";
-import { chmod, cp, mkdir } from "node:fs/promises";
+import { chmod, cp, mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { removeTree } from "@locald/oci";
 import {
+  BUILD_IMAGE_MARKER,
   buildNodeVersion,
   type CliOptions,
   type CliResult,
@@ -33,7 +35,11 @@ before(async () => {
   shared.registry = await startRegistry({ flavour: "anonymous" });
   shared.work = await makeTempDir("pack-builder");
   await chmod(shared.work, 0o755);
-  ({ builder: shared.builder } = await pushPackBuilder(shared.registry, shared.work, ["nodejs", "procfile"]));
+  ({ builder: shared.builder } = await pushPackBuilder(shared.registry, shared.work, [
+    "nodejs",
+    "procfile",
+    "probe",
+  ]));
 });
 
 after(async () => {
@@ -51,6 +57,8 @@ for (const who of ["root", "an unprivileged user"] as const) {
       await mkdir(home, { recursive: true });
       for (const app of ["procfile-static", "hello-node"])
         await cp(join(EXAMPLES, app), join(home, app), { recursive: true });
+      await mkdir(join(home, "probe"));
+      await writeFile(join(home, "probe", "probe-paths"), `${BUILD_IMAGE_MARKER}\n`);
       ({ as, env } = await callerIn(who, home));
     });
     const locald = (args: string[]): Promise<CliResult> => runLocald(args, { env, ...(as ? { as } : {}) });
@@ -110,6 +118,24 @@ for (const who of ["root", "an unprivileged user"] as const) {
         ]);
         assert.equal(served.code, 0, served.stderr);
         assert.equal(served.stdout, `${await buildNodeVersion(isolation)}\n`);
+      }
+    });
+
+    test("in builder isolation the build runs in pack's build image; in host isolation on the host", async () => {
+      for (const isolation of ["builder", "host"] as const) {
+        const probed = await locald([
+          "build",
+          join(home, "probe"),
+          "--builder",
+          shared.builder as string,
+          "-t",
+          `probe-by-pack-${isolation}`,
+          "--isolation",
+          isolation,
+        ]);
+        assert.equal(probed.code, 0, probed.stderr);
+        const seen = isolation === "builder" ? "readable" : "absent";
+        assert.match(probed.stdout + probed.stderr, new RegExp(`^${seen}: ${BUILD_IMAGE_MARKER}`, "m"));
       }
     });
   });

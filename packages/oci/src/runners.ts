@@ -156,33 +156,17 @@ const HOST_NETWORK_FILES = ["resolv.conf", "hosts"];
 function sharedRootArgs(root: string, mounts: readonly BindMount[]): string[] {
   const mounted = new Set(mounts.map((mount) => posix.normalize(mount.destination)));
   const top = readdirSync(root).filter((name) => !SANDBOX_MADE.has(name) && !mounted.has(`/${name}`));
+  const etc = join(root, "etc");
+  // An /etc that is a link or a file is shown as it is, and gets nothing of the host's.
+  const etcIsDirectory = lstatSync(etc, { throwIfNoEntry: false })?.isDirectory() === true;
   const args = [
     "--tmpfs",
     "/",
-    ...shownEntries(
-      root,
-      "/",
-      top.filter((name) => name !== "etc"),
-    ),
+    ...shownEntries(root, "/", etcIsDirectory ? top.filter((n) => n !== "etc") : top),
   ];
-  const etc = join(root, "etc");
-  if (lstatSync(etc, { throwIfNoEntry: false })?.isDirectory()) {
-    args.push("--dir", "/etc");
-    args.push(
-      ...shownEntries(
-        etc,
-        "/etc",
-        readdirSync(etc).filter((name) => !HOST_NETWORK_FILES.includes(name)),
-      ),
-    );
-  } else
-    args.push(
-      ...shownEntries(
-        root,
-        "/",
-        top.filter((name) => name === "etc"),
-      ),
-    );
+  if (!etcIsDirectory) return args;
+  const own = readdirSync(etc).filter((name) => !HOST_NETWORK_FILES.includes(name));
+  args.push("--dir", "/etc", ...shownEntries(etc, "/etc", own));
   for (const name of HOST_NETWORK_FILES) {
     const host = realpathOrUndefined(`/etc/${name}`);
     if (host !== undefined) args.push("--ro-bind", host, `/etc/${name}`);

@@ -295,39 +295,25 @@ export function resolveUser(rootfs: string, spec: string | undefined): ResolvedU
   return { uid, gid, additionalGids, home: entry?.home ?? "/" };
 }
 
-/**
- * Rootless: the caller is the process's own id inside (`id`), and subordinate ids, where there
- * are some, fill the ids below and above it. A rootless unpack leaves every file the caller's, so
- * the image's user owns its files as it would after a root unpack — an app running as the CNB
- * build user can write its /workspace — rather than seeing them all as root's.
- */
-function idMappings(caller: number, id: number, range: IdRange | undefined): IdMapping[] {
-  const below = range === undefined ? 0 : Math.min(id, range.count);
-  const above = range === undefined ? 0 : range.count - below;
+function idMappings(caller: number, range: IdRange | undefined): IdMapping[] {
   return [
-    ...(below > 0 ? [{ containerID: 0, hostID: (range as IdRange).start, size: below }] : []),
-    { containerID: id, hostID: caller, size: 1 },
-    ...(above > 0 ? [{ containerID: id + 1, hostID: (range as IdRange).start + below, size: above }] : []),
+    { containerID: 0, hostID: caller, size: 1 },
+    ...(range === undefined ? [] : [{ containerID: 1, hostID: range.start, size: range.count }]),
   ];
 }
 
-function mapped(mappings: readonly IdMapping[], id: number): boolean {
-  return mappings.some((m) => id >= m.containerID && id < m.containerID + m.size);
-}
-
-/** Supplementary groups outside the map (no subordinate gids for them) are an error, not silently dropped. */
+/** Without subordinate ids only root exists inside: another user is an error, not a silent root. */
 function unmappable(
   user: ResolvedUser,
-  gidMappings: readonly IdMapping[],
   rootless: NonNullable<ContainerOptions["rootless"]>,
   spec: string | undefined,
 ): void {
-  const missing = user.additionalGids.filter((gid) => !mapped(gidMappings, gid));
-  if (missing.length === 0) return;
+  const uidLimit = rootless.subuids?.count ?? 0;
   const gidLimit = rootless.subgids?.count ?? 0;
+  if (user.uid <= uidLimit && [user.gid, ...user.additionalGids].every((gid) => gid <= gidLimit)) return;
   throw new ContainerConfigError(
-    `Cannot run as user "${spec}" without root: its groups ${missing.join(", ")} are outside this user's ` +
-      `subordinate ids (${gidLimit === 0 ? "none" : `${gidLimit} gids`}).`,
+    `Cannot run as user "${spec}" without root: uid ${user.uid}, gid ${user.gid} are outside this user's ` +
+      `subordinate ids (${uidLimit === 0 ? "none" : `${uidLimit} uids`}, ${gidLimit === 0 ? "none" : `${gidLimit} gids`}).`,
     {
       hint:
         "Give your user subordinate ids (as root: usermod --add-subuids 100000-165535 --add-subgids 100000-165535 <you>) " +
@@ -360,15 +346,7 @@ export function runtimeSpec(
   if (!cwd.startsWith("/"))
     throw new ContainerConfigError(`The working directory "${cwd}" is not an absolute path.`);
   const rootless = options.rootless !== undefined;
-  const mappings =
-    options.rootless === undefined
-      ? undefined
-      : {
-          uidMappings: idMappings(options.rootless.uid, user.uid, options.rootless.subuids),
-          gidMappings: idMappings(options.rootless.gid, user.gid, options.rootless.subgids),
-        };
-  if (options.rootless !== undefined && mappings !== undefined)
-    unmappable(user, mappings.gidMappings, options.rootless, options.user ?? config.User);
+  if (options.rootless !== undefined) unmappable(user, options.rootless, options.user ?? config.User);
   const capabilities = user.uid === 0 ? DEFAULT_CAPABILITIES : [];
   const mounts: RuntimeMount[] = [
     { destination: "/proc", type: "proc", source: "proc", options: ["nosuid", "noexec", "nodev"] },
@@ -455,7 +433,12 @@ export function runtimeSpec(
         { type: "mount" },
         ...(rootless ? [{ type: "user" }] : []),
       ],
-      ...(mappings ?? {}),
+      ...(options.rootless
+        ? {
+            uidMappings: idMappings(options.rootless.uid, options.rootless.subuids),
+            gidMappings: idMappings(options.rootless.gid, options.rootless.subgids),
+          }
+        : {}),
       maskedPaths: MASKED_PATHS,
       readonlyPaths: READONLY_PATHS,
     },
