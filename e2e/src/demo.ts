@@ -29,7 +29,7 @@ const registry = await startRegistry({ flavour: "anonymous" });
 try {
   const env = { LOCALD_HOME: join(work, "home") };
   process.stdout.write(
-    "Preparing the sample builder (first time on a machine: builds the lifecycle and a Debian run image)…\n",
+    "Preparing the sample builder (first time on a machine: builds the lifecycle and Debian build and run images)…\n",
   );
   const { builder, runImage } = await pushSampleBuilder(registry, work, ["procfile"]);
   process.stdout.write(`Builder ${builder}, run image ${runImage}\n`);
