@@ -24,6 +24,28 @@ export function fixtureCacheDir(): string {
 
 let building: Promise<string> | undefined;
 
+/** `mmdebstrap --variant=minbase` of DEBIAN_SUITE into the tar `target`, with `extra` options. */
+async function minbase(extra: readonly string[], target: string, what: string): Promise<void> {
+  const mmdebstrap = await requireBinary("mmdebstrap");
+  try {
+    await run(
+      mmdebstrap,
+      [
+        "--variant=minbase",
+        "--quiet",
+        ...(process.getuid?.() === 0 ? [] : ["--mode=unshare"]),
+        ...extra,
+        DEBIAN_SUITE,
+        target,
+      ],
+      { maxBuffer: 16 * 1024 * 1024 },
+    );
+  } catch (error) {
+    const stderr = (error as { stderr?: string }).stderr?.trim() ?? "";
+    throw new Error(`mmdebstrap could not build the Debian ${DEBIAN_SUITE} ${what}: ${stderr || error}`);
+  }
+}
+
 /**
  * A Debian minbase root filesystem as a tar file, made by `mmdebstrap --variant=minbase` from
  * the Debian mirror (about 170 MB, ~15 s), built once per machine and then reused.
@@ -33,27 +55,13 @@ export function debianMinbaseTar(): Promise<string> {
     const dir = fixtureCacheDir();
     const tar = join(dir, `debian-${DEBIAN_SUITE}-minbase.tar`);
     if ((await stat(tar).catch(() => undefined))?.isFile()) return tar;
-    const mmdebstrap = await requireBinary("mmdebstrap");
     await mkdir(dir, { recursive: true });
     const partial = `${tar}.${process.pid}.partial.tar`;
     try {
-      await run(
-        mmdebstrap,
-        [
-          "--variant=minbase",
-          "--quiet",
-          ...(process.getuid?.() === 0 ? [] : ["--mode=unshare"]),
-          DEBIAN_SUITE,
-          partial,
-        ],
-        { maxBuffer: 16 * 1024 * 1024 },
-      );
+      await minbase([], partial, "minbase fixture");
     } catch (error) {
       await rm(partial, { force: true });
-      const stderr = (error as { stderr?: string }).stderr?.trim() ?? "";
-      throw new Error(
-        `mmdebstrap could not build the Debian ${DEBIAN_SUITE} minbase fixture: ${stderr || error}`,
-      );
+      throw error;
     }
     await rename(partial, tar);
     return tar;
@@ -98,7 +106,6 @@ export function debianBuildImageLayer(): Promise<{ gzip: string; diffId: string 
     const known = await readFile(diffIdFile, "utf8").catch(() => undefined);
     if (known !== undefined && (await stat(gzip).catch(() => undefined))?.isFile())
       return { gzip, diffId: known.trim() };
-    const mmdebstrap = await requireBinary("mmdebstrap");
     await mkdir(dir, { recursive: true });
     const stage = await mkdtemp(join(dir, `${name}.stage-`));
     try {
@@ -119,31 +126,19 @@ export function debianBuildImageLayer(): Promise<{ gzip: string; diffId: string 
       await symlink("../lib/node_modules/npm/bin/npm-cli.js", join(local, "bin", "npm"));
       await symlink("../lib/node_modules/npm/bin/npx-cli.js", join(local, "bin", "npx"));
       const tar = join(stage, "rootfs.tar");
-      try {
-        await run(
-          mmdebstrap,
-          [
-            "--variant=minbase",
-            "--quiet",
-            ...(process.getuid?.() === 0 ? [] : ["--mode=unshare"]),
-            `--include=${BUILD_IMAGE_PACKAGES.join(",")}`,
-            // Documentation is a third of such an image and no build reads it.
-            "--dpkgopt=path-exclude=/usr/share/doc/*",
-            "--dpkgopt=path-exclude=/usr/share/man/*",
-            "--dpkgopt=path-exclude=/usr/share/locale/*",
-            `--customize-hook=copy-in ${local} /usr`,
-            `--customize-hook=echo 'locald sample build image' > "$1${BUILD_IMAGE_MARKER}"`,
-            DEBIAN_SUITE,
-            tar,
-          ],
-          { maxBuffer: 16 * 1024 * 1024 },
-        );
-      } catch (error) {
-        const stderr = (error as { stderr?: string }).stderr?.trim() ?? "";
-        throw new Error(
-          `mmdebstrap could not build the Debian ${DEBIAN_SUITE} build image: ${stderr || error}`,
-        );
-      }
+      await minbase(
+        [
+          `--include=${BUILD_IMAGE_PACKAGES.join(",")}`,
+          // Documentation is a third of such an image and no build reads it.
+          "--dpkgopt=path-exclude=/usr/share/doc/*",
+          "--dpkgopt=path-exclude=/usr/share/man/*",
+          "--dpkgopt=path-exclude=/usr/share/locale/*",
+          `--customize-hook=copy-in ${local} /usr`,
+          `--customize-hook=echo 'locald sample build image' > "$1${BUILD_IMAGE_MARKER}"`,
+        ],
+        tar,
+        "build image",
+      );
       const hash = createHash("sha256");
       for await (const chunk of createReadStream(tar)) hash.update(chunk);
       const diffId = `sha256:${hash.digest("hex")}`;
