@@ -497,13 +497,18 @@ async function unpackInto(
     let report: UnpackReport | undefined;
     let cached = false;
     const marker = cachedRoot === undefined ? undefined : await readMarker(`${cachedRoot}.json`);
+    // A root that shares no inode with a tree outside the cache cannot have been edited through
+    // one: used in place (a sandbox's read-only `/`), it is not walked again on every use.
+    const trusted = target === undefined && marker?.linked === false;
     const found =
-      cachedRoot === undefined || marker === undefined ? undefined : intact(cachedRoot, marker.print);
-    if (cachedRoot !== undefined && marker !== undefined && found !== undefined) {
+      cachedRoot === undefined || marker === undefined || trusted
+        ? undefined
+        : intact(cachedRoot, marker.print);
+    if (cachedRoot !== undefined && marker !== undefined && (trusted || found !== undefined)) {
       await pulled;
       report = marker.report;
       emit({ type: "unpack-cached", chainId: chainId(diffIds) });
-      if (target !== undefined) await materialise(cachedRoot, target, found, report);
+      if (target !== undefined && found !== undefined) await materialise(cachedRoot, target, found, report);
       cached = true;
     } else {
       if (cachedRoot !== undefined && marker !== undefined) await discardCache(cachedRoot);
@@ -540,7 +545,12 @@ async function unpackInto(
         else if (print !== undefined) print = await separateLoosened(target, scratch, report, print);
         // Without a print the tree could not be linked (the cache is on another filesystem).
         if (print !== undefined) {
-          await publishCache(scratch, cachedRoot, { chainId: chainId(diffIds), report, print });
+          await publishCache(scratch, cachedRoot, {
+            chainId: chainId(diffIds),
+            report,
+            print,
+            linked: target !== undefined,
+          });
           scratch = undefined;
         }
       }
@@ -609,6 +619,11 @@ interface CacheMarker {
   chainId: string;
   report: UnpackReport;
   print: TreePrint;
+  /**
+   * Its files are hardlinks of a directory the unpack wrote for a caller, where an edit in place
+   * would show: checked against `print` before every use. (Absent in markers of earlier versions.)
+   */
+  linked?: boolean;
 }
 
 async function readMarker(path: string): Promise<CacheMarker | undefined> {
