@@ -6,11 +6,8 @@ import { homedir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { promisify } from "node:util";
 import { Worker } from "node:worker_threads";
-import type { ChangesetOptions, LayerBlob, UnpackReport } from "./changeset.js";
-import { type ClientOptions, clientFor } from "./client.js";
-import { parseImageConfig } from "./config.js";
-import { type CopyEvent, type CopyResult, copyImage, registrySource, storeTarget } from "./copy.js";
-import { type Digest, parseDigest } from "./digest.js";
+import { parseImageConfig } from "../config.js";
+import { type Digest, parseDigest } from "../digest.js";
 import {
   DigestMismatchError,
   InvalidLayerError,
@@ -19,16 +16,26 @@ import {
   SizeLimitError,
   UnpackError,
   UnsafeLayerError,
-} from "./errors.js";
+} from "../errors.js";
+import { writeFileAtomic } from "../files.js";
+import { type Descriptor, parseManifestDocument } from "../manifest.js";
+import { formatPlatform, type Platform, platformOrHost } from "../platform.js";
+import { formatReference, parseReference, type Reference } from "../reference.js";
+import { type ClientOptions, clientFor } from "../registry/index.js";
+import {
+  type CopyEvent,
+  type CopyResult,
+  copyImage,
+  isAlive,
+  type PullResult,
+  registrySource,
+  Store,
+  storeTarget,
+} from "../store/index.js";
+import type { ChangesetOptions, LayerBlob, UnpackReport } from "./changeset.js";
 import { FileWriters, type WriteFailure } from "./file-writers.js";
-import { writeFileAtomic } from "./files.js";
-import { type Descriptor, parseManifestDocument } from "./manifest.js";
-import { formatPlatform, type Platform, platformOrHost } from "./platform.js";
 import { isHostRoot } from "./privilege.js";
-import type { PullResult } from "./pull.js";
-import { formatReference, parseReference, type Reference } from "./reference.js";
 import { copyDirectories, finishDirectories, keepMetadata, realEntry, restoreModes } from "./rootfs.js";
-import { isAlive, Store } from "./store.js";
 import { samePrint, type TreePrint, TreePrinter } from "./tree-print.js";
 import { walkTree } from "./tree-walk.js";
 import type { SerializedError, WorkerInit, WorkerReply, WorkerRequest } from "./unpack-worker.js";

@@ -5,7 +5,7 @@ import { PassThrough, type Readable, Transform, type TransformCallback, Writable
 import { pipeline } from "node:stream/promises";
 import * as zlib from "node:zlib";
 import { extract, type Header as Headers } from "tar-stream";
-import { type Digest, parseDigest, verifyingStream } from "./digest.js";
+import { type Digest, parseDigest, verifyingStream } from "../digest.js";
 import {
   DigestMismatchError,
   InvalidLayerError,
@@ -13,11 +13,11 @@ import {
   SizeLimitError,
   UnpackError,
   UnsafeLayerError,
-} from "./errors.js";
+} from "../errors.js";
+import { layerCompression } from "../media-types.js";
+import { programOnPath } from "../programs.js";
 import { type FileJob, FileWriters, PIECE, type WriteFailure } from "./file-writers.js";
-import { layerCompression } from "./media-types.js";
 import { isHostRoot } from "./privilege.js";
-import { programOnPath } from "./programs.js";
 import {
   copyDirectories,
   type EntryPath,

@@ -4,13 +4,6 @@ import { PassThrough, pipeline, type Readable } from "node:stream";
 import { setTimeout as delay } from "node:timers/promises";
 import { rootCertificates } from "node:tls";
 import {
-  anonymous,
-  type Challenge,
-  type CredentialProvider,
-  type Credentials,
-  parseChallenge,
-} from "./auth.js";
-import {
   AuthenticationError,
   NetworkError,
   NotFoundError,
@@ -18,9 +11,16 @@ import {
   RegistryError,
   SizeLimitError,
   UnsafeRedirectError,
-} from "./errors.js";
+} from "../errors.js";
+import { registryApiHost } from "../reference.js";
+import {
+  anonymous,
+  type Challenge,
+  type CredentialProvider,
+  type Credentials,
+  parseChallenge,
+} from "./auth.js";
 import { shortLivedBytes } from "./heap.js";
-import { registryApiHost } from "./reference.js";
 
 /** Caps on bodies we buffer in memory; blobs are streamed and bounded by their descriptor instead. */
 export interface SizeLimits {

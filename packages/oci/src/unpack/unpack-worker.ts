@@ -1,6 +1,6 @@
 import { parentPort, workerData } from "node:worker_threads";
+import { OciError } from "../errors.js";
 import { ChangesetApplier, type ChangesetOptions, type LayerBlob, type UnpackReport } from "./changeset.js";
-import { OciError } from "./errors.js";
 import type { TreePrint } from "./tree-print.js";
 
 /**

@@ -3,12 +3,12 @@ import { randomBytes } from "node:crypto";
 import { lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, realpathSync } from "node:fs";
 import { mkdir, writeFile } from "node:fs/promises";
 import { join, posix } from "node:path";
+import { ContainerConfigError, RuntimeError } from "../errors.js";
+import { defaultDataDir } from "../store/index.js";
+import { resolveInRoot } from "../unpack/index.js";
 import { removeTree } from "./containers.js";
-import { ContainerConfigError, RuntimeError } from "./errors.js";
-import { resolveInRoot } from "./rootfs.js";
 import { findProgram, findRunc, pipeOutput, rootlessIds, waitForRuntime } from "./runtime.js";
 import { type BindMount, runtimeSpec } from "./runtime-spec.js";
-import { defaultDataDir } from "./store.js";
 
 /**
  * The seam between "what to run" and "what runs it" (RFC 0068's ContainerRuntime): one process

@@ -1,0 +1,10 @@
+export { isHostRoot } from "./privilege.js";
+export { readFileInRoot, resolveInRoot } from "./rootfs.js";
+export {
+  type DirectoryListing,
+  listDirectory,
+  type TreeEntry,
+  type TreeEntryKind,
+  walkTree,
+} from "./tree-walk.js";
+export * from "./unpack.js";
