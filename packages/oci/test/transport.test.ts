@@ -20,7 +20,7 @@ import {
   Transport,
   type TransportEvent,
   type TransportOptions,
-} from "../src/registry/transport.js";
+} from "../src/registry/index.js";
 
 interface Seen {
   method: string;

@@ -11,7 +11,8 @@ import {
 import { type Descriptor, type ManifestDocument, parseManifestDocument } from "../manifest.js";
 import { MANIFEST_ACCEPT } from "../media-types.js";
 import { formatReference, manifestIdentifier, type Reference, repositoryName } from "../reference.js";
-import { bodyChunks, drain, readBody, type Transport } from "./transport.js";
+import { bodyChunks, drain, readBody } from "./http.js";
+import type { Transport } from "./transport.js";
 
 export interface FetchedManifest {
   readonly descriptor: Descriptor;
