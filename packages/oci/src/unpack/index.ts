@@ -1,5 +1,7 @@
+export { applyLayers, chainId, LayerApplication } from "./layers.js";
 export { isHostRoot } from "./privilege.js";
 export { readFileInRoot, resolveInRoot } from "./rootfs.js";
+export { defaultRootfsCacheDir, pruneRootfsCache } from "./rootfs-cache.js";
 export {
   type DirectoryListing,
   listDirectory,
