@@ -7,7 +7,7 @@ import { pipeline } from "node:stream/promises";
 import { describe, type TestContext, test } from "node:test";
 import { gzipSync } from "node:zlib";
 import { digestOf } from "../src/digest.js";
-import { ArchiveEnd } from "../src/unpack/changeset.js";
+import { ArchiveEnd } from "../src/unpack/archive.js";
 import { applyLayers, chainId } from "../src/unpack/index.js";
 import { BLOCK, DEFAULT_MTIME, dir, END_MARKER, entry, file, hardlink, symlink, tar } from "./tar-craft.js";
 

@@ -11,7 +11,8 @@ import {
   UnpackError,
   UnsafeLayerError,
 } from "../errors.js";
-import type { ChangesetOptions, LayerBlob, UnpackReport } from "./changeset.js";
+import type { LayerBlob } from "./archive.js";
+import type { ChangesetOptions, UnpackReport } from "./changeset.js";
 import { restoreModes } from "./rootfs.js";
 import type { TreePrint } from "./tree-print.js";
 import type { SerializedError, WorkerInit, WorkerReply, WorkerRequest } from "./unpack-worker.js";

@@ -33,7 +33,8 @@ import {
 } from "./rootfs-cache.js";
 import type { TreePrint } from "./tree-print.js";
 
-export type { ChangesetOptions, LayerBlob, SkippedEntry, UnpackLimits, UnpackReport } from "./changeset.js";
+export type { LayerBlob } from "./archive.js";
+export type { ChangesetOptions, SkippedEntry, UnpackLimits, UnpackReport } from "./changeset.js";
 export { DEFAULT_UNPACK_LIMITS } from "./changeset.js";
 
 export type UnpackEvent =
