@@ -1,16 +1,11 @@
 import { AuthenticationError, RegistryError, UnsafeRedirectError } from "../errors.js";
 import { type Challenge, type CredentialProvider, type Credentials, parseChallenge } from "./auth.js";
-import {
-  drain,
-  type HttpMethod,
-  LOOPBACK,
-  type RegistryRequest,
-  type RegistryResponse,
-  readBody,
-  type SizeLimits,
-  type TransportEvent,
-} from "./http.js";
+import type { HttpMethod, RegistryRequest, RegistryResponse, SizeLimits, TransportEvent } from "./http.js";
+import { drain, readBody } from "./http.js";
 import { type RetryPolicy, withRetries } from "./retry.js";
+
+/** Hosts that may be reached over plain HTTP without being marked insecure. */
+export const LOOPBACK = /^(?:localhost|127(?:\.\d{1,3}){3}|\[::1\])(?::\d+)?$/;
 
 interface CachedToken {
   token: string;

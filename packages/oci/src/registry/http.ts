@@ -47,9 +47,6 @@ export interface RegistryResponse {
   url: string;
 }
 
-/** Hosts that may be reached over plain HTTP without being marked insecure. */
-export const LOOPBACK = /^(?:localhost|127(?:\.\d{1,3}){3}|\[::1\])(?::\d+)?$/;
-
 /** Reads a whole body, failing as soon as it passes `limit` bytes. */
 export async function readBody(body: Readable, limit: number, what: string): Promise<Buffer> {
   const chunks: Buffer[] = [];

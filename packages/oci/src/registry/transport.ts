@@ -12,18 +12,9 @@ import {
 } from "../errors.js";
 import { registryApiHost } from "../reference.js";
 import { anonymous, type CredentialProvider } from "./auth.js";
-import { Authorizer } from "./authorization.js";
-import {
-  DEFAULT_LIMITS,
-  drain,
-  type HttpMethod,
-  LOOPBACK,
-  type RegistryRequest,
-  type RegistryResponse,
-  readBody,
-  type SizeLimits,
-  type TransportEvent,
-} from "./http.js";
+import { Authorizer, LOOPBACK } from "./authorization.js";
+import type { HttpMethod, RegistryRequest, RegistryResponse, SizeLimits, TransportEvent } from "./http.js";
+import { DEFAULT_LIMITS, drain, readBody } from "./http.js";
 import { isTlsProtocolMismatch, type RetryPolicy, withRetries } from "./retry.js";
 
 export interface TransportOptions {
