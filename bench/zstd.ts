@@ -33,7 +33,7 @@ async function viaZlib(path: string): Promise<number> {
   if (native === undefined)
     throw new Error(`Node ${process.version} has no zlib zstd: run this on Node ≥ 22.15.`);
   const file = createReadStream(path, { highWaterMark: 1024 * 1024 });
-  // With the unpacker's output chunks (packages/oci/src/changeset.ts); the default 16 KiB is slower.
+  // With the unpacker's output chunks (packages/oci/src/unpack/archive.ts); the default 16 KiB is slower.
   return drain(file.pipe(native({ chunkSize: Number(process.env.ZSTD_CHUNK ?? 256 * 1024) })));
 }
 

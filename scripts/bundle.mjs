@@ -26,18 +26,18 @@ await build({
 // The unpack worker is loaded by URL, relative to the module that starts it: beside the bundle.
 await build({
   ...common,
-  entryPoints: ["packages/oci/dist/src/unpack-worker.js"],
+  entryPoints: ["packages/oci/dist/src/unpack/unpack-worker.js"],
   outfile: "packages/locald/dist/unpack-worker.js",
 });
 // The unpack worker starts its file writers the same way.
 await build({
   ...common,
-  entryPoints: ["packages/oci/dist/src/file-writer-worker.js"],
+  entryPoints: ["packages/oci/dist/src/unpack/file-writer-worker.js"],
   outfile: "packages/locald/dist/file-writer-worker.js",
 });
 // So is the monitor of detached containers, started as its own process.
 await build({
   ...common,
-  entryPoints: ["packages/oci/dist/src/container-monitor.js"],
+  entryPoints: ["packages/oci/dist/src/runtime/container-monitor.js"],
   outfile: "packages/locald/dist/container-monitor.js",
 });

@@ -3,6 +3,7 @@ import { chmod, mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises"
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, type TestContext, test } from "node:test";
+import { CredentialsError } from "../src/errors.js";
 import {
   anonymous,
   dockerConfigCredentials,
@@ -12,8 +13,7 @@ import {
   removeDockerCredentials,
   saveDockerCredentials,
   staticCredentials,
-} from "../src/auth.js";
-import { CredentialsError } from "../src/errors.js";
+} from "../src/registry/auth.js";
 
 async function tempDir(t: TestContext, prefix = "oci-auth-"): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), prefix));

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { afterEach, describe, test } from "node:test";
-import { setYoungCollector, shortLivedBytes } from "../src/heap.js";
+import { setYoungCollector, shortLivedBytes } from "../src/registry/heap.js";
 
 describe("young collector", () => {
   afterEach(() => setYoungCollector(undefined));

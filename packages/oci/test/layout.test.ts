@@ -11,9 +11,9 @@ import {
   NotFoundError,
   SizeLimitError,
 } from "../src/errors.js";
-import { OciLayout, REF_NAME_ANNOTATION } from "../src/layout.js";
 import type { Descriptor } from "../src/manifest.js";
 import { MediaType } from "../src/media-types.js";
+import { OciLayout, REF_NAME_ANNOTATION } from "../src/store/layout.js";
 
 async function tempDir(t: TestContext): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), "oci-layout-"));

@@ -3,7 +3,6 @@ import { mkdir, mkdtemp, rm, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, type TestContext, test } from "node:test";
-import { readFileInRoot } from "../src/rootfs.js";
 import {
   DEFAULT_PATH,
   envFileLines,
@@ -12,7 +11,8 @@ import {
   processArgs,
   resolveUser,
   runtimeSpec,
-} from "../src/runtime-spec.js";
+} from "../src/runtime/runtime-spec.js";
+import { readFileInRoot } from "../src/unpack/rootfs.js";
 
 async function rootfs(t: TestContext, files: Record<string, string> = {}): Promise<string> {
   const base = await mkdtemp(join(tmpdir(), "oci-spec-"));

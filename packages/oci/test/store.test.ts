@@ -4,16 +4,16 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, type TestContext, test } from "node:test";
 import { parseDigest } from "../src/digest.js";
-import { REF_NAME_ANNOTATION } from "../src/layout.js";
 import type { Descriptor } from "../src/manifest.js";
 import { MediaType } from "../src/media-types.js";
+import { REF_NAME_ANNOTATION } from "../src/store/layout.js";
 import {
   CREATED_ANNOTATION,
   defaultStoreDir,
   PLATFORM_ANNOTATION,
   SOURCE_DIGEST_ANNOTATION,
   Store,
-} from "../src/store.js";
+} from "../src/store/store.js";
 
 async function tempDir(t: TestContext): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), "oci-store-"));

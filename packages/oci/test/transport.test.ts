@@ -4,7 +4,6 @@ import type { AddressInfo } from "node:net";
 import { Readable } from "node:stream";
 import { describe, type TestContext, test } from "node:test";
 import { setTimeout as delay } from "node:timers/promises";
-import { staticCredentials } from "../src/auth.js";
 import {
   AuthenticationError,
   NotFoundError,
@@ -12,6 +11,7 @@ import {
   SizeLimitError,
   UnsafeRedirectError,
 } from "../src/errors.js";
+import { staticCredentials } from "../src/registry/auth.js";
 import {
   DEFAULT_LIMITS,
   drain,
@@ -20,7 +20,7 @@ import {
   Transport,
   type TransportEvent,
   type TransportOptions,
-} from "../src/transport.js";
+} from "../src/registry/index.js";
 
 interface Seen {
   method: string;

@@ -3,7 +3,7 @@ import { lstatSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
-import { samePrint, TreePrinter } from "../src/tree-print.js";
+import { samePrint, TreePrinter } from "../src/unpack/tree-print.js";
 
 describe("TreePrinter", () => {
   const dir = mkdtempSync(join(tmpdir(), "locald-tree-print-"));

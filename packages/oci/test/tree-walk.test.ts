@@ -3,7 +3,7 @@ import { mkdir, mkdtemp, rm, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
-import { listDirectory, walkTree } from "../src/tree-walk.js";
+import { listDirectory, walkTree } from "../src/unpack/tree-walk.js";
 
 describe("walkTree", () => {
   let work: string;

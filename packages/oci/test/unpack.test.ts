@@ -6,9 +6,9 @@ import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { describe, type TestContext, test } from "node:test";
 import { gzipSync } from "node:zlib";
-import { ArchiveEnd } from "../src/changeset.js";
 import { digestOf } from "../src/digest.js";
-import { applyLayers, chainId } from "../src/unpack.js";
+import { ArchiveEnd } from "../src/unpack/archive.js";
+import { applyLayers, chainId } from "../src/unpack/index.js";
 import { BLOCK, DEFAULT_MTIME, dir, END_MARKER, entry, file, hardlink, symlink, tar } from "./tar-craft.js";
 
 async function tempDir(t: TestContext): Promise<string> {

@@ -4,14 +4,14 @@ import { existsSync, openSync, readFileSync, watch } from "node:fs";
 import { access, chmod, constants, mkdir, readFile, writeFile } from "node:fs/promises";
 import { constants as osConstants, release, userInfo } from "node:os";
 import { join } from "node:path";
-import type { ClientOptions } from "./client.js";
+import { ContainerConfigError, RuntimeError } from "../errors.js";
+import { programOnPath } from "../programs.js";
+import { formatReference, parseReference } from "../reference.js";
+import type { ClientOptions } from "../registry/index.js";
+import { defaultDataDir, defaultStoreDir, Store } from "../store/index.js";
+import { cachedRootfs, defaultRootfsCacheDir, type UnpackOptions, unpackImage } from "../unpack/index.js";
 import { type ContainerRecord, Containers, checkContainerName, processStart } from "./containers.js";
-import { ContainerConfigError, RuntimeError } from "./errors.js";
-import { programOnPath } from "./programs.js";
-import { formatReference, parseReference } from "./reference.js";
 import { type ContainerOptions, type IdRange, type RuntimeMount, runtimeSpec } from "./runtime-spec.js";
-import { defaultDataDir, defaultStoreDir, Store } from "./store.js";
-import { cachedRootfs, defaultRootfsCacheDir, type UnpackOptions, unpackImage } from "./unpack.js";
 
 /**
  * Runs images with runc (the Debian package). The root filesystem is an overlay whose lower

@@ -2,8 +2,8 @@ import { spawn } from "node:child_process";
 import { mkdir, readFile, rename, writeFile } from "node:fs/promises";
 import { homedir } from "node:os";
 import { dirname, join } from "node:path";
-import { CredentialsError } from "./errors.js";
-import { DOCKER_HUB } from "./reference.js";
+import { CredentialsError } from "../errors.js";
+import { DOCKER_HUB } from "../reference.js";
 
 /**
  * Credentials for one registry. A registry token is sent as-is (Bearer); an identity token

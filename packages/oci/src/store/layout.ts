@@ -11,11 +11,11 @@ import {
   parseDigest,
   verifyBytes,
   verifyingStream,
-} from "./digest.js";
-import { LayoutError, NotFoundError, OciError } from "./errors.js";
-import { writeFileAtomic, writeVerified } from "./files.js";
-import { checkIndex, type Descriptor, type ImageIndex } from "./manifest.js";
-import { MediaType } from "./media-types.js";
+} from "../digest.js";
+import { LayoutError, NotFoundError, OciError } from "../errors.js";
+import { writeFileAtomic, writeVerified } from "../files.js";
+import { checkIndex, type Descriptor, type ImageIndex } from "../manifest.js";
+import { MediaType } from "../media-types.js";
 
 export const REF_NAME_ANNOTATION = "org.opencontainers.image.ref.name";
 const LAYOUT_VERSION = "1.0.0";

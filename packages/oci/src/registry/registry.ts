@@ -1,17 +1,18 @@
 import type { Readable } from "node:stream";
 import { setTimeout as delay } from "node:timers/promises";
-import { type Digest, digestOf, parseDigest, verifyBytes } from "./digest.js";
+import { type Digest, digestOf, parseDigest, verifyBytes } from "../digest.js";
 import {
   DigestMismatchError,
   InvalidManifestError,
   NetworkError,
   OciError,
   SizeLimitError,
-} from "./errors.js";
-import { type Descriptor, type ManifestDocument, parseManifestDocument } from "./manifest.js";
-import { MANIFEST_ACCEPT } from "./media-types.js";
-import { formatReference, manifestIdentifier, type Reference, repositoryName } from "./reference.js";
-import { bodyChunks, drain, readBody, type Transport } from "./transport.js";
+} from "../errors.js";
+import { type Descriptor, type ManifestDocument, parseManifestDocument } from "../manifest.js";
+import { MANIFEST_ACCEPT } from "../media-types.js";
+import { formatReference, manifestIdentifier, type Reference, repositoryName } from "../reference.js";
+import { bodyChunks, drain, readBody } from "./http.js";
+import type { Transport } from "./transport.js";
 
 export interface FetchedManifest {
   readonly descriptor: Descriptor;

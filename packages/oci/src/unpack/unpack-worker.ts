@@ -1,6 +1,7 @@
 import { parentPort, workerData } from "node:worker_threads";
-import { ChangesetApplier, type ChangesetOptions, type LayerBlob, type UnpackReport } from "./changeset.js";
-import { OciError } from "./errors.js";
+import { OciError } from "../errors.js";
+import type { LayerBlob } from "./archive.js";
+import { ChangesetApplier, type ChangesetOptions, type UnpackReport } from "./changeset.js";
 import type { TreePrint } from "./tree-print.js";
 
 /**

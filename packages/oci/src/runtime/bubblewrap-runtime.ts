@@ -1,121 +1,16 @@
-import { execFile, spawn } from "node:child_process";
-import { randomBytes } from "node:crypto";
-import {
-  type Dirent,
-  lstatSync,
-  mkdirSync,
-  readdirSync,
-  readFileSync,
-  readlinkSync,
-  realpathSync,
-} from "node:fs";
-import { mkdir, writeFile } from "node:fs/promises";
+import { spawn } from "node:child_process";
+import { type Dirent, lstatSync, readdirSync, readFileSync, readlinkSync, realpathSync } from "node:fs";
 import { join, posix } from "node:path";
-import { removeTree } from "./containers.js";
-import { ContainerConfigError, RuntimeError } from "./errors.js";
-import { resolveInRoot } from "./rootfs.js";
-import { findProgram, findRunc, pipeOutput, rootlessIds, waitForRuntime } from "./runtime.js";
-import { type BindMount, runtimeSpec } from "./runtime-spec.js";
-import { defaultDataDir } from "./store.js";
-
-/**
- * The seam between "what to run" and "what runs it" (RFC 0068's ContainerRuntime): one process
- * in a root filesystem with some bind mounts, by runc or by bubblewrap. The CNB layer runs
- * lifecycle phases through it, over the host's own OS or over a builder's root.
- */
-
-/**
- * An image's root filesystem shared by many sandboxes (an unpack cache entry): shown read-only,
- * entry by entry over a private tmpfs, so mount points and `/etc/resolv.conf` never have to be
- * written into it.
- */
-export interface SharedRoot {
-  readonly shared: string;
-}
-
-export interface SandboxProcess {
-  /**
-   * A directory used as `/` (read-write, owned by the caller when rootless), a shared root shown
-   * read-only, or the host's own OS, read-only.
-   */
-  root: string | SharedRoot | "host";
-  args: readonly string[];
-  /** The whole environment: nothing of the caller's leaks in. */
-  env: readonly string[];
-  cwd: string;
-  /** Ids inside the sandbox (default 0:0, the caller mapped to root when rootless). */
-  uid?: number;
-  gid?: number;
-  /**
-   * bubblewrap only: false keeps the caller's own ids and privileges (root stays root, to chown
-   * for others); default true, a user namespace mapping the caller to `uid`/`gid`.
-   */
-  userNamespace?: boolean;
-  mounts?: readonly BindMount[];
-  hostname?: string;
-  /** "inherit" (default) passes stdio through; a callback gets stdout and stderr instead. */
-  output?: "inherit" | ((chunk: Buffer, stream: "stdout" | "stderr") => void);
-  /**
-   * An interactive command on the caller's terminal: stdin passed through, and (bubblewrap) the
-   * session kept, so job control works. Only for the caller's own commands.
-   */
-  terminal?: boolean;
-}
-
-/** A sandboxed process started by a supervisor, which stops it itself. */
-export interface SandboxHandle {
-  /** Signals the sandboxed processes; SIGKILL ends the whole sandbox. */
-  kill(signal: NodeJS.Signals): void;
-  /** Resolves with the exit code (128 + signal when killed). */
-  readonly exited: Promise<number>;
-}
-
-export interface ContainerRuntime {
-  readonly name: "runc" | "bubblewrap";
-  /** Runs the process to its end; resolves with its exit code (128 + signal when killed). */
-  run(process: SandboxProcess): Promise<number>;
-  /**
-   * Starts the process in a process group of its own, so neither the caller's terminal nor its
-   * signals reach it: the caller stops it through the handle.
-   */
-  start(process: Omit<SandboxProcess, "terminal">): Promise<SandboxHandle>;
-}
-
-function stdioOf(process: SandboxProcess) {
-  const stdin = process.terminal ? "inherit" : "ignore";
-  return process.output === undefined || process.output === "inherit"
-    ? ([stdin, "inherit", "inherit"] as const)
-    : ([stdin, "pipe", "pipe"] as const);
-}
-
-/**
- * Makes each mount point exist inside `root` as a plain directory path. A destination reached
- * through a symlink is refused: a hostile root could point it anywhere on the host.
- */
-export function prepareMountPoints(root: string, destinations: readonly string[]): void {
-  for (const destination of destinations) {
-    const parts = posix
-      .normalize(destination)
-      .split("/")
-      .filter((part) => part !== "" && part !== ".");
-    let host = root;
-    for (const part of parts) {
-      if (part === "..")
-        throw new ContainerConfigError(`The mount destination ${destination} climbs out with "..".`);
-      host = join(host, part);
-      const info = lstatSync(host, { throwIfNoEntry: false });
-      if (info === undefined) mkdirSync(host, { mode: 0o755 });
-      else if (!info.isDirectory())
-        throw new ContainerConfigError(
-          `Cannot mount onto ${destination}: /${parts.slice(0, parts.indexOf(part) + 1).join("/")} in the root is ` +
-            `${info.isSymbolicLink() ? "a symlink" : "not a directory"}.`,
-          { hint: "A root filesystem whose mount points are links or files is not usable as a sandbox." },
-        );
-    }
-    if (resolveInRoot(root, destination) !== host)
-      throw new ContainerConfigError(`The mount destination ${destination} does not stay inside the root.`);
-  }
-}
+import { RuntimeError } from "../errors.js";
+import {
+  type ContainerRuntime,
+  prepareMountPoints,
+  type SandboxHandle,
+  type SandboxProcess,
+  stdioOf,
+} from "./runners.js";
+import { findProgram, pipeOutput, waitForRuntime } from "./runtime.js";
+import type { BindMount } from "./runtime-spec.js";
 
 /**
  * What "host" mode shows of the host, read-only: its OS — programs, libraries and configuration —
@@ -199,6 +94,7 @@ function realpathOrUndefined(path: string): string | undefined {
   }
 }
 
+/** Any root, and the only runner for the host's OS and shared roots, which it shows read-only. */
 export class BubblewrapRuntime implements ContainerRuntime {
   readonly name = "bubblewrap";
 
@@ -347,85 +243,4 @@ function sandboxedProcesses(bwrapPid: number): number[] {
   };
   walk(bwrapPid, 0);
   return found;
-}
-
-export class RuncRuntime implements ContainerRuntime {
-  readonly name = "runc";
-
-  constructor(
-    private readonly runc: string,
-    private readonly home: string = defaultDataDir(),
-  ) {}
-
-  static async find(home?: string): Promise<RuncRuntime> {
-    return new RuncRuntime(await findRunc(), home);
-  }
-
-  /** A bundle for the process, its runc id and state dir. */
-  private async prepare(process: SandboxProcess): Promise<{ bundle: string; id: string; state: string }> {
-    if (typeof process.root !== "string" || process.root === "host")
-      throw new RuntimeError(
-        "runc needs a root filesystem directory of its own; the host's root and shared roots are bubblewrap's job.",
-      );
-    const uid = globalThis.process.geteuid?.() ?? 0;
-    const id = `sandbox-${randomBytes(6).toString("hex")}`;
-    const bundle = join(this.home, "sandboxes", id);
-    await mkdir(bundle, { recursive: true, mode: 0o700 });
-    try {
-      const spec = runtimeSpec(
-        {
-          Entrypoint: [...process.args],
-          Env: [...process.env],
-          WorkingDir: process.cwd,
-          User: `${process.uid ?? 0}:${process.gid ?? 0}`,
-        },
-        process.root,
-        {
-          hostEnv: {},
-          ...(process.hostname ? { hostname: process.hostname } : {}),
-          volumes: process.mounts ?? [],
-          ...(uid !== 0 ? { rootless: await rootlessIds(uid) } : {}),
-        },
-      );
-      spec.root = { path: process.root, readonly: false };
-      await writeFile(join(bundle, "config.json"), JSON.stringify(spec));
-      const state = join(this.home, "runc");
-      await mkdir(state, { recursive: true, mode: 0o700 });
-      return { bundle, id, state };
-    } catch (error) {
-      await removeTree(bundle);
-      throw error;
-    }
-  }
-
-  async run(process: SandboxProcess): Promise<number> {
-    const { bundle, id, state } = await this.prepare(process);
-    try {
-      const child = spawn(this.runc, ["--root", state, "run", "--bundle", bundle, id], {
-        stdio: [...stdioOf(process)],
-      });
-      pipeOutput(child, process.output);
-      return await waitForRuntime(child, "runc");
-    } finally {
-      await removeTree(bundle);
-    }
-  }
-
-  async start(process: Omit<SandboxProcess, "terminal">): Promise<SandboxHandle> {
-    const { bundle, id, state } = await this.prepare(process);
-    const child = spawn(this.runc, ["--root", state, "run", "--bundle", bundle, id], {
-      stdio: [...stdioOf(process)],
-      detached: true,
-    });
-    pipeOutput(child, process.output);
-    const exited = waitForRuntime(child, "runc", false).finally(() => removeTree(bundle));
-    return {
-      exited,
-      kill: (signal) => {
-        execFile(this.runc, ["--root", state, "kill", id, signal.replace(/^SIG/, "")], () => {
-          // a container that already exited has nothing to signal
-        });
-      },
-    };
-  }
 }

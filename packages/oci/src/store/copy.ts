@@ -1,15 +1,15 @@
 import { Readable } from "node:stream";
-import { parseImageConfig } from "./config.js";
-import { type Digest, parseDigest } from "./digest.js";
-import { DigestMismatchError, InvalidManifestError, PlatformNotFoundError } from "./errors.js";
+import { parseImageConfig } from "../config.js";
+import { type Digest, parseDigest } from "../digest.js";
+import { DigestMismatchError, InvalidManifestError, PlatformNotFoundError } from "../errors.js";
+import { type Descriptor, type ManifestDocument, parseManifestDocument } from "../manifest.js";
+import { MediaType } from "../media-types.js";
+import { formatPlatform, type Platform, platformMatches, selectPlatformManifest } from "../platform.js";
+import { formatReference, type Reference, withIdentifier } from "../reference.js";
+import type { RegistryClient } from "../registry/index.js";
+import { readBody } from "../registry/index.js";
 import type { OciLayout } from "./layout.js";
-import { type Descriptor, type ManifestDocument, parseManifestDocument } from "./manifest.js";
-import { MediaType } from "./media-types.js";
-import { formatPlatform, type Platform, platformMatches, selectPlatformManifest } from "./platform.js";
-import { formatReference, type Reference, withIdentifier } from "./reference.js";
-import type { RegistryClient } from "./registry.js";
 import { CREATED_ANNOTATION, PLATFORM_ANNOTATION, SOURCE_DIGEST_ANNOTATION, type Store } from "./store.js";
-import { readBody } from "./transport.js";
 
 /** Where images come from: a registry, an OCI layout or the store, interchangeably. */
 export interface ImageSource {
@@ -77,6 +77,22 @@ export interface CopyResult {
   /** True when the target already had it and nothing was transferred. */
   readonly upToDate: boolean;
   readonly blobsTransferred: number;
+  readonly bytesTransferred: number;
+}
+
+/**
+ * An image copied from its registry to a place it is known by name: what `pull` returns, and
+ * `unpackImage` with it (which is why it lives here, below both).
+ */
+export interface PullResult {
+  readonly reference: Reference;
+  /** The manifest stored (platform-specific unless platform is "all"). */
+  readonly descriptor: Descriptor;
+  readonly digest: Digest;
+  /** The digest the reference resolved to at the registry. */
+  readonly sourceDigest: Digest;
+  readonly platform: string | undefined;
+  readonly upToDate: boolean;
   readonly bytesTransferred: number;
 }
 

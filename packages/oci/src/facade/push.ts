@@ -1,12 +1,17 @@
 import { stat } from "node:fs/promises";
-import { type ClientOptions, clientFor } from "./client.js";
-import { type CopyEvent, copyImage, type ImageSource, layoutSource, registryTarget } from "./copy.js";
-import type { Digest } from "./digest.js";
-import { NotFoundError } from "./errors.js";
-import { OciLayout } from "./layout.js";
-import { formatReference, parseReference, type Reference } from "./reference.js";
-import { Store } from "./store.js";
-import { DEFAULT_LIMITS } from "./transport.js";
+import type { Digest } from "../digest.js";
+import { NotFoundError } from "../errors.js";
+import { formatReference, parseReference, type Reference } from "../reference.js";
+import { type ClientOptions, clientFor, DEFAULT_LIMITS } from "../registry/index.js";
+import {
+  type CopyEvent,
+  copyImage,
+  type ImageSource,
+  layoutSource,
+  OciLayout,
+  registryTarget,
+  Store,
+} from "../store/index.js";
 
 /** What `push` reads: an image in the store by name, or an OCI layout directory. */
 export type PushSource =

@@ -1,6 +1,6 @@
 import { availableParallelism } from "node:os";
 import { Worker } from "node:worker_threads";
-import { UnpackError } from "./errors.js";
+import { UnpackError } from "../errors.js";
 import { type TreePrint, TreePrinter } from "./tree-print.js";
 
 /** Where a new regular file goes and how it ends up; decided by the unpack thread. */

@@ -3,9 +3,9 @@ import { readFileSync } from "node:fs";
 import { chmod, mkdir, readdir, readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import { ContainerConfigError, ContainerStateError } from "./errors.js";
-import { writeFileAtomic } from "./files.js";
-import { isAlive } from "./store.js";
+import { ContainerConfigError, ContainerStateError } from "../errors.js";
+import { writeFileAtomic } from "../files.js";
+import { isAlive } from "../store/index.js";
 
 /**
  * Container records under `$LOCALD_HOME/containers/<name>`: the bundle (config.json, rootfs,

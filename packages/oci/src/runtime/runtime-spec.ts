@@ -1,7 +1,7 @@
 import { isAbsolute, posix } from "node:path";
-import type { ContainerConfig } from "./config.js";
-import { ContainerConfigError } from "./errors.js";
-import { readFileInRoot } from "./rootfs.js";
+import type { ContainerConfig } from "../config.js";
+import { ContainerConfigError } from "../errors.js";
+import { readFileInRoot } from "../unpack/index.js";
 
 /**
  * The OCI runtime spec (`config.json`) for one container, from an image config and `docker run`

@@ -21,7 +21,7 @@ import {
   unlinkSync,
 } from "node:fs";
 import { join } from "node:path";
-import { InvalidLayerError, UnsafeLayerError } from "./errors.js";
+import { InvalidLayerError, UnsafeLayerError } from "../errors.js";
 import type { FileJob } from "./file-writers.js";
 import { listDirectory } from "./tree-walk.js";
 

@@ -1,13 +1,18 @@
-import { type ClientOptions, clientFor } from "./client.js";
-import { copyImage, layoutTarget, registrySource, storeTarget } from "./copy.js";
-import type { Digest } from "./digest.js";
-import { PlatformNotFoundError } from "./errors.js";
-import { OciLayout } from "./layout.js";
-import type { Descriptor } from "./manifest.js";
-import { type Platform, platformOrHost } from "./platform.js";
-import { formatReference, parseReference, type Reference } from "./reference.js";
-import { Store } from "./store.js";
-import { type UnpackEvent, unpackImage } from "./unpack.js";
+import type { Digest } from "../digest.js";
+import { PlatformNotFoundError } from "../errors.js";
+import { type Platform, platformOrHost } from "../platform.js";
+import { formatReference, parseReference, type Reference } from "../reference.js";
+import { type ClientOptions, clientFor } from "../registry/index.js";
+import {
+  copyImage,
+  layoutTarget,
+  OciLayout,
+  type PullResult,
+  registrySource,
+  Store,
+  storeTarget,
+} from "../store/index.js";
+import { type UnpackEvent, unpackImage } from "../unpack/index.js";
 
 /** Where `pull` puts an image. */
 export type Destination =
@@ -49,18 +54,6 @@ export interface PullOptions extends ClientOptions {
   /** Blobs downloaded at once (default 4). */
   concurrency?: number;
   onEvent?: (event: UnpackEvent) => void;
-}
-
-export interface PullResult {
-  readonly reference: Reference;
-  /** The manifest stored (platform-specific unless platform is "all"). */
-  readonly descriptor: Descriptor;
-  readonly digest: Digest;
-  /** The digest the reference resolved to at the registry. */
-  readonly sourceDigest: Digest;
-  readonly platform: string | undefined;
-  readonly upToDate: boolean;
-  readonly bytesTransferred: number;
 }
 
 function platformOption(value: PullOptions["platform"]): Platform | "all" {

@@ -2,13 +2,13 @@ import { randomBytes } from "node:crypto";
 import { mkdir, readdir, readFile, rm, stat } from "node:fs/promises";
 import { homedir } from "node:os";
 import { join } from "node:path";
-import { type ImageConfig, parseImageConfig } from "./config.js";
-import type { Digest } from "./digest.js";
-import { parseDigest } from "./digest.js";
-import { InvalidManifestError, OciError, StoreError } from "./errors.js";
-import { writeFileAtomic } from "./files.js";
+import { type ImageConfig, parseImageConfig } from "../config.js";
+import type { Digest } from "../digest.js";
+import { parseDigest } from "../digest.js";
+import { InvalidManifestError, OciError, StoreError } from "../errors.js";
+import { writeFileAtomic } from "../files.js";
+import { type Descriptor, type ImageManifest, parseManifestDocument } from "../manifest.js";
 import { OciLayout, REF_NAME_ANNOTATION } from "./layout.js";
-import { type Descriptor, type ImageManifest, parseManifestDocument } from "./manifest.js";
 
 /** Annotations the store keeps on each image entry. */
 export const SOURCE_DIGEST_ANNOTATION = "io.locald.source.digest";

@@ -1,0 +1,2 @@
+export * from "./pull.js";
+export * from "./push.js";

@@ -1,0 +1,7 @@
+export * from "./auth.js";
+export * from "./client.js";
+export { collectWithExposedGc, setYoungCollector } from "./heap.js";
+export * from "./http.js";
+export * from "./registry.js";
+export { parseRetryAfter } from "./retry.js";
+export * from "./transport.js";

@@ -1,0 +1,80 @@
+import { setTimeout as delay } from "node:timers/promises";
+import { NetworkError, OciError } from "../errors.js";
+import { drain, type RegistryResponse, type TransportEvent } from "./http.js";
+
+export interface RetryPolicy {
+  /** Attempts after the first. */
+  retries: number;
+  retryBaseDelayMs: number;
+  /** Longest `Retry-After` honoured; a longer ask returns the response instead of waiting. */
+  maxRetryAfterMs: number;
+  onEvent: (event: TransportEvent) => void;
+}
+
+const RETRYABLE_STATUS = new Set([500, 502, 503, 504]);
+
+/** Errors after which the same request may succeed. */
+function isTransientNetworkError(error: unknown): boolean {
+  const code = (error as NodeJS.ErrnoException | undefined)?.code ?? "";
+  return /^(ECONNRESET|ECONNREFUSED|EPIPE|ETIMEDOUT|EAI_AGAIN|ENETUNREACH|EHOSTUNREACH)$/.test(code);
+}
+
+/** HTTPS spoken to a server that answers plain HTTP. */
+export function isTlsProtocolMismatch(error: unknown): boolean {
+  const code = (error as NodeJS.ErrnoException | undefined)?.code ?? "";
+  return (
+    code === "ERR_SSL_WRONG_VERSION_NUMBER" ||
+    code === "EPROTO" ||
+    /wrong version number|packet length too long/i.test(String((error as Error)?.message))
+  );
+}
+
+function describeNetworkError(error: unknown): string {
+  const e = error as NodeJS.ErrnoException;
+  return e.code ? `${e.code}: ${e.message}` : String(e?.message ?? error);
+}
+
+/** Parses `Retry-After` (seconds or HTTP date) into milliseconds. */
+export function parseRetryAfter(value: string | undefined, now = Date.now()): number | undefined {
+  if (value === undefined) return undefined;
+  const trimmed = value.trim();
+  if (/^\d+$/.test(trimmed)) return Number(trimmed) * 1000;
+  // Only an IMF-fixdate (e.g. "Wed, 21 Oct 2015 07:28:00 GMT"); Date.parse reads "-5" as a year.
+  if (!/^[A-Za-z]{3}, \d{2} [A-Za-z]{3} \d{4} \d{2}:\d{2}:\d{2} GMT$/.test(trimmed)) return undefined;
+  const date = Date.parse(trimmed);
+  return Number.isNaN(date) ? undefined : Math.max(0, date - now);
+}
+
+/** Retries network errors, 5xx and 429 with exponential backoff, honouring `Retry-After`. */
+export async function withRetries(
+  policy: RetryPolicy,
+  what: string,
+  attempt: () => Promise<RegistryResponse>,
+): Promise<RegistryResponse> {
+  for (let n = 0; ; n++) {
+    let reason: string;
+    let waitMs: number | undefined;
+    try {
+      const response = await attempt();
+      if (response.status !== 429 && !RETRYABLE_STATUS.has(response.status)) return response;
+      if (n >= policy.retries) return response;
+      reason = `HTTP ${response.status}`;
+      waitMs = parseRetryAfter(response.headers["retry-after"]);
+      if (waitMs !== undefined && waitMs > policy.maxRetryAfterMs) return response;
+      await drain(response.body);
+    } catch (error) {
+      if (!isTransientNetworkError(error) || n >= policy.retries) {
+        if (error instanceof OciError) throw error;
+        if (isTlsProtocolMismatch(error)) throw error;
+        throw new NetworkError(`Cannot reach ${what}: ${describeNetworkError(error)}.`, {
+          hint: "Check the registry address and your network; plain-HTTP registries other than localhost must be marked insecure.",
+          cause: error,
+        });
+      }
+      reason = describeNetworkError(error);
+    }
+    const delayMs = waitMs ?? Math.min(policy.retryBaseDelayMs * 2 ** n, 10_000) * (0.5 + Math.random() / 2);
+    policy.onEvent({ type: "retry", url: what, attempt: n + 1, delayMs, reason });
+    await delay(delayMs);
+  }
+}

@@ -1,0 +1,3 @@
+export * from "./copy.js";
+export * from "./layout.js";
+export * from "./store.js";
