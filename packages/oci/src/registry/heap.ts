@@ -1,5 +1,3 @@
-import { runInNewContext } from "node:vm";
-
 /**
  * Node reads each socket into a new 64 KiB buffer, and V8 frees dead buffers only when it next
  * collects its young generation, which it forces only once some 32 MiB of them wait. A download
@@ -17,17 +15,6 @@ let sinceCollection = 0;
 export function setYoungCollector(collector: (() => void) | undefined): void {
   collect = collector;
   sinceCollection = 0;
-}
-
-/**
- * Collects with the `gc` that `--expose-gc` gives new contexts, when the process turned that flag
- * on (collecting is per isolate, whichever context asks). Returns whether it could.
- */
-export function collectWithExposedGc(): boolean {
-  const gc: unknown = runInNewContext("typeof gc === 'function' ? gc : undefined");
-  if (typeof gc !== "function") return false;
-  setYoungCollector(() => (gc as (options: { type: "minor" }) => void)({ type: "minor" }));
-  return true;
 }
 
 /** Counts bytes read into buffers that die soon after; collects when enough are dead. */

@@ -1,6 +1,6 @@
 export * from "./auth.js";
 export * from "./client.js";
-export { collectWithExposedGc, setYoungCollector } from "./heap.js";
+export { setYoungCollector } from "./heap.js";
 export * from "./http.js";
 export * from "./registry.js";
 export { parseRetryAfter } from "./retry.js";
