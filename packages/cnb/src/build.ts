@@ -10,17 +10,15 @@ import {
   defaultDataDir,
   dockerConfigCredentials,
   dockerConfigKey,
-  isHostRoot,
   layoutTarget,
   OciLayout,
   parseReference,
   removeTree,
-  type SharedRoot,
   Store,
   storeTarget,
 } from "@locald/oci";
 import { parse as parseToml } from "smol-toml";
-import { type Builder, builderRootfs, fetchBuilder } from "./builder.js";
+import { type Builder, fetchBuilder } from "./builder.js";
 import { BuildConfigError, BuildError } from "./errors.js";
 import {
   decompressPreviousImage,
@@ -31,11 +29,18 @@ import {
 } from "./layout-repo.js";
 import type { Phase } from "./lifecycle.js";
 import { imageName, layoutAlias, layoutPath, negotiatePlatformApi, platformEnv } from "./platform.js";
-import { DEFAULT_PATH, type Isolation, isolationOf, LifecycleSandbox, processOutput } from "./sandbox.js";
+import {
+  type Isolation,
+  isolationMode,
+  isolationOf,
+  LifecycleSandbox,
+  phaseEnvironment,
+  processOutput,
+} from "./sandbox/index.js";
 
 /**
  * `locald build`: source → OCI image with the official lifecycle, phase by phase, in a sandbox
- * (see sandbox.ts: the builder's own OS by default, or the host's) that shows the app at
+ * (see sandbox/: the builder's own OS by default, or the host's) that shows the app at
  * /workspace, layers at /layers, the platform dir at /platform and the cache at /cache — so the
  * image comes out as pack makes it (WORKDIR /workspace, CNB_LAYERS_DIR=/layers).
  */
@@ -128,34 +133,14 @@ export async function startingPoint(
   });
   const platformApi = negotiatePlatformApi(builder.platformApis, builder.lifecycleVersion);
   const isolation = isolationOf(options.isolation);
-  const root: SharedRoot | "host" =
-    isolation === "host"
-      ? "host"
-      : {
-          shared: await builderRootfs(builder, {
-            store,
-            cacheDir: join(home, "cache", "rootfs"),
-            ...(options.client ? { client: options.client } : {}),
-          }),
-        };
-  // Root over the host's OS chowns for the build user; everywhere else the caller is mapped to it.
-  const privileged = root === "host" && isHostRoot();
+  const mode = isolationMode(isolation);
+  const root = await mode.root(builder, {
+    store,
+    cacheDir: join(home, "cache", "rootfs"),
+    ...(options.client ? { client: options.client } : {}),
+  });
+  const privileged = mode.privileged();
   return { app, home, store, runtime, builder, platformApi, isolation, root, privileged };
-}
-
-/**
- * The phases' environment: in the builder's OS its image's (PATH and the rest, as pack's build
- * container has them), over the host a plain PATH; HOME is /tmp, the one place every sandbox can write.
- */
-export function phaseEnvironment(builder: Builder, isolation: Isolation, platformApi: string): string[] {
-  const own =
-    isolation === "builder" ? builder.env.filter((pair) => !/^(HOME|CNB_PLATFORM_API)=/.test(pair)) : [];
-  return [
-    ...(own.some((pair) => pair.startsWith("PATH=")) ? [] : [`PATH=${DEFAULT_PATH}`]),
-    ...own,
-    `CNB_PLATFORM_API=${platformApi}`,
-    "HOME=/tmp",
-  ];
 }
 
 export async function build(appDir: string, options: BuildOptions): Promise<BuildResult> {
@@ -240,6 +225,7 @@ export async function build(appDir: string, options: BuildOptions): Promise<Buil
     const sandbox = new LifecycleSandbox({
       runtime,
       root,
+      privileged,
       uid,
       gid,
       mounts,

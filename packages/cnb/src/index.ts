@@ -5,4 +5,4 @@ export * from "./errors.js";
 export * from "./launcher.js";
 export * from "./lifecycle.js";
 export * from "./platform.js";
-export * from "./sandbox.js";
+export * from "./sandbox/index.js";

@@ -5,11 +5,18 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import { type BindMount, type ClientOptions, removeTree, type SandboxHandle, type Store } from "@locald/oci";
 import { parse as parseToml } from "smol-toml";
-import { appStateDir, orderToml, phaseEnvironment, startingPoint } from "./build.js";
+import { appStateDir, orderToml, startingPoint } from "./build.js";
 import type { Builder } from "./builder.js";
 import { BuildConfigError } from "./errors.js";
 import { platformEnv } from "./platform.js";
-import { DEFAULT_PATH, type Isolation, LifecycleSandbox, type OutputSink, processOutput } from "./sandbox.js";
+import {
+  DEFAULT_PATH,
+  type Isolation,
+  LifecycleSandbox,
+  type OutputSink,
+  phaseEnvironment,
+  processOutput,
+} from "./sandbox/index.js";
 
 /**
  * Dev environments (`locald shell` / `exec`): detect + build into a layers dir kept per app, with
@@ -134,6 +141,7 @@ export async function prepareEnvironment(
     const sandbox = new LifecycleSandbox({
       runtime,
       root,
+      privileged,
       uid,
       gid,
       mounts,

@@ -1,0 +1,3 @@
+export * from "./isolation.js";
+export * from "./lifecycle-sandbox.js";
+export { isolationMode, phaseEnvironment } from "./modes.js";
