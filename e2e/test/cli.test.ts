@@ -221,5 +221,24 @@ describe("CLI bad input", () => {
       (await runLocald(["login", registry.host, "-u", "x"], { env: { LOCALD_HOME: home } })).code,
       2,
     );
+    for (const count of ["0", "-1", "1.5", "many"]) {
+      const refused = await runLocald(
+        ["image", "pull", "--concurrency", count, `${registry.host}/cli/app:1`],
+        {
+          env: { LOCALD_HOME: home },
+        },
+      );
+      assert.equal(refused.code, 2, `--concurrency ${count}`);
+      assert.match(refused.stderr, /positive whole number/);
+    }
+  });
+
+  test("up without a locald.toml says what a minimal one looks like", async () => {
+    const empty = await mkdtemp(join(home as string, "no-project-"));
+    const result = await runLocald(["up"], { env: { LOCALD_HOME: home }, cwd: empty });
+    assert.equal(result.code, 2);
+    assert.match(result.stderr, /No locald\.toml in /);
+    assert.match(result.stderr, /\[services\.web\.build\]\npath = "\."/);
+    assert.doesNotMatch(result.stderr, /unexpected|\n\s+at /);
   });
 });

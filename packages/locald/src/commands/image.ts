@@ -57,7 +57,7 @@ export function registerImageCommands(program: Command, context: CommandContext)
       "platform to pull from a multi-platform image (default: this machine's)",
     )
     .option("--layout <dir>", "write an OCI image layout to this directory instead of the store")
-    .option("--concurrency <n>", "blobs downloaded at once", (v) => Number.parseInt(v, 10), 4)
+    .option("--concurrency <n>", "blobs downloaded at once", positiveInteger, 4)
     .option("-q, --quiet", "print only the digest")
     .option("--json", "print the result as JSON")
     .action(
@@ -167,7 +167,7 @@ export function registerImageCommands(program: Command, context: CommandContext)
     .description("Push an image from the local store or an OCI layout directory to a registry")
     .argument("<source>", "image in the store, or an OCI layout directory (DIR or DIR:name)")
     .argument("<ref>", "destination reference")
-    .option("--chunk-size <bytes>", "upload in chunks of this many bytes", (v) => Number.parseInt(v, 10))
+    .option("--chunk-size <bytes>", "upload in chunks of this many bytes", positiveInteger)
     .option("-q, --quiet", "print only the digest")
     .option("--json", "print the result as JSON")
     .action(

@@ -26,7 +26,11 @@ export function registerUpCommand(program: Command, context: CommandContext): vo
         throw new UsageError(`--timeout must be seconds (≥ 0), not "${opts.timeout}".`);
       const loaded = await loadConfig(".");
       if (loaded === undefined)
-        throw new UsageError(`No ${CONFIG_FILE} here: locald up starts the services it defines.`);
+        throw new UsageError(
+          `No ${CONFIG_FILE} in ${process.cwd()}: locald up starts the services it defines. A minimal one, ` +
+            `which builds the app in this directory and runs it:\n\n[project]\nbuilder = "<builder image>"\n\n` +
+            `[services.web.build]\npath = "."\n\nAn image runs as [services.db] image = "postgres:16".`,
+        );
       const selected = selectServices(loaded, names);
       const width = Math.max(...selected.map((name) => name.length), "locald".length);
       const colour = useColour(output.stdout);
