@@ -34,7 +34,7 @@ describe("locald up", () => {
   test("without a locald.toml: a usage error", async () => {
     const result = await up();
     assert.equal(result.code, 2);
-    assert.match(result.stderr, /No locald\.toml here/);
+    assert.match(result.stderr, /No locald\.toml in .*\[services\.web\.build\]/s);
   });
 
   test("an invalid locald.toml: file, line, column and key, and no trace", async () => {
