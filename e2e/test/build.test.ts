@@ -168,6 +168,9 @@ for (const who of ["root", "an unprivileged user"] as const) {
       for (const header of ["ANALYZING", "DETECTING", "RESTORING", "BUILDING", "EXPORTING"])
         assert.match(built.stderr, new RegExp(`===> ${header}`));
       assert.match(built.stderr, /Procfile: process "web": cat message.txt/);
+      // Not a terminal: the lifecycle's warnings come without ANSI colour (CNB_NO_COLOR).
+      assert.match(built.stderr, /Warning: /);
+      assert.ok(!built.stderr.includes("\u001b["), "no ANSI escape in piped output");
       const ran = await locald(["container", "run", "--rm", "procfile-static"]);
       assert.equal(ran.code, 0, ran.stderr);
       assert.equal(ran.stdout, "Hello from a Procfile app built by locald with the CNB lifecycle.\n");

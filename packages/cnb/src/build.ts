@@ -85,6 +85,8 @@ export interface BuildOptions {
   logLevel?: "info" | "debug";
   /** Where the phases run: the builder's own OS (default) or the host's. */
   isolation?: Isolation;
+  /** false: the lifecycle prints no ANSI colour (CNB_NO_COLOR), for output that is not a terminal. */
+  colour?: boolean;
 }
 
 export interface BuildResult {
@@ -202,7 +204,7 @@ export async function build(appDir: string, options: BuildOptions): Promise<Buil
       ...(root === "host" ? [{ source: builder.cnbDir, destination: "/cnb", readonly: true }] : []),
     ];
     const env = [
-      ...phaseEnvironment(builder, isolation, platformApi),
+      ...phaseEnvironment(builder, isolation, platformApi, options.colour),
       "CNB_EXPERIMENTAL_MODE=warn",
       ...(options.creationTime
         ? [`SOURCE_DATE_EPOCH=${Math.floor(options.creationTime.getTime() / 1000)}`]

@@ -58,6 +58,8 @@ export interface EnvironmentOptions {
   onOutput?: OutputSink;
   /** Where buildpacks and commands run: the builder's own OS (default) or the host's. */
   isolation?: Isolation;
+  /** false: the lifecycle prints no ANSI colour (CNB_NO_COLOR), for output that is not a terminal. */
+  colour?: boolean;
 }
 
 export interface DevEnvironment {
@@ -120,7 +122,7 @@ export async function prepareEnvironment(
     { source: platform, destination: "/platform", readonly: true },
     ...(root === "host" ? [{ source: builder.cnbDir, destination: "/cnb", readonly: true }] : []),
   ];
-  const environment = phaseEnvironment(builder, isolation, platformApi);
+  const environment = phaseEnvironment(builder, isolation, platformApi, options.colour);
   const digest = await inputsDigest(app, builder, options);
   const recorded = await readFile(join(state, "inputs"), "utf8").catch(() => "");
   const built = await stat(join(layers, "config", "metadata.toml")).catch(() => undefined);

@@ -11,15 +11,21 @@ export function isolationMode(isolation: Isolation): IsolationMode {
 }
 
 /**
- * The phases' environment: the mode's own, a plain PATH where it has none, the Platform API, and
- * HOME=/tmp, the one place every sandbox can write.
+ * The phases' environment: the mode's own, a plain PATH where it has none, the Platform API,
+ * HOME=/tmp (the one place every sandbox can write), and no colour when `colour` is false.
  */
-export function phaseEnvironment(builder: Builder, isolation: Isolation, platformApi: string): string[] {
+export function phaseEnvironment(
+  builder: Builder,
+  isolation: Isolation,
+  platformApi: string,
+  colour = true,
+): string[] {
   const own = isolationMode(isolation).environment(builder);
   return [
     ...(own.some((pair) => pair.startsWith("PATH=")) ? [] : [`PATH=${DEFAULT_PATH}`]),
     ...own,
     `CNB_PLATFORM_API=${platformApi}`,
     "HOME=/tmp",
+    ...(colour ? [] : ["CNB_NO_COLOR=true"]),
   ];
 }

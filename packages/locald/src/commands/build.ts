@@ -15,6 +15,7 @@ import {
   type ServiceBuild,
 } from "../config.js";
 import { clientOptions } from "../options.js";
+import { useColour } from "../ui.js";
 import { UsageError } from "../usage.js";
 import type { CommandContext } from "./image.js";
 
@@ -132,6 +133,7 @@ export function registerBuildCommand(program: Command, context: CommandContext):
           ...(opts.clearCache ? { clearCache: true } : {}),
           ...(opts.creationTime ? { creationTime: creationTime(opts.creationTime) } : {}),
           isolation: chooseIsolation(loaded, opts.isolation, target.service),
+          colour: useColour(output.stderr),
           client: clientOptions(flags, (line) => output.stderr.write(`${line}\n`)),
           logLevel: flags.verbose || process.env.LOCALD_DEBUG === "1" ? "debug" : "info",
           onOutput: (chunk) => output.stderr.write(chunk),

@@ -3,6 +3,7 @@ import type { Command } from "commander";
 import { chooseBuilder, chooseIsolation, ISOLATION_HELP, loadConfig, nameOf } from "../config.js";
 import { devcontainerConfig, launchEnvironment, writeDevcontainer } from "../devcontainer.js";
 import { clientOptions } from "../options.js";
+import { useColour } from "../ui.js";
 import { UsageError } from "../usage.js";
 import type { CommandContext } from "./image.js";
 
@@ -51,6 +52,7 @@ export function registerDevCommands(program: Command, context: CommandContext): 
       client: clientOptions(global, (line) => output.stderr.write(`${line}\n`)),
       logLevel: global.verbose || process.env.LOCALD_DEBUG === "1" ? "debug" : "info",
       onOutput: (chunk) => output.stderr.write(chunk),
+      colour: useColour(output.stderr),
     });
   };
   const withDevOptions = (command: Command) =>
@@ -140,6 +142,7 @@ export function registerDevcontainerCommand(program: Command, context: CommandCo
         client,
         logLevel: global.verbose || process.env.LOCALD_DEBUG === "1" ? "debug" : "info",
         onOutput: (chunk) => output.stderr.write(chunk),
+        colour: useColour(output.stderr),
       });
       const env = await launchEnvironment(result.image, { client });
       const file = await writeDevcontainer(
