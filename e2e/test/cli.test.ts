@@ -233,6 +233,22 @@ describe("CLI bad input", () => {
     }
   });
 
+  test("LOCALD_HOME that is a file: every command says so, in words", async () => {
+    const file = join(home as string, "not-a-home");
+    await writeFile(file, "x");
+    for (const args of [
+      ["container", "ls"],
+      ["container", "run", "--rm", `${registry.host}/bad/app:1`, "true"],
+      ["image", "ls"],
+    ]) {
+      const result = await runLocald(args, { env: { LOCALD_HOME: file } });
+      assert.equal(result.code, 1, `${args.join(" ")}: ${result.stderr}`);
+      assert.match(result.stderr, /not-a-home/, args.join(" "));
+      assert.doesNotMatch(result.stderr, /unexpected|ENOTDIR|\n\s+at /, args.join(" "));
+    }
+    assert.equal(await readFile(file, "utf8"), "x", "the file is left as it was");
+  });
+
   test("up without a locald.toml says what a minimal one looks like", async () => {
     const empty = await mkdtemp(join(home as string, "no-project-"));
     const result = await runLocald(["up"], { env: { LOCALD_HOME: home }, cwd: empty });

@@ -153,7 +153,11 @@ export class Containers {
   }
 
   async list(): Promise<ContainerRecord[]> {
-    const names = await readdir(this.dir).catch(() => [] as string[]);
+    // No directory yet is no container yet; anything else (a file in the way, no permission) is said.
+    const names = await readdir(this.dir).catch((error: NodeJS.ErrnoException) => {
+      if (error.code === "ENOENT") return [] as string[];
+      throw error;
+    });
     const records: ContainerRecord[] = [];
     for (const name of names.sort()) {
       if (!CONTAINER_NAME.test(name)) continue;

@@ -62,8 +62,17 @@ export class Store {
       return new Store(root, layout);
     } catch (error) {
       if (error instanceof OciError) throw error;
-      throw new StoreError(`Cannot open the image store at ${root}: ${(error as Error).message}.`, {
-        hint: "Check the permissions of the directory, or set LOCALD_HOME to another place.",
+      const code = (error as NodeJS.ErrnoException).code;
+      const why =
+        code === "ENOTDIR" || code === "EEXIST"
+          ? "a part of that path is a file, not a directory"
+          : code === "EACCES" || code === "EPERM"
+            ? "permission denied"
+            : code === "EROFS"
+              ? "the filesystem is read-only"
+              : (error as Error).message;
+      throw new StoreError(`Cannot open the image store at ${root}: ${why}.`, {
+        hint: "Check the owner and mode of that path, or set LOCALD_HOME to a directory you can write.",
       });
     }
   }
