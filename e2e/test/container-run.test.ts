@@ -158,6 +158,10 @@ for (const who of ["root", "an unprivileged user"] as const) {
       ]);
       assert.equal(await readFile(join(out, "file"), "utf8"), "written\n");
       await assert.rejects(stat(join(data, "new")), "nothing was written through the read-only mount");
+      const missing = await run(["-v", `${join(home, "no-such-dir")}:/data`, ref, "true"]);
+      assert.equal(missing.code, 1);
+      assert.match(missing.stderr, /The volume source .*no-such-dir does not exist on this machine/);
+      assert.doesNotMatch(missing.stderr, /runc|level=error/);
     });
 
     test("exit codes, and SIGTERM forwarded to a foreground container", async () => {

@@ -167,6 +167,12 @@ export async function runContainer(reference: string, options: RunOptions = {}):
   const name = options.name ?? `locald-${randomBytes(6).toString("hex")}`;
   checkContainerName(name);
   const ref = parseReference(reference);
+  // runc would say it in a log line of its own, after the image was pulled and unpacked.
+  for (const volume of options.volumes ?? [])
+    if (!existsSync(volume.source))
+      throw new ContainerConfigError(`The volume source ${volume.source} does not exist on this machine.`, {
+        hint: `Create it first (mkdir -p ${volume.source}) or correct the -v path.`,
+      });
   const containers = new Containers(home, runc);
   const uid = process.geteuid?.() ?? 0;
   const rootless = uid !== 0;
