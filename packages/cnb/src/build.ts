@@ -142,11 +142,11 @@ export async function startingPoint(
     ...(options.client ? { client: options.client } : {}),
   });
   const privileged = mode.privileged();
-  return { app, home, store, runtime, builder, platformApi, isolation, root, privileged };
+  return { app, home, store, runtime, builder, platformApi, isolation, mode, root, privileged };
 }
 
 export async function build(appDir: string, options: BuildOptions): Promise<BuildResult> {
-  const { app, home, store, runtime, builder, platformApi, isolation, root, privileged } =
+  const { app, home, store, runtime, builder, platformApi, isolation, mode, root, privileged } =
     await startingPoint(appDir, options, true);
   const runImage = options.runImage ?? builder.runImages[0];
   if (runImage === undefined)
@@ -201,7 +201,7 @@ export async function build(appDir: string, options: BuildOptions): Promise<Buil
       { source: cache, destination: "/cache", readonly: false },
       { source: repo, destination: "/layout-repo", readonly: false },
       // The builder's own /cnb is in its root; over the host it is the extracted copy.
-      ...(root === "host" ? [{ source: builder.cnbDir, destination: "/cnb", readonly: true }] : []),
+      ...mode.mounts(builder),
     ];
     const env = [
       ...phaseEnvironment(builder, isolation, platformApi, options.colour),

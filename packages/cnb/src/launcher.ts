@@ -106,7 +106,7 @@ export async function prepareEnvironment(
   appDir: string,
   options: EnvironmentOptions,
 ): Promise<DevEnvironment> {
-  const { app, home, runtime, builder, platformApi, isolation, root, privileged } = await startingPoint(
+  const { app, home, runtime, builder, platformApi, isolation, mode, root, privileged } = await startingPoint(
     appDir,
     options,
     false,
@@ -120,7 +120,7 @@ export async function prepareEnvironment(
     { source: app, destination: "/workspace", readonly: false },
     { source: layers, destination: "/layers", readonly: false },
     { source: platform, destination: "/platform", readonly: true },
-    ...(root === "host" ? [{ source: builder.cnbDir, destination: "/cnb", readonly: true }] : []),
+    ...mode.mounts(builder),
   ];
   const environment = phaseEnvironment(builder, isolation, platformApi, options.colour);
   const digest = await inputsDigest(app, builder, options);

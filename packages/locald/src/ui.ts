@@ -1,5 +1,5 @@
 import type { UnpackEvent } from "@locald/oci";
-import { OciError } from "@locald/oci";
+import { errnoReason, OciError } from "@locald/oci";
 
 export interface Output {
   readonly stdout: NodeJS.WritableStream & { isTTY?: boolean; columns?: number };
@@ -145,43 +145,26 @@ export function renderError(error: unknown, output: Output, verbose: boolean): v
   else output.stderr.write("This is unexpected; run again with --verbose for details and report it.\n");
 }
 
-/** What the usual filesystem refusals mean, and what to do about them. */
-const SYSTEM_ERRORS: Readonly<Record<string, { why: string; hint: string }>> = {
-  EACCES: {
-    why: "permission denied",
-    hint: "Check the owner and mode of that path, or set LOCALD_HOME to a directory you own.",
-  },
-  EPERM: {
-    why: "operation not permitted",
-    hint: "Check the owner and mode of that path, or set LOCALD_HOME to a directory you own.",
-  },
-  EROFS: {
-    why: "the filesystem is read-only",
-    hint: "Set LOCALD_HOME to a directory on a writable filesystem.",
-  },
-  ENOTDIR: {
-    why: "a part of the path is a file, not a directory",
-    hint: "Move that file away, or set LOCALD_HOME to a directory.",
-  },
-  ENOSPC: {
-    why: "the disk is full",
-    hint: "Free some disk space (locald image prune removes unused images) and try again.",
-  },
-  EDQUOT: {
-    why: "the disk quota is used up",
-    hint: "Free some space (locald image prune removes unused images) and try again.",
-  },
-  EMFILE: { why: "too many open files", hint: "Raise the open-file limit (ulimit -n) and try again." },
+/** What to do about the usual filesystem refusals (their wording is `errnoReason`'s). */
+const SYSTEM_ERROR_HINTS: Readonly<Record<string, string>> = {
+  EACCES: "Check the owner and mode of that path, or set LOCALD_HOME to a directory you own.",
+  EPERM: "Check the owner and mode of that path, or set LOCALD_HOME to a directory you own.",
+  EROFS: "Set LOCALD_HOME to a directory on a writable filesystem.",
+  ENOTDIR: "Move that file away, or set LOCALD_HOME to a directory.",
+  ENOSPC: "Free some disk space (locald image prune removes unused images) and try again.",
+  EDQUOT: "Free some space (locald image prune removes unused images) and try again.",
+  EMFILE: "Raise the open-file limit (ulimit -n) and try again.",
 };
 
 /** A filesystem error Node raised with its errno code and path, said in words. */
 function systemError(error: unknown): { message: string; hint: string } | undefined {
   if (!(error instanceof Error)) return undefined;
   const { code, path, syscall } = error as NodeJS.ErrnoException;
-  const known = code === undefined ? undefined : SYSTEM_ERRORS[code];
-  if (known === undefined || path === undefined) return undefined;
+  const why = errnoReason(code);
+  const hint = code === undefined ? undefined : SYSTEM_ERROR_HINTS[code];
+  if (why === undefined || hint === undefined || path === undefined) return undefined;
   const action = syscall === undefined ? "use" : (SYSCALL_WORDS[syscall] ?? "use");
-  return { message: `Cannot ${action} ${path}: ${known.why}.`, hint: known.hint };
+  return { message: `Cannot ${action} ${path}: ${why}.`, hint };
 }
 
 const SYSCALL_WORDS: Readonly<Record<string, string>> = {

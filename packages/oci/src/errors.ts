@@ -121,3 +121,19 @@ export class RuntimeError extends OciError {
 export class ContainerStateError extends OciError {
   readonly code = "CONTAINER_STATE";
 }
+
+/** The usual filesystem refusals in words, for messages that must not show a raw errno. */
+const ERRNO_REASONS: Readonly<Record<string, string>> = {
+  EACCES: "permission denied",
+  EPERM: "operation not permitted",
+  EROFS: "the filesystem is read-only",
+  ENOTDIR: "a part of the path is a file, not a directory",
+  ENOSPC: "the disk is full",
+  EDQUOT: "the disk quota is used up",
+  EMFILE: "too many open files",
+};
+
+/** What a Node errno `code` means, in words; undefined for one without a plain wording. */
+export function errnoReason(code: string | undefined): string | undefined {
+  return code === undefined ? undefined : ERRNO_REASONS[code];
+}

@@ -14,4 +14,6 @@ export const builderIsolation: IsolationMode = {
   }),
   privileged: () => false,
   environment: (builder: Builder) => builder.env.filter((pair) => !/^(HOME|CNB_PLATFORM_API)=/.test(pair)),
+  // Its /cnb is the builder's own, in the root.
+  mounts: () => [],
 };

@@ -12,4 +12,5 @@ export const hostIsolation: IsolationMode = {
   root: async () => "host",
   privileged: () => isHostRoot(),
   environment: () => [],
+  mounts: (builder) => [{ source: builder.cnbDir, destination: "/cnb", readonly: true }],
 };

@@ -1,4 +1,4 @@
-import type { ClientOptions, SharedRoot, Store } from "@locald/oci";
+import type { BindMount, ClientOptions, SharedRoot, Store } from "@locald/oci";
 import type { Builder } from "../builder.js";
 import { BuildConfigError } from "../errors.js";
 
@@ -41,4 +41,6 @@ export interface IsolationMode {
   privileged(): boolean;
   /** The phases' own environment, before the platform's. */
   environment(builder: Builder): string[];
+  /** What it binds besides the build's own directories (the builder's `/cnb` over the host). */
+  mounts(builder: Builder): BindMount[];
 }

@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { type ImageConfig, parseImageConfig } from "../config.js";
 import type { Digest } from "../digest.js";
 import { parseDigest } from "../digest.js";
-import { InvalidManifestError, OciError, StoreError } from "../errors.js";
+import { errnoReason, InvalidManifestError, OciError, StoreError } from "../errors.js";
 import { writeFileAtomic } from "../files.js";
 import { type Descriptor, type ImageManifest, parseManifestDocument } from "../manifest.js";
 import { OciLayout, REF_NAME_ANNOTATION } from "./layout.js";
@@ -63,14 +63,8 @@ export class Store {
     } catch (error) {
       if (error instanceof OciError) throw error;
       const code = (error as NodeJS.ErrnoException).code;
-      const why =
-        code === "ENOTDIR" || code === "EEXIST"
-          ? "a part of that path is a file, not a directory"
-          : code === "EACCES" || code === "EPERM"
-            ? "permission denied"
-            : code === "EROFS"
-              ? "the filesystem is read-only"
-              : (error as Error).message;
+      // mkdir -p says EEXIST where a part of the path is a file.
+      const why = errnoReason(code === "EEXIST" ? "ENOTDIR" : code) ?? (error as Error).message;
       throw new StoreError(`Cannot open the image store at ${root}: ${why}.`, {
         hint: "Check the owner and mode of that path, or set LOCALD_HOME to a directory you can write.",
       });
