@@ -1,27 +1,29 @@
 import { execFile } from "node:child_process";
 import { constants } from "node:fs";
-import { access, mkdir, readFile, rename, rm, stat } from "node:fs/promises";
+import { access, cp, mkdir, mkdtemp, readFile, rename, rm, stat, symlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
-import { type ContainerConfig, digestOf, MediaType, OciLayout, parseDigest, push } from "@locald/oci";
-import { parse as parseToml } from "smol-toml";
-import { BUILD_IMAGE_NODE, debianBuildImageLayer, debianMinbaseTar, fixtureCacheDir } from "./debian.js";
 import {
-  type BuiltLayer,
-  buildLayer,
-  compressLayer,
-  entriesFromDirectory,
-  type LayerEntry,
-  writeImage,
-} from "./image-factory.js";
+  type ContainerConfig,
+  digestOf,
+  MediaType,
+  OciLayout,
+  parseDigest,
+  push,
+  removeTree,
+} from "@locald/oci";
+import { parse as parseToml } from "smol-toml";
+import { runLocald } from "./cli.js";
+import { BUILD_IMAGE_NODE, debianBuildImageLayer, debianMinbaseTar, fixtureCacheDir } from "./debian.js";
+import { type BuiltLayer, compressLayer, writeImage } from "./image-factory.js";
 import type { TestRegistry } from "./registry.js";
 import { requireBinary } from "./util.js";
 
 /**
  * A CNB test builder from real parts: the real lifecycle (built from source through the Go
  * module proxy, pinned in e2e/fixtures/lifecycle), our sample buildpacks (e2e/fixtures/buildpacks)
- * and a Debian minbase run image, assembled into images by our own code and pushed with it.
+ * and Debian build and run images, made into a builder by `locald builder create --publish`.
  */
 
 const run = promisify(execFile);
@@ -131,8 +133,6 @@ export async function sampleBuildpack(name: string): Promise<SampleBuildpack> {
   return { id: descriptor.buildpack.id, version: descriptor.buildpack.version, api: descriptor.api, dir };
 }
 
-const root = (path: string, mode = 0o755): LayerEntry => ({ path, type: "directory", mode, uid: 0, gid: 0 });
-
 /** A shell's PATH, for the Debian images' configs. */
 export const DEBIAN_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -181,6 +181,103 @@ export function pushRunImage(
   });
 }
 
+/** The lifecycle as a release tarball (`lifecycle.toml` and `lifecycle/…`), which pack and `locald builder create` read by `uri`. */
+export async function lifecycleTarball(work: string, release: LifecycleRelease = LIFECYCLE): Promise<string> {
+  const tarball = join(work, `lifecycle-v${release.version}.tgz`);
+  if (await stat(tarball).catch(() => undefined)) return tarball;
+  const binaries = await lifecycleBinaries(release);
+  const dir = join(work, `lifecycle-release-${release.version}`);
+  await mkdir(join(dir, "lifecycle"), { recursive: true });
+  for (const name of ["lifecycle", "launcher"]) await cp(join(binaries, name), join(dir, "lifecycle", name));
+  // As in the lifecycle's releases: every phase is the one binary under its own name.
+  for (const phase of LIFECYCLE_PHASES) await symlink("lifecycle", join(dir, "lifecycle", phase));
+  const list = (apis: readonly string[]) => apis.map((api) => JSON.stringify(api)).join(", ");
+  await writeFile(
+    join(dir, "lifecycle.toml"),
+    [
+      "[apis]",
+      "[apis.buildpack]",
+      "deprecated = []",
+      `supported = [${list(release.buildpackApis)}]`,
+      "[apis.platform]",
+      "deprecated = []",
+      `supported = [${list(release.platformApis)}]`,
+      "",
+      "[lifecycle]",
+      `version = "${release.version}"`,
+      "",
+    ].join("\n"),
+  );
+  await run("tar", ["-czf", tarball, "-C", dir, "lifecycle.toml", "lifecycle"]);
+  return tarball;
+}
+
+/** A build image: the Debian minbase root with the build user's ids, as pack asks of one. */
+export function pushBuildImage(registry: TestRegistry, work: string): Promise<string> {
+  return pushDebianImage(
+    registry,
+    work,
+    "cnb/build:bookworm",
+    {
+      User: "1000:1000",
+      Env: [DEBIAN_PATH, "CNB_USER_ID=1000", "CNB_GROUP_ID=1000"],
+      Labels: { ...DEBIAN_STACK_LABELS },
+    },
+    "build",
+  );
+}
+
+/**
+ * A builder.toml in pack's format of the named sample buildpacks (one order group each), a
+ * lifecycle release tarball and the given images; read by pack and by `locald builder create`.
+ */
+export async function writeBuilderToml(
+  work: string,
+  parts: {
+    buildpacks: readonly string[];
+    lifecycle: string;
+    buildImage: string;
+    runImage: string;
+    env?: Record<string, string>;
+    description?: string;
+    /** The file name under `work` (default builder.toml). */
+    file?: string;
+  },
+): Promise<string> {
+  const samples = await Promise.all(parts.buildpacks.map(sampleBuildpack));
+  const config = join(work, parts.file ?? "builder.toml");
+  await writeFile(
+    config,
+    [
+      ...(parts.description ? [`description = ${JSON.stringify(parts.description)}`, ""] : []),
+      ...samples.flatMap((bp) => ["[[buildpacks]]", `uri = ${JSON.stringify(bp.dir)}`, ""]),
+      ...samples.flatMap((bp) => [
+        "[[order]]",
+        "[[order.group]]",
+        `id = ${JSON.stringify(bp.id)}`,
+        `version = ${JSON.stringify(bp.version)}`,
+        "",
+      ]),
+      "[lifecycle]",
+      `uri = ${JSON.stringify(parts.lifecycle)}`,
+      "",
+      "[build]",
+      `image = ${JSON.stringify(parts.buildImage)}`,
+      "",
+      ...Object.entries(parts.env ?? {}).flatMap(([name, value]) => [
+        "[[build.env]]",
+        `name = ${JSON.stringify(name)}`,
+        `value = ${JSON.stringify(value)}`,
+        "",
+      ]),
+      "[[run.images]]",
+      `image = ${JSON.stringify(parts.runImage)}`,
+      "",
+    ].join("\n"),
+  );
+  return config;
+}
+
 let buildImageLayer: Promise<BuiltLayer> | undefined;
 
 /** The sample build image (see debianBuildImageLayer) as a layer, read once per process. */
@@ -211,102 +308,50 @@ export interface TestBuilderOptions {
   name?: string;
 }
 
-/** Assembles the builder image (lifecycle layer, a layer per buildpack, order/run/stack), pushes it. */
+/** A build image with nothing in it but the build user's ids: a builder over it is a `/cnb` over nothing. */
+async function pushScratchBuildImage(registry: TestRegistry, work: string): Promise<string> {
+  const layout = await OciLayout.open(join(work, "layout-scratch-build"), { create: true });
+  const image = await writeImage(layout, {
+    layers: [],
+    config: { Env: ["CNB_USER_ID=1000", "CNB_GROUP_ID=1000"], User: "1000:1000" },
+  });
+  await layout.addManifest(image.descriptor, "image");
+  const ref = `${registry.host}/cnb/build:scratch`;
+  await push({ kind: "layout", dir: layout.root, name: "image" }, ref);
+  return ref;
+}
+
+/** Makes the builder with `locald builder create --publish` from a builder.toml, as a user would. */
 export async function pushTestBuilder(
   registry: TestRegistry,
   work: string,
   options: TestBuilderOptions,
 ): Promise<string> {
   const release = options.lifecycle ?? LIFECYCLE;
-  const binaries = await lifecycleBinaries(release);
-  const buildpacks = await Promise.all(options.buildpacks.map(sampleBuildpack));
-  const lifecycleLayer: LayerEntry[] = [
-    root("cnb/"),
-    root("cnb/lifecycle/"),
-    { path: "cnb/lifecycle/lifecycle", content: await readFile(join(binaries, "lifecycle")), mode: 0o755 },
-    { path: "cnb/lifecycle/launcher", content: await readFile(join(binaries, "launcher")), mode: 0o755 },
-    ...LIFECYCLE_PHASES.map((phase) => ({
-      path: `cnb/lifecycle/${phase}`,
-      type: "symlink" as const,
-      linkname: "lifecycle",
-    })),
-  ];
-  const buildpackLayers: BuiltLayer[] = [];
-  for (const bp of buildpacks) {
-    const base = `cnb/buildpacks/${bp.id.replaceAll("/", "_")}`;
-    buildpackLayers.push(
-      await buildLayer([
-        root("cnb/"),
-        root("cnb/buildpacks/"),
-        root(`${base}/`),
-        ...(await entriesFromDirectory(bp.dir, `${base}/${bp.version}`)).map((entry) => ({
-          ...entry,
-          uid: 0,
-          gid: 0,
-        })),
-      ]),
-    );
-  }
-  const order = buildpacks
-    .map((bp) => `[[order]]\n[[order.group]]\nid = "${bp.id}"\nversion = "${bp.version}"\n`)
-    .join("\n");
-  const configLayer: LayerEntry[] = [
-    root("cnb/"),
-    { path: "cnb/order.toml", content: order },
-    { path: "cnb/run.toml", content: `[[images]]\nimage = "${options.runImage}"\n` },
-    { path: "cnb/stack.toml", content: `[run-image]\nimage = "${options.runImage}"\n` },
-    root("cnb/build-config/"),
-    root("cnb/build-config/env/"),
-    root("workspace/", 0o755),
-    root("layers/", 0o755),
-    root("platform/", 0o755),
-  ];
-  const apis = {
-    buildpack: { deprecated: [], supported: release.buildpackApis },
-    platform: { deprecated: [], supported: release.platformApis },
-  };
-  const layout = await OciLayout.open(join(work, "layout-builder"), { create: true });
-  const base = options.buildImage === "none" ? [] : [await sampleBuildImageLayer()];
-  const image = await writeImage(layout, {
-    layers: [...base, lifecycleLayer, ...buildpackLayers, configLayer],
-    config: {
-      Env: [
-        `CNB_USER_ID=${BUILDER_UID}`,
-        `CNB_GROUP_ID=${BUILDER_GID}`,
-        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-      ],
-      User: `${BUILDER_UID}:${BUILDER_GID}`,
-      WorkingDir: "/layers",
-      Labels: {
-        "io.buildpacks.builder.metadata": JSON.stringify({
-          description:
-            "locald test builder: the real lifecycle, locald's sample buildpacks, a Debian run image",
-          buildpacks: buildpacks.map((bp) => ({ id: bp.id, version: bp.version })),
-          stack: { runImage: { image: options.runImage, mirrors: [] } },
-          images: [{ image: options.runImage }],
-          lifecycle: { version: release.version, apis },
-          createdBy: { name: "locald e2e", version: "0.1.0" },
-        }),
-        "io.buildpacks.buildpack.layers": JSON.stringify(
-          Object.fromEntries(
-            buildpacks.map((bp, index) => [
-              bp.id,
-              { [bp.version]: { api: bp.api, layerDiffID: buildpackLayers[index]?.diffId, homepage: "" } },
-            ]),
-          ),
-        ),
-        "io.buildpacks.buildpack.order": JSON.stringify(
-          buildpacks.map((bp) => ({ group: [{ id: bp.id, version: bp.version }] })),
-        ),
-        "io.buildpacks.lifecycle.version": release.version,
-        "io.buildpacks.lifecycle.apis": JSON.stringify(apis),
-        "io.buildpacks.stack.id": "io.locald.stacks.bookworm",
-      },
-    },
+  const name = options.name ?? "cnb/builder:test";
+  const config = await writeBuilderToml(work, {
+    buildpacks: options.buildpacks,
+    lifecycle: await lifecycleTarball(work, release),
+    buildImage:
+      options.buildImage === "none"
+        ? await pushScratchBuildImage(registry, work)
+        : await pushBuildImage(registry, work),
+    runImage: options.runImage,
+    description: "locald test builder: the real lifecycle, locald's sample buildpacks, a Debian run image",
+    file: `builder-${name.replace(/[^a-z0-9]+/g, "-")}.toml`,
   });
-  await layout.addManifest(image.descriptor, "builder");
-  const ref = `${registry.host}/${options.name ?? "cnb/builder:test"}`;
-  await push({ kind: "layout", dir: layout.root, name: "builder" }, ref);
+  const ref = `${registry.host}/${name}`;
+  const home = await mkdtemp(join(work, "builder-create-"));
+  try {
+    const created = await runLocald(
+      ["--insecure-registry", registry.host, "builder", "create", ref, "--config", config, "--publish", "-q"],
+      { env: { LOCALD_HOME: home } },
+    );
+    if (created.code !== 0)
+      throw new Error(`locald builder create ${ref} failed (exit ${created.code}): ${created.stderr}`);
+  } finally {
+    await removeTree(home);
+  }
   return ref;
 }
 

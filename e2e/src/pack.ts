@@ -1,16 +1,13 @@
 import { execFile } from "node:child_process";
-import { cp, mkdir, rename, rm, stat, symlink, writeFile } from "node:fs/promises";
+import { cp, mkdir, rename, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import {
-  DEBIAN_PATH,
-  DEBIAN_STACK_LABELS,
-  LIFECYCLE_PHASES,
-  lifecycleBinaries,
+  lifecycleTarball,
   PREVIOUS_LIFECYCLE,
-  pushDebianImage,
+  pushBuildImage,
   pushRunImage,
-  sampleBuildpack,
+  writeBuilderToml,
 } from "./cnb-fixtures.js";
 import { fixtureCacheDir } from "./debian.js";
 import type { TestRegistry } from "./registry.js";
@@ -81,51 +78,6 @@ export function packBinary(): Promise<string> {
   return building;
 }
 
-/** The lifecycle as a release tarball (`lifecycle.toml` and `lifecycle/…`), which pack reads by `uri`. */
-async function lifecycleTarball(work: string): Promise<string> {
-  const binaries = await lifecycleBinaries(PREVIOUS_LIFECYCLE);
-  const dir = join(work, "lifecycle-release");
-  await mkdir(join(dir, "lifecycle"), { recursive: true });
-  for (const name of ["lifecycle", "launcher"]) await cp(join(binaries, name), join(dir, "lifecycle", name));
-  // As in the lifecycle's releases: every phase is the one binary under its own name.
-  for (const phase of LIFECYCLE_PHASES) await symlink("lifecycle", join(dir, "lifecycle", phase));
-  const list = (apis: readonly string[]) => apis.map((api) => JSON.stringify(api)).join(", ");
-  await writeFile(
-    join(dir, "lifecycle.toml"),
-    [
-      "[apis]",
-      "[apis.buildpack]",
-      "deprecated = []",
-      `supported = [${list(PREVIOUS_LIFECYCLE.buildpackApis)}]`,
-      "[apis.platform]",
-      "deprecated = []",
-      `supported = [${list(PREVIOUS_LIFECYCLE.platformApis)}]`,
-      "",
-      "[lifecycle]",
-      `version = "${PREVIOUS_LIFECYCLE.version}"`,
-      "",
-    ].join("\n"),
-  );
-  const tarball = join(work, `lifecycle-v${PREVIOUS_LIFECYCLE.version}.tgz`);
-  await run("tar", ["-czf", tarball, "-C", dir, "lifecycle.toml", "lifecycle"]);
-  return tarball;
-}
-
-/** A build image: the Debian minbase root with the build user's ids, as pack asks of one. */
-function pushBuildImage(registry: TestRegistry, work: string): Promise<string> {
-  return pushDebianImage(
-    registry,
-    work,
-    "cnb/build:bookworm",
-    {
-      User: "1000:1000",
-      Env: [DEBIAN_PATH, "CNB_USER_ID=1000", "CNB_GROUP_ID=1000"],
-      Labels: { ...DEBIAN_STACK_LABELS },
-    },
-    "build",
-  );
-}
-
 /**
  * A builder made by the real pack from the named sample buildpacks (one order group each), the
  * lifecycle and Debian build and run images, published to `registry` with no daemon.
@@ -138,31 +90,8 @@ export async function pushPackBuilder(
   const pack = await packBinary();
   const runImage = await pushRunImage(registry, work);
   const buildImage = await pushBuildImage(registry, work);
-  const lifecycle = await lifecycleTarball(work);
-  const samples = await Promise.all(buildpacks.map(sampleBuildpack));
-  const config = join(work, "pack-builder.toml");
-  await writeFile(
-    config,
-    [
-      ...samples.flatMap((bp) => ["[[buildpacks]]", `uri = ${JSON.stringify(bp.dir)}`, ""]),
-      ...samples.flatMap((bp) => [
-        "[[order]]",
-        "[[order.group]]",
-        `id = ${JSON.stringify(bp.id)}`,
-        `version = ${JSON.stringify(bp.version)}`,
-        "",
-      ]),
-      "[lifecycle]",
-      `uri = ${JSON.stringify(lifecycle)}`,
-      "",
-      "[build]",
-      `image = ${JSON.stringify(buildImage)}`,
-      "",
-      "[[run.images]]",
-      `image = ${JSON.stringify(runImage)}`,
-      "",
-    ].join("\n"),
-  );
+  const lifecycle = await lifecycleTarball(work, PREVIOUS_LIFECYCLE);
+  const config = await writeBuilderToml(work, { buildpacks, lifecycle, buildImage, runImage });
   const builder = `${registry.host}/cnb/pack-builder:bookworm`;
   const home = join(work, "pack-home");
   await mkdir(home, { recursive: true });

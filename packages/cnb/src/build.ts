@@ -18,7 +18,7 @@ import {
   storeTarget,
 } from "@locald/oci";
 import { parse as parseToml } from "smol-toml";
-import { type Builder, fetchBuilder } from "./builder.js";
+import { type Builder, fetchBuilder, type PullPolicy } from "./builder.js";
 import { BuildConfigError, BuildError } from "./errors.js";
 import {
   decompressPreviousImage,
@@ -85,6 +85,8 @@ export interface BuildOptions {
   logLevel?: "info" | "debug";
   /** Where the phases run: the builder's own OS (default) or the host's. */
   isolation?: Isolation;
+  /** When the builder and run image are asked of their registries (default always, as pack). */
+  pullPolicy?: PullPolicy;
   /** false: the lifecycle prints no ANSI colour (CNB_NO_COLOR), for output that is not a terminal. */
   colour?: boolean;
 }
@@ -115,9 +117,10 @@ export function appStateDir(home: string, app: string, image: string, isolation:
  */
 export async function startingPoint(
   appDir: string,
-  options: Pick<BuildOptions, "builder" | "home" | "store" | "client" | "isolation">,
+  options: Pick<BuildOptions, "builder" | "home" | "store" | "client" | "isolation" | "pullPolicy">,
   /** Ask the registry whether the builder's tag moved (false: the stored one will do). */
-  refresh: boolean,
+  /** The builder's pull policy unless `options.pullPolicy` says otherwise. */
+  defaultPolicy: PullPolicy,
 ) {
   const app = resolve(appDir);
   if (!(await stat(app).catch(() => undefined))?.isDirectory())
@@ -130,7 +133,7 @@ export async function startingPoint(
   const builder = await fetchBuilder(options.builder, {
     store,
     cacheDir: join(home, "cache", "builders"),
-    refresh,
+    pullPolicy: options.pullPolicy ?? defaultPolicy,
     ...(options.client ? { client: options.client } : {}),
   });
   const platformApi = negotiatePlatformApi(builder.platformApis, builder.lifecycleVersion);
@@ -147,7 +150,7 @@ export async function startingPoint(
 
 export async function build(appDir: string, options: BuildOptions): Promise<BuildResult> {
   const { app, home, store, runtime, builder, platformApi, isolation, mode, root, privileged } =
-    await startingPoint(appDir, options, true);
+    await startingPoint(appDir, options, "always");
   const runImage = options.runImage ?? builder.runImages[0];
   if (runImage === undefined)
     throw new BuildConfigError(`The builder ${builder.reference} names no run image.`, {
@@ -189,7 +192,13 @@ export async function build(appDir: string, options: BuildOptions): Promise<Buil
     const placed =
       options.output.kind === "registry"
         ? undefined
-        : await placeRunImage(runImage, join(repo, layoutPath(runAlias)), store, options.client);
+        : await placeRunImage(
+            runImage,
+            join(repo, layoutPath(runAlias)),
+            store,
+            options.client,
+            options.pullPolicy ?? "always",
+          );
     const swaps = placed?.swaps ?? new Map();
     // The phases that drop to the build user write here.
     if (privileged) await run("chown", ["-R", `${uid}:${gid}`, "--", workspace, layers, cache, repo]);

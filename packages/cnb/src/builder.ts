@@ -5,6 +5,7 @@ import {
   type ClientOptions,
   type ContainerConfig,
   cachedRootfs,
+  type Descriptor,
   formatReference,
   type PullOptions,
   parseReference,
@@ -48,6 +49,35 @@ export interface Builder {
   readonly env: readonly string[];
 }
 
+/** pack's `--pull-policy`: when an image (builder, run image) is asked of its registry. */
+export type PullPolicy = "always" | "if-not-present" | "never";
+
+export const PULL_POLICIES: readonly PullPolicy[] = ["always", "if-not-present", "never"];
+
+/**
+ * The image `reference` names, pulled into the store or found there as `policy` says; `never`
+ * with nothing stored is a BuilderError naming `what` (the builder, the run image).
+ */
+export async function pullByPolicy(
+  reference: string,
+  what: string,
+  options: { store: Store; client?: ClientOptions; onEvent?: PullOptions["onEvent"]; policy: PullPolicy },
+): Promise<{ descriptor: Descriptor; digest: string }> {
+  const ref = formatReference(parseReference(reference));
+  const stored = options.policy === "always" ? undefined : await options.store.find(ref);
+  if (stored !== undefined) return { descriptor: stored.descriptor, digest: stored.descriptor.digest };
+  if (options.policy === "never")
+    throw new BuilderError(`The ${what} ${ref} is not in the local store, and the pull policy is never.`, {
+      hint: `Pull it first (locald image pull ${ref}), create it there, or use --pull-policy if-not-present.`,
+    });
+  const pulled = await pull(ref, {
+    ...options.client,
+    to: { kind: "store", store: options.store },
+    ...(options.onEvent ? { onEvent: options.onEvent } : {}),
+  });
+  return { descriptor: pulled.descriptor, digest: pulled.digest };
+}
+
 interface BuilderMetadata {
   description?: string;
   buildpacks?: Array<{ id: string; version: string }>;
@@ -89,19 +119,17 @@ export async function fetchBuilder(
     cacheDir: string;
     client?: ClientOptions;
     onEvent?: PullOptions["onEvent"];
-    /** false: use the stored builder when there is one, without asking the registry (dev loops). */
-    refresh?: boolean;
+    /** Default always: the registry is asked what the tag names now. */
+    pullPolicy?: PullPolicy;
   },
 ): Promise<Builder> {
   const ref = formatReference(parseReference(reference));
-  const stored = options.refresh === false ? await options.store.find(ref) : undefined;
-  const pulled =
-    stored ??
-    (await pull(ref, {
-      ...options.client,
-      to: { kind: "store", store: options.store },
-      ...(options.onEvent ? { onEvent: options.onEvent } : {}),
-    }));
+  const pulled = await pullByPolicy(ref, "builder", {
+    store: options.store,
+    policy: options.pullPolicy ?? "always",
+    ...(options.client ? { client: options.client } : {}),
+    ...(options.onEvent ? { onEvent: options.onEvent } : {}),
+  });
   const digest = pulled.descriptor.digest;
   const { config } = await options.store.readImage(pulled.descriptor, ref);
   const container = config.config ?? {};

@@ -24,3 +24,8 @@ export class BuildError extends OciError {
 export class BuildConfigError extends OciError {
   readonly code = "BUILD_CONFIG";
 }
+
+/** A builder.toml or package.toml that cannot be made into an image: bad keys, missing parts. */
+export class CreateConfigError extends OciError {
+  readonly code = "CREATE_CONFIG";
+}

@@ -1,6 +1,7 @@
 // @locald/cnb: drives the official CNB lifecycle natively (see README.md).
 export * from "./build.js";
 export * from "./builder.js";
+export * from "./create/index.js";
 export * from "./errors.js";
 export * from "./launcher.js";
 export * from "./lifecycle.js";

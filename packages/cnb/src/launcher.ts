@@ -6,7 +6,7 @@ import { promisify } from "node:util";
 import { type BindMount, type ClientOptions, removeTree, type SandboxHandle, type Store } from "@locald/oci";
 import { parse as parseToml } from "smol-toml";
 import { appStateDir, orderToml, startingPoint } from "./build.js";
-import type { Builder } from "./builder.js";
+import type { Builder, PullPolicy } from "./builder.js";
 import { BuildConfigError } from "./errors.js";
 import { platformEnv } from "./platform.js";
 import {
@@ -58,6 +58,8 @@ export interface EnvironmentOptions {
   onOutput?: OutputSink;
   /** Where buildpacks and commands run: the builder's own OS (default) or the host's. */
   isolation?: Isolation;
+  /** When the builder is asked of its registry (default if-not-present: dev loops stay offline). */
+  pullPolicy?: PullPolicy;
   /** false: the lifecycle prints no ANSI colour (CNB_NO_COLOR), for output that is not a terminal. */
   colour?: boolean;
 }
@@ -109,7 +111,7 @@ export async function prepareEnvironment(
   const { app, home, runtime, builder, platformApi, isolation, mode, root, privileged } = await startingPoint(
     appDir,
     options,
-    false,
+    "if-not-present",
   );
   // The builder's user, as in a build (see there).
   const { uid, gid } = builder;

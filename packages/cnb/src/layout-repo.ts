@@ -18,10 +18,10 @@ import {
   parseDigest,
   parseImageConfig,
   parseManifestDocument,
-  pull,
   removeTree,
   type Store,
 } from "@locald/oci";
+import { type PullPolicy, pullByPolicy } from "./builder.js";
 import { BuildError } from "./errors.js";
 import { registryReference } from "./platform.js";
 
@@ -110,8 +110,9 @@ export async function placeRunImage(
   dir: string,
   store: Store,
   client: ClientOptions | undefined,
+  policy: PullPolicy,
 ): Promise<{ swaps: LayerSwaps; reference: string }> {
-  const pulled = await pull(runImage, { ...client, to: { kind: "store", store } });
+  const pulled = await pullByPolicy(runImage, "run image", { store, policy, ...(client ? { client } : {}) });
   const reference = registryReference(runImage, pulled.digest);
   const marker = await readFile(join(dir, MARKER), "utf8")
     .then((text) => JSON.parse(text) as Marker)

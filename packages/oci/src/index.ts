@@ -1,3 +1,4 @@
+export * from "./authoring/index.js";
 export * from "./config.js";
 export * from "./digest.js";
 export * from "./errors.js";

@@ -1,8 +1,8 @@
 import { readFile, stat } from "node:fs/promises";
 import { join } from "node:path";
-import { build } from "@locald/cnb";
+import { build, PULL_POLICIES, type PullPolicy } from "@locald/cnb";
 import { envFileLines } from "@locald/oci";
-import type { Command } from "commander";
+import { type Command, Option } from "commander";
 import {
   CONFIG_FILE,
   chooseBuilder,
@@ -39,6 +39,7 @@ interface BuildFlags {
   clearCache?: boolean;
   creationTime?: string;
   isolation?: string;
+  pullPolicy: PullPolicy;
 }
 
 /** One thing to build: a directory, with what locald.toml says about it (if anything). */
@@ -101,6 +102,11 @@ export function registerBuildCommand(program: Command, context: CommandContext):
     .option("--clear-cache", "start without the cache of previous builds")
     .option("--creation-time <now|seconds>", "the image's created time (default: 1980, reproducible)")
     .option("--isolation <builder|host>", ISOLATION_HELP)
+    .addOption(
+      new Option("--pull-policy <policy>", "when the builder and run image are pulled (pack's)")
+        .choices(PULL_POLICIES)
+        .default("always"),
+    )
     .action(async (arg: string | undefined, opts: BuildFlags) => {
       if (opts.publish && opts.layout) throw new UsageError("--publish and --layout exclude each other.");
       if (opts.publish && opts.tag === undefined)
@@ -133,6 +139,7 @@ export function registerBuildCommand(program: Command, context: CommandContext):
           ...(opts.clearCache ? { clearCache: true } : {}),
           ...(opts.creationTime ? { creationTime: creationTime(opts.creationTime) } : {}),
           isolation: chooseIsolation(loaded, opts.isolation, target.service),
+          pullPolicy: opts.pullPolicy,
           colour: useColour(output.stderr),
           client: clientOptions(flags, (line) => output.stderr.write(`${line}\n`)),
           logLevel: flags.verbose || process.env.LOCALD_DEBUG === "1" ? "debug" : "info",

@@ -1,2 +1,3 @@
+export * from "./deliver.js";
 export * from "./pull.js";
 export * from "./push.js";

@@ -319,6 +319,21 @@ export function layoutSource(
   };
 }
 
+/** An image in a layout known by its descriptor alone (just composed, not yet named). */
+export function descriptorSource(
+  layout: OciLayout,
+  descriptor: Descriptor,
+  limits: { manifest: number },
+): ImageSource {
+  return {
+    description: descriptor.digest,
+    head: async () => descriptor,
+    resolve: async () => ({ descriptor, bytes: await layout.readBlob(descriptor, limits.manifest) }),
+    manifest: (child) => layout.readBlob(child, limits.manifest),
+    blob: (child) => layout.openBlob(child),
+  };
+}
+
 // ---- targets ----
 
 /** An OCI layout (optionally the store's): names go into index.json's ref-name annotation. */

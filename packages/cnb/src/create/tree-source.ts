@@ -1,0 +1,32 @@
+import { stat } from "node:fs/promises";
+import { isAbsolute, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { archiveEntries, directoryEntries, type LayerEntry } from "@locald/oci";
+import { CreateConfigError } from "../errors.js";
+
+/**
+ * A buildpack or lifecycle given as a local directory or a tar(.gz) file, by path (relative to
+ * the config file that names it) or `file://` URI: its entries, relative to its root.
+ */
+export async function localTreeEntries(uri: string, baseDir: string, what: string): Promise<LayerEntry[]> {
+  const path = localPath(uri, baseDir);
+  const info = await stat(path).catch(() => undefined);
+  if (info === undefined)
+    throw new CreateConfigError(`The ${what} at ${path} does not exist.`, {
+      hint: "Relative paths are read from the directory of the configuration file; check the uri.",
+    });
+  if (info.isDirectory()) return directoryEntries(path, "");
+  return archiveEntries(path);
+}
+
+/** The host path a local uri names, or undefined for a remote one (an image reference, http). */
+export function localPath(uri: string, baseDir: string): string {
+  if (uri.startsWith("file://")) return fileURLToPath(uri);
+  return isAbsolute(uri) ? uri : resolve(baseDir, uri);
+}
+
+/** The file of `entries` at `path`, as text; undefined when there is none. */
+export function entryText(entries: readonly LayerEntry[], path: string): string | undefined {
+  const found = entries.find((entry) => entry.type === "file" && entry.path === path);
+  return found?.content === undefined ? undefined : Buffer.from(found.content).toString("utf8");
+}
