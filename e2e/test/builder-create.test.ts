@@ -15,6 +15,7 @@ import { promisify } from "node:util";
 import { removeTree } from "@locald/oci";
 import { parse as parseToml } from "smol-toml";
 import {
+  BUILD_IMAGE_MARKER,
   type CliOptions,
   type CliResult,
   callerIn,
@@ -375,6 +376,136 @@ describe("builder create refuses a bad builder.toml in words", () => {
         `${procfile}${lifecycle}[build]\nimage = ${JSON.stringify(plain)}\n${runImage}`,
       ),
       /does not set CNB_USER_ID/,
+    );
+  });
+});
+
+describe("buildpack package, and -b with buildpacks from outside the builder", () => {
+  const home = () => join(work(), "home-package");
+  const env = () => ({ LOCALD_HOME: home() });
+  const locald = (args: string[]) =>
+    runLocald(["--insecure-registry", registry().host, ...args], { env: env() });
+  const probeDir = join(EXAMPLES, "..", "e2e", "fixtures", "buildpacks", "probe");
+  let cnb: string;
+  let image: string;
+  let builder: string;
+  let app: string;
+
+  before(async () => {
+    await mkdir(home(), { recursive: true });
+    await writeFile(join(work(), "package.toml"), `[buildpack]\nuri = ${JSON.stringify(probeDir)}\n`);
+    cnb = join(work(), "probe.cnb");
+    image = `${registry().host}/cnb/probe-package:1`;
+    app = join(work(), "probe-app");
+    await mkdir(app, { recursive: true });
+    await writeFile(join(app, "probe-paths"), `${BUILD_IMAGE_MARKER}\n`);
+    builder = `${registry().host}/cnb/no-probe:1`;
+    const created = await locald([
+      "builder",
+      "create",
+      builder,
+      "--config",
+      shared.config as string,
+      "--publish",
+      "-q",
+    ]);
+    assert.equal(created.code, 0, created.stderr);
+  });
+
+  test("a buildpack packaged as a .cnb file and as an image, by locald", async () => {
+    const file = await locald([
+      "buildpack",
+      "package",
+      cnb,
+      "--config",
+      join(work(), "package.toml"),
+      "--format",
+      "file",
+    ]);
+    assert.equal(file.code, 0, file.stderr);
+    assert.match(file.stdout, /Buildpacks: locald-samples\/probe@0\.1\.0/);
+    // A .cnb is an OCI layout in a tar: skopeo reads it once unpacked.
+    const layout = join(work(), "probe-layout");
+    await mkdir(layout);
+    await run("tar", ["-xf", cnb, "-C", layout]);
+    const { stdout } = await run("skopeo", ["inspect", "--config", `oci:${layout}`]);
+    const labels = (JSON.parse(stdout) as { config: { Labels: Record<string, string> } }).config.Labels;
+    assert.equal(
+      JSON.parse(labels["io.buildpacks.buildpackage.metadata"] as string).id,
+      "locald-samples/probe",
+    );
+    const published = await locald([
+      "buildpack",
+      "package",
+      image,
+      "--config",
+      join(work(), "package.toml"),
+      "--publish",
+    ]);
+    assert.equal(published.code, 0, published.stderr);
+  });
+
+  test("pack builder create and locald builder create both take them (a .cnb file and an image)", async () => {
+    const text = (await readFile(shared.config as string, "utf8")).replace(
+      "[[order]]",
+      `[[buildpacks]]\nuri = ${JSON.stringify(cnb)}\n[[buildpacks]]\nimage = "${image}"\n[[order]]\n[[order.group]]\nid = "locald-samples/probe"\n\n[[order]]`,
+    );
+    const config = join(work(), "with-packages.toml");
+    await writeFile(config, text);
+    const pack = await packBinary();
+    await run(
+      pack,
+      ["builder", "create", `${registry().host}/cnb/pack-with-probe:1`, "--config", config, "--publish"],
+      {
+        env: {
+          ...process.env,
+          PACK_HOME: join(work(), "pack-home"),
+          DOCKER_HOST: "unix:///nonexistent/docker.sock",
+        },
+        maxBuffer: 16 * 1024 * 1024,
+      },
+    );
+    const created = await locald([
+      "builder",
+      "create",
+      `${registry().host}/cnb/locald-with-probe:1`,
+      "--config",
+      config,
+      "--publish",
+    ]);
+    assert.equal(created.code, 0, created.stderr);
+    assert.match(created.stdout, /locald-samples\/probe@0\.1\.0/);
+    for (const made of ["pack-with-probe", "locald-with-probe"]) {
+      const built = await locald([
+        "build",
+        app,
+        "--builder",
+        `${registry().host}/cnb/${made}:1`,
+        "-t",
+        `probed-${made}`,
+      ]);
+      assert.equal(built.code, 0, built.stderr);
+      assert.match(built.stdout + built.stderr, new RegExp(`^readable: ${BUILD_IMAGE_MARKER}`, "m"));
+    }
+  });
+
+  for (const [what, spec] of [
+    ["a directory", () => probeDir],
+    ["a .cnb file", () => cnb],
+    ["an image", () => image],
+  ] as const)
+    test(`-b with ${what} adds the buildpack to a builder that lacks it`, async () => {
+      const built = await locald(["build", app, "--builder", builder, "-b", spec(), "-t", "probed"]);
+      assert.equal(built.code, 0, built.stderr);
+      assert.match(built.stdout + built.stderr, new RegExp(`^readable: ${BUILD_IMAGE_MARKER}`, "m"));
+    });
+
+  test("-b naming nothing there says so in words", async () => {
+    const built = await locald(["build", app, "--builder", builder, "-b", "no-such-buildpack"]);
+    assert.equal(built.code, 1, built.stderr);
+    assert.match(
+      built.stderr,
+      /-b no-such-buildpack: the builder .* has no such buildpack, and there is no such directory or file/,
     );
   });
 });

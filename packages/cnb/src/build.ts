@@ -19,6 +19,7 @@ import {
 } from "@locald/oci";
 import { parse as parseToml } from "smol-toml";
 import { type Builder, fetchBuilder, type PullPolicy } from "./builder.js";
+import { extendBuilder } from "./create/index.js";
 import { BuildConfigError, BuildError } from "./errors.js";
 import {
   decompressPreviousImage,
@@ -117,8 +118,10 @@ export function appStateDir(home: string, app: string, image: string, isolation:
  */
 export async function startingPoint(
   appDir: string,
-  options: Pick<BuildOptions, "builder" | "home" | "store" | "client" | "isolation" | "pullPolicy">,
-  /** Ask the registry whether the builder's tag moved (false: the stored one will do). */
+  options: Pick<
+    BuildOptions,
+    "builder" | "home" | "store" | "client" | "isolation" | "pullPolicy" | "buildpacks"
+  >,
   /** The builder's pull policy unless `options.pullPolicy` says otherwise. */
   defaultPolicy: PullPolicy,
 ) {
@@ -130,12 +133,21 @@ export async function startingPoint(
   const home = options.home ?? defaultDataDir();
   const store = options.store ?? (await Store.open(options.home ? join(home, "store") : undefined));
   const runtime = await BubblewrapRuntime.find();
-  const builder = await fetchBuilder(options.builder, {
+  const cacheDir = join(home, "cache", "builders");
+  const client = options.client ? { client: options.client } : {};
+  let builder = await fetchBuilder(options.builder, {
     store,
-    cacheDir: join(home, "cache", "builders"),
+    cacheDir,
     pullPolicy: options.pullPolicy ?? defaultPolicy,
-    ...(options.client ? { client: options.client } : {}),
+    ...client,
   });
+  // -b with buildpacks from outside the builder: they are added to it, in an extended builder.
+  const extended = options.buildpacks?.length
+    ? await extendBuilder(builder, options.buildpacks, { store, ...client })
+    : undefined;
+  if (extended?.reference !== undefined)
+    builder = await fetchBuilder(extended.reference, { store, cacheDir, pullPolicy: "never", ...client });
+  const buildpacks = extended?.buildpacks ?? [];
   const platformApi = negotiatePlatformApi(builder.platformApis, builder.lifecycleVersion);
   const isolation = isolationOf(options.isolation);
   const mode = isolationMode(isolation);
@@ -145,11 +157,11 @@ export async function startingPoint(
     ...(options.client ? { client: options.client } : {}),
   });
   const privileged = mode.privileged();
-  return { app, home, store, runtime, builder, platformApi, isolation, mode, root, privileged };
+  return { app, home, store, runtime, builder, platformApi, isolation, mode, root, privileged, buildpacks };
 }
 
 export async function build(appDir: string, options: BuildOptions): Promise<BuildResult> {
-  const { app, home, store, runtime, builder, platformApi, isolation, mode, root, privileged } =
+  const { app, home, store, runtime, builder, platformApi, isolation, mode, root, privileged, buildpacks } =
     await startingPoint(appDir, options, "always");
   const runImage = options.runImage ?? builder.runImages[0];
   if (runImage === undefined)
@@ -183,8 +195,7 @@ export async function build(appDir: string, options: BuildOptions): Promise<Buil
     for (const [name, value] of platformEnv(options.env ?? []))
       await writeFile(join(platform, "env", name), value);
     // The detector reads <layers>/order.toml before the builder's own order.
-    if (options.buildpacks?.length)
-      await writeFile(join(layers, "order.toml"), orderToml(builder, options.buildpacks));
+    if (buildpacks.length > 0) await writeFile(join(layers, "order.toml"), orderToml(builder, buildpacks));
 
     // The run image, as an OCI layout at the path the lifecycle maps its (aliased) reference to.
     const runAlias = layoutAlias("run", runImage);
@@ -353,13 +364,9 @@ function insecureFlags(client: ClientOptions | undefined, images: readonly strin
     .flatMap((registry) => ["-insecure-registry", registry]);
 }
 
-/** One group of the builder's buildpacks, as `-b` asked for them. */
+/** One group of the builder's buildpacks (`id` or `id@version`), as `-b` asked for them. */
 export function orderToml(builder: Builder, wanted: readonly string[]): string {
   const entries = wanted.map((spec) => {
-    if (spec.startsWith(".") || spec.startsWith("/") || spec.includes(":"))
-      throw new BuildConfigError(`-b ${spec}: buildpacks from directories or images are not supported yet.`, {
-        hint: `Name a buildpack the builder has (${builder.buildpacks.map((bp) => bp.id).join(", ")}).`,
-      });
     const [id, version] = spec.split("@") as [string, string | undefined];
     const found = builder.buildpacks.find(
       (bp) => bp.id === id && (version === undefined || bp.version === version),

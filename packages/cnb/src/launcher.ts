@@ -108,11 +108,8 @@ export async function prepareEnvironment(
   appDir: string,
   options: EnvironmentOptions,
 ): Promise<DevEnvironment> {
-  const { app, home, runtime, builder, platformApi, isolation, mode, root, privileged } = await startingPoint(
-    appDir,
-    options,
-    "if-not-present",
-  );
+  const { app, home, runtime, builder, platformApi, isolation, mode, root, privileged, buildpacks } =
+    await startingPoint(appDir, options, "if-not-present");
   // The builder's user, as in a build (see there).
   const { uid, gid } = builder;
   const state = appStateDir(home, app, "dev-environment", isolation);
@@ -139,8 +136,7 @@ export async function prepareEnvironment(
     await mkdir(layers, { recursive: true, mode: 0o755 });
     for (const [name, value] of platformEnv(options.env ?? []))
       await writeFile(join(platform, "env", name), value);
-    if (options.buildpacks?.length)
-      await writeFile(join(layers, "order.toml"), orderToml(builder, options.buildpacks));
+    if (buildpacks.length > 0) await writeFile(join(layers, "order.toml"), orderToml(builder, buildpacks));
     if (privileged) await run("chown", ["-R", `${uid}:${gid}`, "--", layers]);
     const sandbox = new LifecycleSandbox({
       runtime,

@@ -1,6 +1,7 @@
 import { Command, CommanderError } from "commander";
 import { registerBuildCommand } from "./commands/build.js";
 import { registerBuilderCommands } from "./commands/builder.js";
+import { registerBuildpackCommands } from "./commands/buildpack.js";
 import { registerContainerCommands } from "./commands/container.js";
 import { registerDevCommands, registerDevcontainerCommand } from "./commands/dev.js";
 import { type CommandContext, registerImageCommands } from "./commands/image.js";
@@ -40,6 +41,7 @@ export async function main(argv: readonly string[], output: Output = processOutp
   const context: CommandContext = { output, argv, flags: () => program.opts<GlobalFlags>() };
   registerBuildCommand(program, context);
   registerBuilderCommands(program, context);
+  registerBuildpackCommands(program, context);
   registerDevCommands(program, context);
   registerDevcontainerCommand(program, context);
   registerImageCommands(program, context);

@@ -13,7 +13,6 @@ import {
   type ImageDestination,
   type LayerEntry,
   type PullOptions,
-  parentDirectories,
   parseReference,
   pull,
   type Store,
@@ -21,7 +20,13 @@ import {
 import { stringify as toToml } from "smol-toml";
 import { CreateConfigError } from "../errors.js";
 import { type BuilderConfig, buildEnvFiles, parseBuilderConfig } from "./builder-config.js";
-import { type BuildpackSource, buildpackDir, readBuildpack } from "./buildpack-source.js";
+import { type LocatorContext, locateBuildpacks } from "./buildpack-locator.js";
+import {
+  type BuildpackSource,
+  buildpackLayerEntries,
+  buildpackKey as key,
+  layersLabel,
+} from "./buildpack-source.js";
 import { type LifecycleSource, readLifecycle } from "./lifecycle-source.js";
 
 /**
@@ -74,7 +79,11 @@ export async function createBuilder(
   const config = parseBuilderConfig(text, configFile);
   const baseDir = dirname(configFile);
   const lifecycle = await readLifecycle(config.lifecycle, baseDir);
-  const buildpacks = await readBuildpacks(config, baseDir);
+  const buildpacks = await readBuildpacks(config, baseDir, {
+    store: options.store,
+    ...(options.client ? { client: options.client } : {}),
+    ...(options.onPull ? { onPull: options.onPull } : {}),
+  });
   checkApis(buildpacks, lifecycle);
   const order = resolveOrder(config, buildpacks);
 
@@ -94,7 +103,7 @@ export async function createBuilder(
     const stackId = config.stackId ?? baseLabels[BuilderLabel.stackId];
 
     const buildpackLayers = new Map<string, AuthoredLayer>();
-    for (const bp of buildpacks) buildpackLayers.set(key(bp), await archiveLayer(buildpackEntries(bp)));
+    for (const bp of buildpacks) buildpackLayers.set(key(bp), await archiveLayer(buildpackLayerEntries(bp)));
     const layers = [
       await archiveLayer(platformDirectories(uid, gid)),
       await archiveLayer(lifecycleEntries(lifecycle)),
@@ -146,19 +155,6 @@ export async function createBuilder(
       },
       createdBy: options.createdBy ?? { name: "locald", version: "0.1.0" },
     };
-    const layersLabel: Record<string, Record<string, unknown>> = {};
-    for (const bp of buildpacks) {
-      layersLabel[bp.id] ??= {};
-      (layersLabel[bp.id] as Record<string, unknown>)[bp.version] = {
-        api: bp.api,
-        ...(bp.order ? { order: bp.order } : {}),
-        ...(bp.stacks ? { stacks: bp.stacks } : {}),
-        ...(bp.targets ? { targets: bp.targets } : {}),
-        layerDiffID: buildpackLayers.get(key(bp))?.diffId,
-        ...(bp.homepage ? { homepage: bp.homepage } : {}),
-        ...(bp.name ? { name: bp.name } : {}),
-      };
-    }
     const composed = await composeImage(options.store.layout, {
       base,
       layers,
@@ -168,7 +164,7 @@ export async function createBuilder(
         Labels: {
           ...baseLabels,
           [BuilderLabel.metadata]: JSON.stringify(metadata),
-          [BuilderLabel.buildpackLayers]: JSON.stringify(layersLabel),
+          [BuilderLabel.buildpackLayers]: JSON.stringify(layersLabel(buildpacks, buildpackLayers)),
           [BuilderLabel.buildpackOrder]: JSON.stringify(order),
           [BuilderLabel.lifecycleVersion]: lifecycle.version,
           ...(stackId ? { [BuilderLabel.stackId]: stackId } : {}),
@@ -191,22 +187,26 @@ export async function createBuilder(
   }
 }
 
-const key = (bp: { id: string; version: string }) => `${bp.id}@${bp.version}`;
-
-/** Each `[[buildpacks]]` read, duplicates (same id and version) once, sorted as pack sorts them. */
-async function readBuildpacks(config: BuilderConfig, baseDir: string): Promise<BuildpackSource[]> {
+/** Each `[[buildpacks]]` read (a package gives all it holds), duplicates once, sorted as pack sorts them. */
+async function readBuildpacks(
+  config: BuilderConfig,
+  baseDir: string,
+  context: LocatorContext,
+): Promise<BuildpackSource[]> {
   const found = new Map<string, BuildpackSource>();
   for (const entry of config.buildpacks) {
-    const bp = await readBuildpack(entry.uri, baseDir);
-    if (
-      (entry.id !== undefined && entry.id !== bp.id) ||
-      (entry.version !== undefined && entry.version !== bp.version)
-    )
+    const located = await locateBuildpacks(entry.uri, baseDir, context);
+    const named = located.filter(
+      (bp) =>
+        (entry.id === undefined || entry.id === bp.id) &&
+        (entry.version === undefined || entry.version === bp.version),
+    );
+    if (named.length === 0)
       throw new CreateConfigError(
-        `[[buildpacks]] names ${entry.id ?? bp.id}@${entry.version ?? bp.version}, but ${entry.uri} holds ${key(bp)}.`,
+        `[[buildpacks]] names ${entry.id ?? "?"}@${entry.version ?? "?"}, but ${entry.uri} holds ${located.map(key).join(", ")}.`,
         { hint: "Correct the id and version in builder.toml, or drop them (the buildpack's own are used)." },
       );
-    if (!found.has(key(bp))) found.set(key(bp), bp);
+    for (const bp of located) if (!found.has(key(bp))) found.set(key(bp), bp);
   }
   return [...found.values()].sort((a, b) => (key(a) < key(b) ? -1 : key(a) > key(b) ? 1 : 0));
 }
@@ -282,21 +282,6 @@ function lifecycleEntries(lifecycle: LifecycleSource): LayerEntry[] {
     // Older platforms looked for the lifecycle at /lifecycle; pack keeps the link, so do we.
     { path: "lifecycle", type: "symlink" as const, linkname: "/cnb/lifecycle" },
   ];
-}
-
-function buildpackEntries(bp: BuildpackSource): LayerEntry[] {
-  const dir = buildpackDir(bp.id, bp.version);
-  // Its own directories (`cnb/buildpacks/<id>/<version>/`), not the platform's above them.
-  const parents = parentDirectories(`${dir}/x`).filter((parent) => parent.split("/").length > 3);
-  const seen = new Set<string>();
-  return [
-    ...parents.map((parent) => directoryEntry(parent)),
-    ...bp.entries.map((entry) => ({ ...entry, path: `${dir}/${entry.path}`, uid: 0, gid: 0 })),
-  ].filter((entry) => {
-    if (seen.has(entry.path)) return false;
-    seen.add(entry.path);
-    return true;
-  });
 }
 
 /** The legacy stack.toml, which platforms before Platform API 0.12 read the run image from. */

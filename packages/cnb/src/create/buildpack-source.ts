@@ -1,7 +1,7 @@
-import type { LayerEntry } from "@locald/oci";
+import { type AuthoredLayer, directoryEntry, type LayerEntry, parentDirectories } from "@locald/oci";
 import { parse as parseToml } from "smol-toml";
 import { CreateConfigError } from "../errors.js";
-import { entryText, localTreeEntries } from "./tree-source.js";
+import { entryText } from "./tree-source.js";
 
 /** A buildpack read from its `buildpack.toml` and files, ready to be one layer of a builder. */
 export interface BuildpackSource {
@@ -26,12 +26,6 @@ interface BuildpackToml {
   order?: unknown;
   stacks?: unknown;
   targets?: unknown;
-}
-
-/** `buildpack.toml` and the files next to it, from a directory or tarball. */
-export async function readBuildpack(uri: string, baseDir: string): Promise<BuildpackSource> {
-  const entries = await localTreeEntries(uri, baseDir, "buildpack");
-  return buildpackFromEntries(entries, uri);
 }
 
 /** The buildpack whose files are `entries` (`where` names it in errors). */
@@ -85,4 +79,47 @@ export function buildpackFromEntries(entries: readonly LayerEntry[], where: stri
 /** The directory of a buildpack under `/cnb/buildpacks` (`/` in ids becomes `_`, as the spec says). */
 export function buildpackDir(id: string, version: string): string {
   return `cnb/buildpacks/${id.replaceAll("/", "_")}/${version}`;
+}
+
+/** `id@version`, how buildpacks are told apart. */
+export const buildpackKey = (bp: { id: string; version: string }): string => `${bp.id}@${bp.version}`;
+
+/** The entries of a buildpack's own layer: its directories under `/cnb/buildpacks` and its files, root's. */
+export function buildpackLayerEntries(bp: BuildpackSource): LayerEntry[] {
+  const dir = buildpackDir(bp.id, bp.version);
+  // Its own directories (`cnb/buildpacks/<id>/<version>/`), not the platform's above them.
+  const parents = parentDirectories(`${dir}/x`).filter((parent) => parent.split("/").length > 3);
+  const seen = new Set<string>();
+  return [
+    ...parents.map((parent) => directoryEntry(parent)),
+    ...bp.entries.map((entry) => ({ ...entry, path: `${dir}/${entry.path}`, uid: 0, gid: 0 })),
+  ].filter((entry) => {
+    if (seen.has(entry.path)) return false;
+    seen.add(entry.path);
+    return true;
+  });
+}
+
+/**
+ * The `io.buildpacks.buildpack.layers` label of a builder or package: per id and version, the
+ * API, a meta-buildpack's order, the stacks or targets, and the diff id of its layer.
+ */
+export function layersLabel(
+  buildpacks: readonly BuildpackSource[],
+  layers: ReadonlyMap<string, AuthoredLayer>,
+): Record<string, Record<string, unknown>> {
+  const label: Record<string, Record<string, unknown>> = {};
+  for (const bp of buildpacks) {
+    label[bp.id] ??= {};
+    (label[bp.id] as Record<string, unknown>)[bp.version] = {
+      api: bp.api,
+      ...(bp.order ? { order: bp.order } : {}),
+      ...(bp.stacks ? { stacks: bp.stacks } : {}),
+      ...(bp.targets ? { targets: bp.targets } : {}),
+      layerDiffID: layers.get(buildpackKey(bp))?.diffId,
+      ...(bp.homepage ? { homepage: bp.homepage } : {}),
+      ...(bp.name ? { name: bp.name } : {}),
+    };
+  }
+  return label;
 }

@@ -83,8 +83,8 @@ export function registerBuildCommand(program: Command, context: CommandContext):
     )
     .option("-B, --builder <ref>", "builder image (e.g. paketobuildpacks/builder-jammy-base)")
     .option(
-      "-b, --buildpack <id[@version]>",
-      "use this buildpack of the builder (repeatable, in order)",
+      "-b, --buildpack <id|path|image>",
+      "a buildpack: an id of the builder's (id[@version]), a directory, .tgz or .cnb file, or an image (repeatable, in order)",
       collect,
       [],
     )

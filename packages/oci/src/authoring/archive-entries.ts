@@ -17,21 +17,35 @@ const gunzipAsync = promisify(gunzip);
  * cleaning or is of another kind (a hard link, a device) is refused, never written anywhere.
  */
 export async function archiveEntries(file: string): Promise<LayerEntry[]> {
-  const refuse = (name: string, why: string) =>
-    new InvalidLayerError(`The archive ${file} cannot be used: its entry ${JSON.stringify(name)} ${why}.`, {
-      hint: "Make the archive from the directory itself (tar -czf x.tgz -C DIR .), with plain files, directories and symlinks.",
-    });
   let bytes: Buffer;
   try {
     if ((await stat(file)).size > MAX_ARCHIVE_BYTES) throw new RangeError("it is larger than 2 GiB");
     bytes = await readFile(file);
-    if (bytes[0] === 0x1f && bytes[1] === 0x8b)
-      bytes = await gunzipAsync(bytes, { maxOutputLength: MAX_ARCHIVE_BYTES });
   } catch (error) {
     throw new InvalidLayerError(`The archive ${file} cannot be read: ${(error as Error).message}.`, {
       hint: "Check that it is a tar or gzip-compressed tar file, complete, and under 2 GiB.",
     });
   }
+  return tarEntries(bytes, `The archive ${file}`);
+}
+
+/**
+ * The entries of a tar held in memory (gzip-compressed or not), refused as `archiveEntries` says;
+ * `what` names it in errors ("The archive x.tgz", "Layer sha256:…").
+ */
+export async function tarEntries(input: Buffer, what: string): Promise<LayerEntry[]> {
+  let bytes = input;
+  if (bytes[0] === 0x1f && bytes[1] === 0x8b) {
+    try {
+      bytes = await gunzipAsync(bytes, { maxOutputLength: MAX_ARCHIVE_BYTES });
+    } catch (error) {
+      throw new InvalidLayerError(`${what} cannot be decompressed: ${(error as Error).message}.`);
+    }
+  }
+  const refuse = (name: string, why: string) =>
+    new InvalidLayerError(`${what} cannot be used: its entry ${JSON.stringify(name)} ${why}.`, {
+      hint: "Make the archive from the directory itself (tar -czf x.tgz -C DIR .), with plain files, directories and symlinks.",
+    });
   const tar = extract();
   const entries: LayerEntry[] = [];
   Readable.from([bytes]).pipe(tar);
@@ -58,7 +72,7 @@ export async function archiveEntries(file: string): Promise<LayerEntry[]> {
   } catch (error) {
     tar.destroy();
     if (error instanceof InvalidLayerError) throw error;
-    throw new InvalidLayerError(`The archive ${file} is not a valid tar file: ${(error as Error).message}.`, {
+    throw new InvalidLayerError(`${what} is not a valid tar file: ${(error as Error).message}.`, {
       hint: "Check that it is a tar or gzip-compressed tar file and that it is complete.",
     });
   }
