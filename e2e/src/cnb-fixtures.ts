@@ -1,4 +1,5 @@
 import { execFile } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import { constants } from "node:fs";
 import { access, cp, mkdir, mkdtemp, readFile, rename, rm, stat, symlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
@@ -149,13 +150,21 @@ export async function pushDebianImage(
   config: ContainerConfig,
   /** minbase, or the sample build image (see debianBuildImageLayer). */
   base: "minbase" | "build" = "minbase",
+  /** Files of a second layer over the base (`path` → content), for an updated image. */
+  extra?: Readonly<Record<string, string>>,
 ): Promise<string> {
   debianLayer ??= (async () => compressLayer(await readFile(await debianMinbaseTar()), "gzip", "oci"))();
   const layer = base === "build" ? await sampleBuildImageLayer() : await debianLayer;
-  const layout = await OciLayout.open(join(work, `layout-${name.replace(/[^a-z0-9]+/g, "-")}`), {
-    create: true,
-  });
-  const image = await writeImage(layout, { layers: [layer], config });
+  const layout = await OciLayout.open(
+    join(
+      work,
+      `layout-${name.replace(/[^a-z0-9]+/g, "-")}-${extra === undefined ? "base" : randomBytes(4).toString("hex")}`,
+    ),
+    { create: true },
+  );
+  const extraLayer =
+    extra === undefined ? [] : [Object.entries(extra).map(([path, content]) => ({ path, content }))];
+  const image = await writeImage(layout, { layers: [layer, ...extraLayer], config });
   await layout.addManifest(image.descriptor, "image");
   const ref = `${registry.host}/${name}`;
   await push({ kind: "layout", dir: layout.root, name: "image" }, ref);
@@ -174,11 +183,17 @@ export function pushRunImage(
   registry: TestRegistry,
   work: string,
   name = "cnb/run:bookworm",
+  /** Files of a layer over Debian: a newer version of the run image. */
+  extra?: Readonly<Record<string, string>>,
 ): Promise<string> {
-  return pushDebianImage(registry, work, name, {
-    Env: [DEBIAN_PATH],
-    Labels: { ...DEBIAN_STACK_LABELS, "io.buildpacks.base.maintainer": "locald e2e" },
-  });
+  return pushDebianImage(
+    registry,
+    work,
+    name,
+    { Env: [DEBIAN_PATH], Labels: { ...DEBIAN_STACK_LABELS, "io.buildpacks.base.maintainer": "locald e2e" } },
+    "minbase",
+    extra,
+  );
 }
 
 /** The lifecycle as a release tarball (`lifecycle.toml` and `lifecycle/…`), which pack and `locald builder create` read by `uri`. */

@@ -1,6 +1,6 @@
 import { execFile } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
-import { cp, mkdir, readFile, stat, writeFile } from "node:fs/promises";
+import { cp, mkdir, stat, writeFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { promisify } from "node:util";
 import {
@@ -8,28 +8,25 @@ import {
   BubblewrapRuntime,
   type ClientOptions,
   defaultDataDir,
-  dockerConfigCredentials,
-  dockerConfigKey,
   layoutTarget,
   OciLayout,
-  parseReference,
   removeTree,
   Store,
   storeTarget,
 } from "@locald/oci";
-import { parse as parseToml } from "smol-toml";
 import { type Builder, fetchBuilder, type PullPolicy } from "./builder.js";
 import { extendBuilder } from "./create/index.js";
-import { BuildConfigError, BuildError } from "./errors.js";
+import { BuildConfigError } from "./errors.js";
 import {
   decompressPreviousImage,
   exportBuiltImage,
-  placeRunImage,
+  placeImage,
   readSwaps,
   writeSwaps,
 } from "./layout-repo.js";
 import type { Phase } from "./lifecycle.js";
 import { imageName, layoutAlias, layoutPath, negotiatePlatformApi, platformEnv } from "./platform.js";
+import { insecureFlags, reportedDigest, writeRegistryConfig } from "./registry-access.js";
 import {
   type Isolation,
   isolationMode,
@@ -118,10 +115,7 @@ export function appStateDir(home: string, app: string, image: string, isolation:
  */
 export async function startingPoint(
   appDir: string,
-  options: Pick<
-    BuildOptions,
-    "builder" | "home" | "store" | "client" | "isolation" | "pullPolicy" | "buildpacks"
-  >,
+  options: BuilderContextOptions & Pick<BuildOptions, "buildpacks">,
   /** The builder's pull policy unless `options.pullPolicy` says otherwise. */
   defaultPolicy: PullPolicy,
 ) {
@@ -130,34 +124,47 @@ export async function startingPoint(
     throw new BuildConfigError(`The app directory ${app} does not exist.`, {
       hint: "Pass the directory of the app.",
     });
+  const context = await builderContext(options, defaultPolicy);
+  const { store, cacheDir } = context;
+  const client = options.client ? { client: options.client } : {};
+  // -b with buildpacks from outside the builder: they are added to it, in an extended builder.
+  const extended = options.buildpacks?.length
+    ? await extendBuilder(context.builder, options.buildpacks, { store, ...client })
+    : undefined;
+  if (extended?.reference === undefined) return { ...context, app, buildpacks: extended?.buildpacks ?? [] };
+  const builder = await fetchBuilder(extended.reference, { store, cacheDir, pullPolicy: "never", ...client });
+  const root = await context.mode.root(builder, {
+    store,
+    cacheDir: join(context.home, "cache", "rootfs"),
+    ...client,
+  });
+  return { ...context, app, builder, root, buildpacks: extended.buildpacks };
+}
+
+export type BuilderContextOptions = Pick<
+  BuildOptions,
+  "builder" | "home" | "store" | "client" | "isolation" | "pullPolicy"
+>;
+
+/** The store, bubblewrap, the builder, and the root its phases run in: what every lifecycle run needs. */
+export async function builderContext(options: BuilderContextOptions, defaultPolicy: PullPolicy) {
   const home = options.home ?? defaultDataDir();
   const store = options.store ?? (await Store.open(options.home ? join(home, "store") : undefined));
   const runtime = await BubblewrapRuntime.find();
   const cacheDir = join(home, "cache", "builders");
   const client = options.client ? { client: options.client } : {};
-  let builder = await fetchBuilder(options.builder, {
+  const builder = await fetchBuilder(options.builder, {
     store,
     cacheDir,
     pullPolicy: options.pullPolicy ?? defaultPolicy,
     ...client,
   });
-  // -b with buildpacks from outside the builder: they are added to it, in an extended builder.
-  const extended = options.buildpacks?.length
-    ? await extendBuilder(builder, options.buildpacks, { store, ...client })
-    : undefined;
-  if (extended?.reference !== undefined)
-    builder = await fetchBuilder(extended.reference, { store, cacheDir, pullPolicy: "never", ...client });
-  const buildpacks = extended?.buildpacks ?? [];
   const platformApi = negotiatePlatformApi(builder.platformApis, builder.lifecycleVersion);
   const isolation = isolationOf(options.isolation);
   const mode = isolationMode(isolation);
-  const root = await mode.root(builder, {
-    store,
-    cacheDir: join(home, "cache", "rootfs"),
-    ...(options.client ? { client: options.client } : {}),
-  });
+  const root = await mode.root(builder, { store, cacheDir: join(home, "cache", "rootfs"), ...client });
   const privileged = mode.privileged();
-  return { app, home, store, runtime, builder, platformApi, isolation, mode, root, privileged, buildpacks };
+  return { home, store, runtime, builder, cacheDir, platformApi, isolation, mode, root, privileged };
 }
 
 export async function build(appDir: string, options: BuildOptions): Promise<BuildResult> {
@@ -203,8 +210,9 @@ export async function build(appDir: string, options: BuildOptions): Promise<Buil
     const placed =
       options.output.kind === "registry"
         ? undefined
-        : await placeRunImage(
+        : await placeImage(
             runImage,
+            "run image",
             join(repo, layoutPath(runAlias)),
             store,
             options.client,
@@ -323,45 +331,6 @@ export async function build(appDir: string, options: BuildOptions): Promise<Buil
   } finally {
     await removeTree(work);
   }
-}
-
-/** `[image] digest` of the exporter's report.toml (registry mode). */
-async function reportedDigest(path: string): Promise<string> {
-  const report = parseToml(await readFile(path, "utf8")) as { image?: { digest?: string } };
-  const digest = report.image?.digest;
-  if (digest === undefined) throw new BuildError(`The exporter's report (${path}) names no image digest.`);
-  return digest;
-}
-
-/** A docker config with the caller's credentials for these images' registries. */
-async function writeRegistryConfig(
-  dir: string,
-  images: readonly string[],
-  client: ClientOptions | undefined,
-): Promise<void> {
-  const credentials = client?.credentials ?? dockerConfigCredentials();
-  const auths: Record<string, Record<string, string>> = {};
-  for (const registry of new Set(images.map((name) => parseReference(name).registry))) {
-    const found = await credentials(registry);
-    if (found?.username !== undefined && found.password !== undefined)
-      auths[dockerConfigKey(registry)] = {
-        auth: Buffer.from(`${found.username}:${found.password}`).toString("base64"),
-      };
-    else if (found?.identityToken !== undefined)
-      auths[dockerConfigKey(registry)] = { identitytoken: found.identityToken };
-    else if (found?.registryToken !== undefined)
-      auths[dockerConfigKey(registry)] = { registrytoken: found.registryToken };
-  }
-  await mkdir(dir, { recursive: true, mode: 0o700 });
-  await writeFile(join(dir, "config.json"), JSON.stringify({ auths }), { mode: 0o600 });
-}
-
-/** `-insecure-registry` for the registries the caller marked insecure (loopback is plain HTTP anyway). */
-function insecureFlags(client: ClientOptions | undefined, images: readonly string[]): string[] {
-  const insecure = new Set(client?.insecureRegistries ?? []);
-  return [...new Set(images.map((name) => parseReference(name).registry))]
-    .filter((registry) => insecure.has(registry))
-    .flatMap((registry) => ["-insecure-registry", registry]);
 }
 
 /** One group of the builder's buildpacks (`id` or `id@version`), as `-b` asked for them. */

@@ -6,4 +6,5 @@ export * from "./errors.js";
 export * from "./launcher.js";
 export * from "./lifecycle.js";
 export * from "./platform.js";
+export * from "./rebase.js";
 export * from "./sandbox/index.js";

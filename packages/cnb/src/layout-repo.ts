@@ -104,15 +104,19 @@ async function decompressLayers(
   return { layers, swaps };
 }
 
-/** Pulls the run image into the store and lays it out at `dir` with decompressed layers. */
-export async function placeRunImage(
+/**
+ * Pulls an image (the run image; the app image a rebase starts from) into the store as `policy`
+ * says and lays it out at `dir` with decompressed layers.
+ */
+export async function placeImage(
   runImage: string,
+  what: string,
   dir: string,
   store: Store,
   client: ClientOptions | undefined,
   policy: PullPolicy,
 ): Promise<{ swaps: LayerSwaps; reference: string }> {
-  const pulled = await pullByPolicy(runImage, "run image", { store, policy, ...(client ? { client } : {}) });
+  const pulled = await pullByPolicy(runImage, what, { store, policy, ...(client ? { client } : {}) });
   const reference = registryReference(runImage, pulled.digest);
   const marker = await readFile(join(dir, MARKER), "utf8")
     .then((text) => JSON.parse(text) as Marker)

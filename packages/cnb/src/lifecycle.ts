@@ -9,7 +9,7 @@ import { PLATFORM_APIS } from "./platform.js";
  * codes mean (platform spec, "Exit codes").
  */
 
-export type Phase = "analyzer" | "detector" | "restorer" | "builder" | "exporter";
+export type Phase = "analyzer" | "detector" | "restorer" | "builder" | "exporter" | "rebaser";
 
 /** Detect and build never run as root; the others do when locald does (they chown to the build user). */
 export const BUILD_USER_PHASES: ReadonlySet<Phase> = new Set(["detector", "builder"]);
@@ -27,6 +27,7 @@ const MEANINGS: Record<number, string> = {
   51: "ran a buildpack that failed",
   52: "failed while building",
   62: "failed to export the image",
+  72: "failed to rebase the image",
 };
 
 /** The last lines of a phase's output, for the error message. */

@@ -6,6 +6,7 @@ import { registerContainerCommands } from "./commands/container.js";
 import { registerDevCommands, registerDevcontainerCommand } from "./commands/dev.js";
 import { type CommandContext, registerImageCommands } from "./commands/image.js";
 import { registerLoginCommands } from "./commands/login.js";
+import { registerRebaseCommand } from "./commands/rebase.js";
 import { registerUpCommand } from "./commands/up.js";
 import type { GlobalFlags } from "./options.js";
 import { type Output, processOutput, renderError } from "./ui.js";
@@ -46,6 +47,7 @@ export async function main(argv: readonly string[], output: Output = processOutp
   registerDevcontainerCommand(program, context);
   registerImageCommands(program, context);
   registerLoginCommands(program, context);
+  registerRebaseCommand(program, context);
   registerContainerCommands(program, context);
   registerUpCommand(program, context);
   for (const command of program.commands) {

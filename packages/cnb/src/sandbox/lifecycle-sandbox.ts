@@ -14,6 +14,7 @@ const PHASE_TITLES: Record<Phase, string> = {
   restorer: "RESTORING",
   builder: "BUILDING",
   exporter: "EXPORTING",
+  rebaser: "REBASING",
 };
 
 export type OutputSink = (chunk: Buffer, stream: "stdout" | "stderr") => void;
