@@ -35,6 +35,7 @@ import {
   phaseEnvironment,
   processOutput,
 } from "./sandbox/index.js";
+import { copySbomTree } from "./sbom.js";
 
 /**
  * `locald build`: source → OCI image with the official lifecycle, phase by phase, in a sandbox
@@ -85,6 +86,8 @@ export interface BuildOptions {
   isolation?: Isolation;
   /** When the builder and run image are asked of their registries (default always, as pack). */
   pullPolicy?: PullPolicy;
+  /** Where to copy the SBOMs the buildpacks wrote (`launch/`, `build/`, `cache/`), as pack's `--sbom-output-dir`. */
+  sbomOutputDir?: string;
   /** false: the lifecycle prints no ANSI colour (CNB_NO_COLOR), for output that is not a terminal. */
   colour?: boolean;
 }
@@ -294,6 +297,8 @@ export async function build(appDir: string, options: BuildOptions): Promise<Buil
       ...insecure,
       lifecycleImage,
     ]);
+    if (options.sbomOutputDir !== undefined)
+      await copySbomTree(join(layers, "sbom"), resolve(options.sbomOutputDir));
     if (publish)
       return {
         image,

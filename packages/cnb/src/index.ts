@@ -8,3 +8,4 @@ export * from "./lifecycle.js";
 export * from "./platform.js";
 export * from "./rebase.js";
 export * from "./sandbox/index.js";
+export * from "./sbom.js";

@@ -7,6 +7,7 @@ import { registerDevCommands, registerDevcontainerCommand } from "./commands/dev
 import { type CommandContext, registerImageCommands } from "./commands/image.js";
 import { registerLoginCommands } from "./commands/login.js";
 import { registerRebaseCommand } from "./commands/rebase.js";
+import { registerSbomCommands } from "./commands/sbom.js";
 import { registerUpCommand } from "./commands/up.js";
 import type { GlobalFlags } from "./options.js";
 import { type Output, processOutput, renderError } from "./ui.js";
@@ -48,6 +49,7 @@ export async function main(argv: readonly string[], output: Output = processOutp
   registerImageCommands(program, context);
   registerLoginCommands(program, context);
   registerRebaseCommand(program, context);
+  registerSbomCommands(program, context);
   registerContainerCommands(program, context);
   registerUpCommand(program, context);
   for (const command of program.commands) {

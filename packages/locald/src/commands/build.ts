@@ -40,6 +40,7 @@ interface BuildFlags {
   creationTime?: string;
   isolation?: string;
   pullPolicy: PullPolicy;
+  sbomOutputDir?: string;
 }
 
 /** One thing to build: a directory, with what locald.toml says about it (if anything). */
@@ -102,6 +103,10 @@ export function registerBuildCommand(program: Command, context: CommandContext):
     .option("--clear-cache", "start without the cache of previous builds")
     .option("--creation-time <now|seconds>", "the image's created time (default: 1980, reproducible)")
     .option("--isolation <builder|host>", ISOLATION_HELP)
+    .option(
+      "--sbom-output-dir <dir>",
+      "copy the SBOMs the buildpacks wrote (launch/, build/, cache/) into this directory",
+    )
     .addOption(
       new Option("--pull-policy <policy>", "when the builder and run image are pulled (pack's)")
         .choices(PULL_POLICIES)
@@ -140,6 +145,7 @@ export function registerBuildCommand(program: Command, context: CommandContext):
           ...(opts.creationTime ? { creationTime: creationTime(opts.creationTime) } : {}),
           isolation: chooseIsolation(loaded, opts.isolation, target.service),
           pullPolicy: opts.pullPolicy,
+          ...(opts.sbomOutputDir ? { sbomOutputDir: opts.sbomOutputDir } : {}),
           colour: useColour(output.stderr),
           client: clientOptions(flags, (line) => output.stderr.write(`${line}\n`)),
           logLevel: flags.verbose || process.env.LOCALD_DEBUG === "1" ? "debug" : "info",
