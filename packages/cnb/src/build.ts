@@ -1,6 +1,6 @@
 import { execFile } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
-import { cp, mkdir, stat, writeFile } from "node:fs/promises";
+import { cp, lstat, mkdir, stat, writeFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { promisify } from "node:util";
 import {
@@ -14,7 +14,8 @@ import {
   Store,
   storeTarget,
 } from "@locald/oci";
-import { type Builder, fetchBuilder, type PullPolicy } from "./builder.js";
+import { stringify as stringifyToml } from "smol-toml";
+import { type Builder, type BuildpackRef, fetchBuilder, type PullPolicy } from "./builder.js";
 import { extendBuilder } from "./create/index.js";
 import { BuildConfigError } from "./errors.js";
 import {
@@ -26,6 +27,7 @@ import {
 } from "./layout-repo.js";
 import type { Phase } from "./lifecycle.js";
 import { imageName, layoutAlias, layoutPath, negotiatePlatformApi, platformEnv } from "./platform.js";
+import { projectFilter, readProjectDescriptor } from "./project-descriptor.js";
 import { insecureFlags, reportedDigest, writeRegistryConfig } from "./registry-access.js";
 import {
   type Isolation,
@@ -171,8 +173,22 @@ export async function builderContext(options: BuilderContextOptions, defaultPoli
 }
 
 export async function build(appDir: string, options: BuildOptions): Promise<BuildResult> {
-  const { app, home, store, runtime, builder, platformApi, isolation, mode, root, privileged, buildpacks } =
-    await startingPoint(appDir, options, "always");
+  // project.toml: below the caller's options (flags, locald.toml), above the builder's defaults.
+  const project = await readProjectDescriptor(resolve(appDir));
+  const group = options.buildpacks?.length ? options.buildpacks : (project?.group ?? []);
+  const pre = project?.pre ?? [];
+  const post = project?.post ?? [];
+  const started = await startingPoint(
+    appDir,
+    { ...options, buildpacks: [...pre, ...group, ...post] },
+    "always",
+  );
+  const { app, home, store, runtime, builder, platformApi, isolation, mode, root, privileged } = started;
+  const order = {
+    pre: started.buildpacks.slice(0, pre.length),
+    group: started.buildpacks.slice(pre.length, pre.length + group.length),
+    post: started.buildpacks.slice(pre.length + group.length),
+  };
   const runImage = options.runImage ?? builder.runImages[0];
   if (runImage === undefined)
     throw new BuildConfigError(`The builder ${builder.reference} names no run image.`, {
@@ -197,15 +213,18 @@ export async function build(appDir: string, options: BuildOptions): Promise<Buil
     for (const dir of [cache, repo, layers, join(platform, "env")])
       await mkdir(dir, { recursive: true, mode: 0o755 });
     // The app is copied: buildpacks may write into /workspace, and the user's files stay theirs.
+    // (never .git; with project.toml, only what its include / exclude let through)
+    const reaches = projectFilter(app, project);
     await cp(app, workspace, {
       recursive: true,
       verbatimSymlinks: true,
-      filter: (src) => !src.endsWith("/.git"),
+      filter: async (src) => reaches(src, (await lstat(src)).isDirectory()),
     });
-    for (const [name, value] of platformEnv(options.env ?? []))
+    for (const [name, value] of platformEnv([...(project?.env ?? []), ...(options.env ?? [])]))
       await writeFile(join(platform, "env", name), value);
     // The detector reads <layers>/order.toml before the builder's own order.
-    if (buildpacks.length > 0) await writeFile(join(layers, "order.toml"), orderToml(builder, buildpacks));
+    if (started.buildpacks.length > 0)
+      await writeFile(join(layers, "order.toml"), orderToml(builder, order.group, order.pre, order.post));
 
     // The run image, as an OCI layout at the path the lifecycle maps its (aliased) reference to.
     const runAlias = layoutAlias("run", runImage);
@@ -338,9 +357,18 @@ export async function build(appDir: string, options: BuildOptions): Promise<Buil
   }
 }
 
-/** One group of the builder's buildpacks (`id` or `id@version`), as `-b` asked for them. */
-export function orderToml(builder: Builder, wanted: readonly string[]): string {
-  const entries = wanted.map((spec) => {
+/**
+ * The detection order: one group of the builder's buildpacks (`id` or `id@version`) as `-b` or
+ * project.toml asked for them, else the builder's own order; with project.toml's pre and post
+ * groups around every group.
+ */
+export function orderToml(
+  builder: Builder,
+  wanted: readonly string[],
+  pre: readonly string[] = [],
+  post: readonly string[] = [],
+): string {
+  const member = (spec: string): BuildpackRef => {
     const [id, version] = spec.split("@") as [string, string | undefined];
     const found = builder.buildpacks.find(
       (bp) => bp.id === id && (version === undefined || bp.version === version),
@@ -349,7 +377,10 @@ export function orderToml(builder: Builder, wanted: readonly string[]): string {
       throw new BuildConfigError(`The builder ${builder.reference} has no buildpack ${spec}.`, {
         hint: `It has: ${builder.buildpacks.map((bp) => `${bp.id}@${bp.version}`).join(", ") || "none listed"}.`,
       });
-    return `[[order.group]]\nid = ${JSON.stringify(found.id)}\nversion = ${JSON.stringify(found.version)}\n`;
-  });
-  return `[[order]]\n${entries.join("\n")}`;
+    return { id: found.id, version: found.version };
+  };
+  const groups: ReadonlyArray<readonly BuildpackRef[]> =
+    wanted.length > 0 ? [wanted.map(member)] : builder.order.map((entry) => entry.group);
+  const around = (group: readonly BuildpackRef[]) => [...pre.map(member), ...group, ...post.map(member)];
+  return stringifyToml({ order: groups.map((group) => ({ group: around(group) })) });
 }

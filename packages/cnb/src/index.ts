@@ -6,6 +6,7 @@ export * from "./errors.js";
 export * from "./launcher.js";
 export * from "./lifecycle.js";
 export * from "./platform.js";
+export * from "./project-descriptor.js";
 export * from "./rebase.js";
 export * from "./sandbox/index.js";
 export * from "./sbom.js";

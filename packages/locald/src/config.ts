@@ -191,12 +191,23 @@ export function chooseIsolation(
 }
 
 /** The builder to use: the first one given, else `[project] builder`, else LOCALD_BUILDER. */
-export function chooseBuilder(loaded: LoadedConfig | undefined, ...given: (string | undefined)[]): string {
+/**
+ * The builder: the first given (flag, service), else locald.toml's [project] builder, else the
+ * app's project.toml builder (`fromProject`), else LOCALD_BUILDER.
+ */
+export function chooseBuilder(
+  loaded: LoadedConfig | undefined,
+  given: ReadonlyArray<string | undefined>,
+  fromProject?: string,
+): string {
   const builder =
-    given.find((b) => b !== undefined) ?? loaded?.config.project?.builder ?? process.env.LOCALD_BUILDER;
+    given.find((b) => b !== undefined) ??
+    loaded?.config.project?.builder ??
+    fromProject ??
+    process.env.LOCALD_BUILDER;
   if (builder === undefined)
     throw new UsageError(
-      `No builder: pass --builder <image>, set [project] builder in ${CONFIG_FILE}, or set LOCALD_BUILDER.`,
+      `No builder: pass --builder <image>, set [project] builder in ${CONFIG_FILE} (or builder in the app's project.toml), or set LOCALD_BUILDER.`,
     );
   return builder;
 }

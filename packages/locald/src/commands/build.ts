@@ -1,6 +1,6 @@
 import { readFile, stat } from "node:fs/promises";
 import { join } from "node:path";
-import { build, PULL_POLICIES, type PullPolicy } from "@locald/cnb";
+import { build, PULL_POLICIES, type PullPolicy, readProjectDescriptor } from "@locald/cnb";
 import { envFileLines } from "@locald/oci";
 import { type Command, Option } from "commander";
 import {
@@ -127,7 +127,8 @@ export function registerBuildCommand(program: Command, context: CommandContext):
       );
       const flags = context.flags();
       for (const target of chosen) {
-        const builder = chooseBuilder(loaded, opts.builder, target.service?.builder);
+        const project = await readProjectDescriptor(target.path);
+        const builder = chooseBuilder(loaded, [opts.builder, target.service?.builder], project?.builder);
         const name = opts.tag ?? target.name;
         const serviceEnv = envLines(target.service?.env);
         const buildpacks = [...(target.service?.buildpacks ?? []), ...opts.buildpack];

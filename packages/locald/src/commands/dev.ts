@@ -36,7 +36,7 @@ function splitAtDashes(raw: readonly string[], verb: string): { path: string; co
 async function builderFor(flags: { builder?: string; isolation?: string }) {
   const loaded = await loadConfig(".");
   return {
-    builder: chooseBuilder(loaded, flags.builder),
+    builder: chooseBuilder(loaded, [flags.builder]),
     isolation: chooseIsolation(loaded, flags.isolation),
   };
 }

@@ -51,7 +51,7 @@ export function registerRebaseCommand(program: Command, context: CommandContext)
         const flags = context.flags();
         const result = await rebase({
           image,
-          ...(opts.publish ? { builder: chooseBuilder(loaded, opts.builder) } : {}),
+          ...(opts.publish ? { builder: chooseBuilder(loaded, [opts.builder]) } : {}),
           isolation: chooseIsolation(loaded, opts.isolation),
           ...(opts.runImage ? { runImage: opts.runImage } : {}),
           output: opts.publish
