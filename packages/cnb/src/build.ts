@@ -8,6 +8,7 @@ import {
   BubblewrapRuntime,
   type ClientOptions,
   defaultDataDir,
+  deliverImage,
   layoutTarget,
   OciLayout,
   removeTree,
@@ -88,6 +89,12 @@ export interface BuildOptions {
   isolation?: Isolation;
   /** When the builder and run image are asked of their registries (default always, as pack). */
   pullPolicy?: PullPolicy;
+  /** More names for the image (pack's repeated `-t`): pushed with it, or named in the store. */
+  additionalTags?: readonly string[];
+  /** A registry image to keep the build cache in (the lifecycle's `-cache-image`), instead of the per-app cache. */
+  cacheImage?: string;
+  /** The image whose layers the analyzer reuses, when not the image being written (registry builds). */
+  previousImage?: string;
   /** Where to copy the SBOMs the buildpacks wrote (`launch/`, `build/`, `cache/`), as pack's `--sbom-output-dir`. */
   sbomOutputDir?: string;
   /** false: the lifecycle prints no ANSI colour (CNB_NO_COLOR), for output that is not a terminal. */
@@ -262,17 +269,25 @@ export async function build(appDir: string, options: BuildOptions): Promise<Buil
     ];
     const ids = ["-uid", String(uid), "-gid", String(gid)];
     const publish = options.output.kind === "registry";
-    // Publishing talks to registries: the lifecycle gets the caller's credentials through a
-    // private docker config (never argv or the environment, which other users can read).
-    if (publish) {
+    const tags = publish ? (options.additionalTags ?? []).map(imageName) : [];
+    const cacheImage = options.cacheImage === undefined ? undefined : imageName(options.cacheImage);
+    // What the lifecycle itself reads or writes in registries: the published image and its
+    // tags, the run image it is based on, the cache image.
+    const remote = [...(publish ? [image, ...tags, runImage] : []), ...(cacheImage ? [cacheImage] : [])];
+    if (options.previousImage !== undefined) remote.push(imageName(options.previousImage));
+    // The lifecycle gets the caller's credentials for those through a private docker config
+    // (never argv or the environment, which other users can read).
+    if (remote.length > 0) {
       const configDir = join(work, "docker-config");
-      await writeRegistryConfig(configDir, [image, runImage], options.client);
+      await writeRegistryConfig(configDir, remote, options.client);
       if (privileged) await run("chown", ["-R", `${uid}:${gid}`, "--", configDir]);
       mounts.push({ source: configDir, destination: "/docker-config", readonly: true });
       env.push("DOCKER_CONFIG=/docker-config");
     }
     const layout = publish ? [] : ["-layout", "-layout-dir", "/layout-repo"];
-    const insecure = publish ? insecureFlags(options.client, [image, runImage]) : [];
+    const insecure = insecureFlags(options.client, remote);
+    // A cache image in a registry (CI machines that start empty) instead of the per-app cache dir.
+    const cacheArgs = cacheImage ? ["-cache-image", cacheImage] : ["-cache-dir", "/cache"];
     const lifecycleImage = publish ? image : appAlias;
     const sandbox = new LifecycleSandbox({
       runtime,
@@ -295,10 +310,11 @@ export async function build(appDir: string, options: BuildOptions): Promise<Buil
       ...ids,
       "-run-image",
       publish ? runImage : runAlias,
+      ...(options.previousImage !== undefined ? ["-previous-image", imageName(options.previousImage)] : []),
       lifecycleImage,
     ]);
     await phase("detector", ["-app", "/workspace", "-layers", "/layers", "-platform", "/platform"]);
-    await phase("restorer", ["-cache-dir", "/cache", "-layers", "/layers", ...ids, ...layout, ...insecure]);
+    await phase("restorer", [...cacheArgs, "-layers", "/layers", ...ids, ...layout, ...insecure]);
     await phase("builder", ["-app", "/workspace", "-layers", "/layers", "-platform", "/platform"]);
     await phase("exporter", [
       ...layout,
@@ -307,14 +323,14 @@ export async function build(appDir: string, options: BuildOptions): Promise<Buil
       "/workspace",
       "-layers",
       "/layers",
-      "-cache-dir",
-      "/cache",
+      ...cacheArgs,
       "-launcher",
       "/cnb/lifecycle/launcher",
       "-report",
       "/layers/report.toml",
       ...insecure,
       lifecycleImage,
+      ...tags,
     ]);
     if (options.sbomOutputDir !== undefined)
       await copySbomTree(join(layers, "sbom"), resolve(options.sbomOutputDir));
@@ -341,6 +357,10 @@ export async function build(appDir: string, options: BuildOptions): Promise<Buil
       target,
       (placed as NonNullable<typeof placed>).reference,
     );
+    // More names of the same image, in the store.
+    if (options.output.kind === "store")
+      for (const tag of options.additionalTags ?? [])
+        await deliverImage(store, descriptor, { kind: "store", name: imageName(tag) });
     // Its compressed layers are in the store now; the next build reads them decompressed.
     const decompressed = await decompressPreviousImage(exported);
     await writeSwaps(state, new Map([...remembered, ...decompressed]));

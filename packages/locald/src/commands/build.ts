@@ -30,7 +30,9 @@ function creationTime(value: string): Date {
 interface BuildFlags {
   builder?: string;
   buildpack: string[];
-  tag?: string;
+  tag: string[];
+  cacheImage?: string;
+  previousImage?: string;
   layout?: string;
   publish?: boolean;
   env: string[];
@@ -89,7 +91,20 @@ export function registerBuildCommand(program: Command, context: CommandContext):
       collect,
       [],
     )
-    .option("-t, --tag <name>", "image name (default: the service's or the directory's name)")
+    .option(
+      "-t, --tag <name>",
+      "image name (default: the service's or the directory's name); repeat for more names",
+      collect,
+      [],
+    )
+    .option(
+      "--cache-image <ref>",
+      "keep the build cache in this registry image (for CI machines that start empty)",
+    )
+    .option(
+      "--previous-image <ref>",
+      "with --publish, reuse the layers of this image instead of the one being written",
+    )
     .option("--layout <dir>", "write the image to this OCI layout directory instead of the store")
     .option("--publish", "push the image to the registry its name (-t) names, instead of the store")
     .option(
@@ -114,13 +129,19 @@ export function registerBuildCommand(program: Command, context: CommandContext):
     )
     .action(async (arg: string | undefined, opts: BuildFlags) => {
       if (opts.publish && opts.layout) throw new UsageError("--publish and --layout exclude each other.");
-      if (opts.publish && opts.tag === undefined)
+      if (opts.layout && opts.tag.length > 1)
+        throw new UsageError("--layout writes one image: give -t once.");
+      if (opts.previousImage && !opts.publish)
+        throw new UsageError(
+          "--previous-image is for --publish builds (the store keeps each app's previous image itself).",
+        );
+      if (opts.publish && opts.tag.length === 0)
         throw new UsageError(
           "--publish needs the image's name with -t (for example -t registry.example.com/team/app:1).",
         );
       const loaded = await loadConfig(".");
       const chosen = await targets(arg, loaded);
-      if (chosen.length > 1 && (opts.tag || opts.layout))
+      if (chosen.length > 1 && (opts.tag.length > 0 || opts.layout))
         throw new UsageError("-t and --layout name one image: pick a service (locald build <service>).");
       const fileLines = (await Promise.all(opts.envFile.map((file) => readFile(file, "utf8")))).flatMap(
         envFileLines,
@@ -129,7 +150,7 @@ export function registerBuildCommand(program: Command, context: CommandContext):
       for (const target of chosen) {
         const project = await readProjectDescriptor(target.path);
         const builder = chooseBuilder(loaded, [opts.builder, target.service?.builder], project?.builder);
-        const name = opts.tag ?? target.name;
+        const name = opts.tag[0] ?? target.name;
         const serviceEnv = envLines(target.service?.env);
         const buildpacks = [...(target.service?.buildpacks ?? []), ...opts.buildpack];
         const result = await build(target.path, {
@@ -146,6 +167,9 @@ export function registerBuildCommand(program: Command, context: CommandContext):
           ...(opts.creationTime ? { creationTime: creationTime(opts.creationTime) } : {}),
           isolation: chooseIsolation(loaded, opts.isolation, target.service),
           pullPolicy: opts.pullPolicy,
+          ...(opts.tag.length > 1 ? { additionalTags: opts.tag.slice(1) } : {}),
+          ...(opts.cacheImage ? { cacheImage: opts.cacheImage } : {}),
+          ...(opts.previousImage ? { previousImage: opts.previousImage } : {}),
           ...(opts.sbomOutputDir ? { sbomOutputDir: opts.sbomOutputDir } : {}),
           colour: useColour(output.stderr),
           client: clientOptions(flags, (line) => output.stderr.write(`${line}\n`)),
