@@ -1,7 +1,7 @@
 import { execFile } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
-import { cp, lstat, mkdir, stat, writeFile } from "node:fs/promises";
-import { join, resolve } from "node:path";
+import { copyFile, cp, lstat, mkdir, stat, writeFile } from "node:fs/promises";
+import { join, posix, resolve } from "node:path";
 import { promisify } from "node:util";
 import {
   type BindMount,
@@ -89,6 +89,22 @@ export interface BuildOptions {
   isolation?: Isolation;
   /** When the builder and run image are asked of their registries (default always, as pack). */
   pullPolicy?: PullPolicy;
+  /** Buildpacks run before / after every group (pack's `--pre-buildpack` / `--post-buildpack`), after project.toml's. */
+  preBuildpacks?: readonly string[];
+  postBuildpacks?: readonly string[];
+  /** Host directories shown to detect and build (pack's `--volume`); never part of the image. */
+  volumes?: readonly BindMount[];
+  /** The network detect and build see: the host's (default) or none, for hermetic builds. */
+  network?: "host" | "none";
+  /** The image's default process type (the exporter's `-process-type`). */
+  defaultProcess?: string;
+  /** `CNB_EXEC_ENV` for the buildpacks: production (the default), test, development (Platform API 0.15). */
+  execEnv?: "production" | "test" | "development";
+  /** Where to copy the lifecycle's report.toml after export. */
+  reportOutputDir?: string;
+  /** The build user's ids instead of the builder's CNB_USER_ID / CNB_GROUP_ID. */
+  uid?: number;
+  gid?: number;
   /** More names for the image (pack's repeated `-t`): pushed with it, or named in the store. */
   additionalTags?: readonly string[];
   /** A registry image to keep the build cache in (the lifecycle's `-cache-image`), instead of the per-app cache. */
@@ -183,14 +199,25 @@ export async function build(appDir: string, options: BuildOptions): Promise<Buil
   // project.toml: below the caller's options (flags, locald.toml), above the builder's defaults.
   const project = await readProjectDescriptor(resolve(appDir));
   const group = options.buildpacks?.length ? options.buildpacks : (project?.group ?? []);
-  const pre = project?.pre ?? [];
-  const post = project?.post ?? [];
+  const pre = [...(project?.pre ?? []), ...(options.preBuildpacks ?? [])];
+  const post = [...(project?.post ?? []), ...(options.postBuildpacks ?? [])];
+  for (const volume of options.volumes ?? []) checkVolume(volume);
   const started = await startingPoint(
     appDir,
     { ...options, buildpacks: [...pre, ...group, ...post] },
     "always",
   );
-  const { app, home, store, runtime, builder, platformApi, isolation, mode, root, privileged } = started;
+  const { app, home, store, runtime, platformApi, isolation, mode, root, privileged } = started;
+  const builder = {
+    ...started.builder,
+    uid: options.uid ?? started.builder.uid,
+    gid: options.gid ?? started.builder.gid,
+  };
+  if (options.execEnv !== undefined && compareApis(platformApi, "0.15") < 0)
+    throw new BuildConfigError(
+      `--exec-env needs Platform API 0.15; the builder's lifecycle ${builder.lifecycleVersion} speaks ${platformApi}.`,
+      { hint: "Use a builder with lifecycle 0.21 or later, or build without --exec-env." },
+    );
   const order = {
     pre: started.buildpacks.slice(0, pre.length),
     group: started.buildpacks.slice(pre.length, pre.length + group.length),
@@ -263,6 +290,7 @@ export async function build(appDir: string, options: BuildOptions): Promise<Buil
     const env = [
       ...phaseEnvironment(builder, isolation, platformApi, options.colour),
       "CNB_EXPERIMENTAL_MODE=warn",
+      ...(options.execEnv ? [`CNB_EXEC_ENV=${options.execEnv}`] : []),
       ...(options.creationTime
         ? [`SOURCE_DATE_EPOCH=${Math.floor(options.creationTime.getTime() / 1000)}`]
         : []),
@@ -301,6 +329,8 @@ export async function build(appDir: string, options: BuildOptions): Promise<Buil
       logLevel: options.logLevel ?? "info",
       onOutput: options.onOutput ?? processOutput,
       ...(options.onEvent ? { onPhase: (phase: Phase) => options.onEvent?.({ type: "phase", phase }) } : {}),
+      ...(options.network ? { buildpackNetwork: options.network } : {}),
+      ...(options.volumes ? { buildpackMounts: options.volumes } : {}),
     });
     const phase = (name: Phase, args: string[]) => sandbox.phase(name, args);
 
@@ -326,12 +356,17 @@ export async function build(appDir: string, options: BuildOptions): Promise<Buil
       ...cacheArgs,
       "-launcher",
       "/cnb/lifecycle/launcher",
+      ...(options.defaultProcess ? ["-process-type", options.defaultProcess] : []),
       "-report",
       "/layers/report.toml",
       ...insecure,
       lifecycleImage,
       ...tags,
     ]);
+    if (options.reportOutputDir !== undefined) {
+      await mkdir(resolve(options.reportOutputDir), { recursive: true });
+      await copyFile(join(layers, "report.toml"), join(resolve(options.reportOutputDir), "report.toml"));
+    }
     if (options.sbomOutputDir !== undefined)
       await copySbomTree(join(layers, "sbom"), resolve(options.sbomOutputDir));
     if (publish)
@@ -403,4 +438,35 @@ export function orderToml(
     wanted.length > 0 ? [wanted.map(member)] : builder.order.map((entry) => entry.group);
   const around = (group: readonly BuildpackRef[]) => [...pre.map(member), ...group, ...post.map(member)];
   return stringifyToml({ order: groups.map((group) => ({ group: around(group) })) });
+}
+
+/** The lifecycle's own directories, and the root: a `--volume` may not cover them. */
+const RESERVED = [
+  "/",
+  "/cnb",
+  "/layers",
+  "/workspace",
+  "/platform",
+  "/cache",
+  "/layout-repo",
+  "/proc",
+  "/dev",
+  "/tmp",
+];
+
+function checkVolume(volume: BindMount): void {
+  const target = posix.normalize(volume.destination);
+  if (
+    !posix.isAbsolute(target) ||
+    RESERVED.some((dir) => target === dir || (dir !== "/" && target.startsWith(`${dir}/`)))
+  )
+    throw new BuildConfigError(`--volume cannot mount at ${volume.destination}.`, {
+      hint: `Mount at an absolute path outside ${RESERVED.slice(1).join(", ")} (for example /secrets).`,
+    });
+}
+
+function compareApis(a: string, b: string): number {
+  const [am = 0, an = 0] = a.split(".").map(Number);
+  const [bm = 0, bn = 0] = b.split(".").map(Number);
+  return am - bm || an - bn;
 }

@@ -38,7 +38,14 @@ export interface LifecycleSandboxOptions {
   logLevel: "info" | "debug";
   onOutput: OutputSink;
   onPhase?: (phase: Phase) => void;
+  /** Only for the phases that run buildpacks (detect, build): "none" for hermetic builds. */
+  buildpackNetwork?: "host" | "none";
+  /** Only for the phases that run buildpacks: the caller's `--volume`s, which the export never sees. */
+  buildpackMounts?: readonly BindMount[];
 }
+
+/** The phases in which buildpacks run (their own bin/detect and bin/build). */
+const BUILDPACK_PHASES: ReadonlySet<Phase> = new Set(["detector", "builder"]);
 
 export class LifecycleSandbox {
   constructor(private readonly options: LifecycleSandboxOptions) {}
@@ -58,7 +65,12 @@ export class LifecycleSandbox {
         : command,
       env: this.options.env,
       cwd: "/workspace",
-      mounts: this.options.mounts,
+      mounts: BUILDPACK_PHASES.has(name)
+        ? [...this.options.mounts, ...(this.options.buildpackMounts ?? [])]
+        : this.options.mounts,
+      ...(BUILDPACK_PHASES.has(name) && this.options.buildpackNetwork === "none"
+        ? { network: "none" as const }
+        : {}),
       ...this.ids(),
       output: (chunk, stream) => {
         output += chunk.toString("utf8");

@@ -1,8 +1,8 @@
 import { readFile, stat } from "node:fs/promises";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import { build, PULL_POLICIES, type PullPolicy, readProjectDescriptor } from "@locald/cnb";
-import { envFileLines } from "@locald/oci";
-import { type Command, Option } from "commander";
+import { type BindMount, envFileLines } from "@locald/oci";
+import { type Command, InvalidArgumentError, Option } from "commander";
 import {
   CONFIG_FILE,
   chooseBuilder,
@@ -43,6 +43,37 @@ interface BuildFlags {
   isolation?: string;
   pullPolicy: PullPolicy;
   sbomOutputDir?: string;
+  reportOutputDir?: string;
+  preBuildpack: string[];
+  postBuildpack: string[];
+  volume: string[];
+  network?: "host" | "none";
+  defaultProcess?: string;
+  execEnv?: "production" | "test" | "development";
+  uid?: number;
+  gid?: number;
+}
+
+/** pack's `--volume HOST:TARGET[:ro|rw]` (read-only unless `rw`), the host path made absolute. */
+function volume(spec: string): BindMount {
+  const parts = spec.split(":");
+  const mode = parts.length === 3 ? parts[2] : undefined;
+  if (
+    parts.length < 2 ||
+    parts.length > 3 ||
+    parts[0] === "" ||
+    parts[1] === "" ||
+    (mode !== undefined && mode !== "ro" && mode !== "rw")
+  )
+    throw new UsageError(`--volume ${spec}: expected HOST:TARGET, HOST:TARGET:ro or HOST:TARGET:rw.`);
+  return { source: resolve(parts[0] as string), destination: parts[1] as string, readonly: mode !== "rw" };
+}
+
+function buildUserId(value: string): number {
+  const number = Number(value);
+  if (!Number.isSafeInteger(number) || number < 0 || number > 0xfffffffe)
+    throw new InvalidArgumentError("expected a user or group id (a whole number ≥ 0)");
+  return number;
 }
 
 /** One thing to build: a directory, with what locald.toml says about it (if anything). */
@@ -118,6 +149,41 @@ export function registerBuildCommand(program: Command, context: CommandContext):
     .option("--clear-cache", "start without the cache of previous builds")
     .option("--creation-time <now|seconds>", "the image's created time (default: 1980, reproducible)")
     .option("--isolation <builder|host>", ISOLATION_HELP)
+    .option("--report-output-dir <dir>", "copy the lifecycle's report.toml into this directory")
+    .option(
+      "--pre-buildpack <id|path|image>",
+      "run this buildpack before every group (repeatable)",
+      collect,
+      [],
+    )
+    .option(
+      "--post-buildpack <id|path|image>",
+      "run this buildpack after every group (repeatable)",
+      collect,
+      [],
+    )
+    .option(
+      "--volume <host:target[:ro|rw]>",
+      "show a host directory to the buildpacks (read-only unless rw); never in the image",
+      collect,
+      [],
+    )
+    .addOption(
+      new Option("--network <mode>", "the network the buildpacks see: host (default) or none").choices([
+        "host",
+        "none",
+      ]),
+    )
+    .option("--default-process <type>", "the image's default process type")
+    .addOption(
+      new Option("--exec-env <env>", "CNB_EXEC_ENV for the buildpacks (Platform API 0.15)").choices([
+        "production",
+        "test",
+        "development",
+      ]),
+    )
+    .option("--uid <id>", "the build user's uid instead of the builder's", buildUserId)
+    .option("--gid <id>", "the build user's gid instead of the builder's", buildUserId)
     .option(
       "--sbom-output-dir <dir>",
       "copy the SBOMs the buildpacks wrote (launch/, build/, cache/) into this directory",
@@ -139,6 +205,10 @@ export function registerBuildCommand(program: Command, context: CommandContext):
         throw new UsageError(
           "--publish needs the image's name with -t (for example -t registry.example.com/team/app:1).",
         );
+      const volumes = opts.volume.map(volume);
+      for (const mount of volumes)
+        if (!(await stat(mount.source).catch(() => undefined)))
+          throw new UsageError(`--volume: ${mount.source} does not exist.`);
       const loaded = await loadConfig(".");
       const chosen = await targets(arg, loaded);
       if (chosen.length > 1 && (opts.tag.length > 0 || opts.layout))
@@ -171,6 +241,15 @@ export function registerBuildCommand(program: Command, context: CommandContext):
           ...(opts.cacheImage ? { cacheImage: opts.cacheImage } : {}),
           ...(opts.previousImage ? { previousImage: opts.previousImage } : {}),
           ...(opts.sbomOutputDir ? { sbomOutputDir: opts.sbomOutputDir } : {}),
+          ...(opts.reportOutputDir ? { reportOutputDir: opts.reportOutputDir } : {}),
+          ...(opts.preBuildpack.length > 0 ? { preBuildpacks: opts.preBuildpack } : {}),
+          ...(opts.postBuildpack.length > 0 ? { postBuildpacks: opts.postBuildpack } : {}),
+          ...(volumes.length > 0 ? { volumes } : {}),
+          ...(opts.network ? { network: opts.network } : {}),
+          ...(opts.defaultProcess ? { defaultProcess: opts.defaultProcess } : {}),
+          ...(opts.execEnv ? { execEnv: opts.execEnv } : {}),
+          ...(opts.uid !== undefined ? { uid: opts.uid } : {}),
+          ...(opts.gid !== undefined ? { gid: opts.gid } : {}),
           colour: useColour(output.stderr),
           client: clientOptions(flags, (line) => output.stderr.write(`${line}\n`)),
           logLevel: flags.verbose || process.env.LOCALD_DEBUG === "1" ? "debug" : "info",

@@ -117,6 +117,7 @@ export class BubblewrapRuntime implements ContainerRuntime {
       "--unshare-pid",
       "--unshare-ipc",
       "--unshare-uts",
+      ...(process.network === "none" ? ["--unshare-net"] : []),
       "--die-with-parent",
       // A new session keeps a sandboxed process from pushing input into the caller's terminal.
       ...(process.terminal ? [] : ["--new-session"]),

@@ -39,6 +39,8 @@ export interface SandboxProcess {
   userNamespace?: boolean;
   mounts?: readonly BindMount[];
   hostname?: string;
+  /** "host" (default): the host's network; "none": a network namespace with only loopback. */
+  network?: "host" | "none";
   /** "inherit" (default) passes stdio through; a callback gets stdout and stderr instead. */
   output?: "inherit" | ((chunk: Buffer, stream: "stdout" | "stderr") => void);
   /**
