@@ -12,6 +12,7 @@ import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { removeTree } from "@locald/oci";
 import {
+  callerIn,
   makeTempDir,
   pushSampleBuilder,
   requireBinary,
@@ -102,109 +103,115 @@ describe("--cache-image and more than one -t", () => {
   });
 });
 
-describe("--volume, --network, --default-process, --report-output-dir, --exec-env, --post-buildpack, --uid", () => {
-  const procfileBuildpack = fileURLToPath(new URL("../../fixtures/buildpacks/procfile", import.meta.url));
-  const app = () => join(shared.work as string, "flags-app");
-  const secrets = () => join(shared.work as string, "secrets");
-  const home = () => join(shared.work as string, "flags-home");
-  const execEnvBuildpack = () => join(shared.work as string, "exec-env-buildpack");
-  const locald = (args: string[]) =>
-    runLocald(["--insecure-registry", registry().host, ...args], { env: { LOCALD_HOME: home() } });
-  const build = (args: string[]) =>
-    locald([
-      "build",
-      app(),
-      "--builder",
-      shared.builder as string,
-      "--post-buildpack",
-      procfileBuildpack,
-      ...args,
-    ]);
+for (const who of ["root", "an unprivileged user"] as const)
+  describe(`--volume, --network, --default-process, --report-output-dir, --exec-env, --post-buildpack, --uid, as ${who}`, () => {
+    const procfileBuildpack = fileURLToPath(new URL("../../fixtures/buildpacks/procfile", import.meta.url));
+    const base = () => join(shared.work as string, `flags-${who === "root" ? "root" : "user"}`);
+    const app = () => join(base(), "app");
+    const secrets = () => join(base(), "secrets");
+    const execEnvBuildpack = () => join(base(), "exec-env-buildpack");
+    let caller: Awaited<ReturnType<typeof callerIn>>;
+    const locald = (args: string[]) =>
+      runLocald(["--insecure-registry", registry().host, ...args], {
+        env: caller.env,
+        ...(caller.as ? { as: caller.as } : {}),
+      });
+    const build = (args: string[]) =>
+      locald([
+        "build",
+        app(),
+        "--builder",
+        shared.builder as string,
+        "--post-buildpack",
+        procfileBuildpack,
+        ...args,
+      ]);
 
-  before(async () => {
-    await mkdir(app(), { recursive: true });
-    await writeFile(join(app(), "probe-paths"), "/secrets\n");
-    await writeFile(join(app(), "probe-url"), `${registry().host.replace(":", " ")}\n`);
-    await writeFile(
-      join(app(), "Procfile"),
-      "web: cat /etc/os-release\nother: echo from the other process\n",
-    );
-    // A Buildpack API 0.12 buildpack (the first the lifecycle gives CNB_EXEC_ENV to), as a pre-buildpack.
-    await mkdir(join(execEnvBuildpack(), "bin"), { recursive: true });
-    await writeFile(
-      join(execEnvBuildpack(), "buildpack.toml"),
-      'api = "0.12"\n[buildpack]\nid = "e2e/exec-env"\nversion = "1.0.0"\n[[targets]]\nos = "linux"\n',
-    );
-    await writeFile(join(execEnvBuildpack(), "bin", "detect"), "#!/bin/sh\nexit 0\n", { mode: 0o755 });
-    await writeFile(
-      join(execEnvBuildpack(), "bin", "build"),
-      // biome-ignore lint/suspicious/noTemplateCurlyInString: a shell script, not a template
-      '#!/bin/sh\necho "exec-env: ${CNB_EXEC_ENV:-unset}"\n',
-      {
-        mode: 0o755,
-      },
-    );
-    await mkdir(secrets(), { recursive: true });
-    await writeFile(join(secrets(), "token"), "s3cr3t\n");
-  });
+    before(async () => {
+      await mkdir(app(), { recursive: true });
+      caller = await callerIn(who, join(base(), "caller"));
+      await writeFile(join(app(), "probe-paths"), "/secrets\n");
+      await writeFile(join(app(), "probe-url"), `${registry().host.replace(":", " ")}\n`);
+      await writeFile(
+        join(app(), "Procfile"),
+        "web: cat /etc/os-release\nother: echo from the other process\n",
+      );
+      // A Buildpack API 0.12 buildpack (the first the lifecycle gives CNB_EXEC_ENV to), as a pre-buildpack.
+      await mkdir(join(execEnvBuildpack(), "bin"), { recursive: true });
+      await writeFile(
+        join(execEnvBuildpack(), "buildpack.toml"),
+        'api = "0.12"\n[buildpack]\nid = "e2e/exec-env"\nversion = "1.0.0"\n[[targets]]\nos = "linux"\n',
+      );
+      await writeFile(join(execEnvBuildpack(), "bin", "detect"), "#!/bin/sh\nexit 0\n", { mode: 0o755 });
+      await writeFile(
+        join(execEnvBuildpack(), "bin", "build"),
+        // biome-ignore lint/suspicious/noTemplateCurlyInString: a shell script, not a template
+        '#!/bin/sh\necho "exec-env: ${CNB_EXEC_ENV:-unset}"\n',
+        {
+          mode: 0o755,
+        },
+      );
+      await mkdir(secrets(), { recursive: true });
+      await writeFile(join(secrets(), "token"), "s3cr3t\n");
+    });
 
-  test("a volume the buildpacks see and the image does not hold; the default process, the report, the exec env", async () => {
-    const reports = join(shared.work as string, "reports");
-    const built = await build([
-      "-t",
-      "flags-a",
-      "--volume",
-      `${secrets()}:/secrets`,
-      "--default-process",
-      "other",
-      "--report-output-dir",
-      reports,
-      "--exec-env",
-      "test",
-      "--pre-buildpack",
-      execEnvBuildpack(),
-    ]);
-    assert.equal(built.code, 0, built.stderr);
-    const output = built.stdout + built.stderr;
-    assert.match(output, /^listed: \/secrets: token/m);
-    assert.match(output, /^probe: reached /m);
-    // The pre-buildpack ran first, and got the exec env.
-    assert.match(output, /^exec-env: test$/m);
-    assert.ok(output.indexOf("exec-env: test") < output.indexOf("listed: /secrets"));
-    assert.match(output, /^user: 1000:1000$/m);
-    assert.match(await readFile(join(reports, "report.toml"), "utf8"), /^\[image\]/m);
-    const ran = await locald(["container", "run", "--rm", "flags-a"]);
-    assert.equal(ran.code, 0, ran.stderr);
-    assert.equal(ran.stdout, "from the other process\n");
-    const listed = await locald(["container", "run", "--rm", "--entrypoint", "ls", "flags-a", "-A", "/"]);
-    assert.equal(listed.code, 0, listed.stderr);
-    assert.doesNotMatch(listed.stdout, /^secrets$/m);
-    const config = await locald(["image", "inspect", "flags-a", "--raw", "config"]);
-    assert.doesNotMatch(config.stdout, /s3cr3t/);
-  });
+    test("a volume the buildpacks see and the image does not hold; the default process, the report, the exec env", async () => {
+      const reports = join(base(), "caller", "reports");
+      const built = await build([
+        "-t",
+        "flags-a",
+        "--volume",
+        `${secrets()}:/secrets`,
+        "--default-process",
+        "other",
+        "--report-output-dir",
+        reports,
+        "--exec-env",
+        "test",
+        "--pre-buildpack",
+        execEnvBuildpack(),
+      ]);
+      assert.equal(built.code, 0, built.stderr);
+      const output = built.stdout + built.stderr;
+      assert.match(output, /^listed: \/secrets: token/m);
+      assert.match(output, /^probe: reached /m);
+      // The pre-buildpack ran first, and got the exec env.
+      assert.match(output, /^exec-env: test$/m);
+      assert.ok(output.indexOf("exec-env: test") < output.indexOf("listed: /secrets"));
+      assert.match(output, /^user: 1000:1000$/m);
+      assert.match(await readFile(join(reports, "report.toml"), "utf8"), /^\[image\]/m);
+      const ran = await locald(["container", "run", "--rm", "flags-a"]);
+      assert.equal(ran.code, 0, ran.stderr);
+      assert.equal(ran.stdout, "from the other process\n");
+      const listed = await locald(["container", "run", "--rm", "--entrypoint", "ls", "flags-a", "-A", "/"]);
+      assert.equal(listed.code, 0, listed.stderr);
+      assert.doesNotMatch(listed.stdout, /^secrets$/m);
+      const config = await locald(["image", "inspect", "flags-a", "--raw", "config"]);
+      assert.doesNotMatch(config.stdout, /s3cr3t/);
+    });
 
-  test("--network none: a buildpack that needs the network fails, named, with its words", async () => {
-    const built = await build(["-t", "flags-b", "--network", "none"]);
-    assert.equal(built.code, 1, built.stdout + built.stderr);
-    assert.match(built.stderr, /locald-samples\/probe/);
-    assert.match(built.stderr, /cannot reach .*: this build has no network/);
-    assert.doesNotMatch(built.stderr, /unexpected|\n\s+at /);
-  });
+    test("--network none: a buildpack that needs the network fails, named, with its words", async () => {
+      const built = await build(["-t", "flags-b", "--network", "none"]);
+      assert.equal(built.code, 1, built.stdout + built.stderr);
+      assert.match(built.stderr, /locald-samples\/probe/);
+      assert.match(built.stderr, /cannot reach .*: this build has no network/);
+      assert.doesNotMatch(built.stderr, /unexpected|\n\s+at /);
+    });
 
-  test("--uid and --gid make another build user", async () => {
-    const built = await build(["-t", "flags-c", "--uid", "1234", "--gid", "2345"]);
-    assert.equal(built.code, 0, built.stderr);
-    assert.match(built.stdout + built.stderr, /^user: 1234:2345$/m);
-  });
+    test("--uid and --gid make another build user", async () => {
+      const built = await build(["-t", "flags-c", "--uid", "1234", "--gid", "2345"]);
+      assert.equal(built.code, 0, built.stderr);
+      assert.match(built.stdout + built.stderr, /^user: 1234:2345$/m);
+    });
 
-  test("a volume over the lifecycle's directories, or written wrong, is refused", async () => {
-    const over = await build(["--volume", `${secrets()}:/workspace/x`]);
-    assert.equal(over.code, 1, over.stderr);
-    assert.match(over.stderr, /--volume cannot mount at \/workspace\/x/);
-    const wrong = await build(["--volume", "only-one-part"]);
-    assert.equal(wrong.code, 2, wrong.stderr);
-    const missing = await build(["--volume", `${join(shared.work as string, "nope")}:/x`]);
-    assert.equal(missing.code, 2, missing.stderr);
-    assert.match(missing.stderr, /does not exist/);
+    test("a volume over the lifecycle's directories, or written wrong, is refused", async () => {
+      const over = await build(["--volume", `${secrets()}:/workspace/x`]);
+      assert.equal(over.code, 1, over.stderr);
+      assert.match(over.stderr, /--volume cannot mount at \/workspace\/x/);
+      const wrong = await build(["--volume", "only-one-part"]);
+      assert.equal(wrong.code, 2, wrong.stderr);
+      const missing = await build(["--volume", `${join(shared.work as string, "nope")}:/x`]);
+      assert.equal(missing.code, 2, missing.stderr);
+      assert.match(missing.stderr, /does not exist/);
+    });
   });
-});

@@ -15,6 +15,7 @@ import { createGunzip } from "node:zlib";
 import { formatReference, parseDigest, parseReference, removeTree, Store } from "@locald/oci";
 import tarStream from "tar-stream";
 import {
+  callerIn,
   makeTempDir,
   pushSampleBuilder,
   requireBinary,
@@ -71,94 +72,102 @@ async function layerPaths(home: string, image: string): Promise<string[]> {
   return paths;
 }
 
-describe("project.toml", () => {
-  const home = () => join(shared.work as string, "home");
-  const app = () => join(shared.work as string, "app");
-  const locald = (args: string[], cwd?: string) =>
-    runLocald(["--insecure-registry", (shared.registry as TestRegistry).host, ...args], {
-      env: { LOCALD_HOME: home(), LOCALD_BUILDER: "" },
-      ...(cwd ? { cwd } : {}),
+for (const who of ["root", "an unprivileged user"] as const)
+  describe(`project.toml, as ${who}`, () => {
+    const base = () => join(shared.work as string, who === "root" ? "root" : "user");
+    const app = () => join(base(), "app");
+    let caller: Awaited<ReturnType<typeof callerIn>>;
+    const home = () => caller.env.LOCALD_HOME as string;
+    const locald = (args: string[], cwd?: string) =>
+      runLocald(["--insecure-registry", (shared.registry as TestRegistry).host, ...args], {
+        env: { ...caller.env, LOCALD_BUILDER: "" },
+        ...(caller.as ? { as: caller.as } : {}),
+        ...(cwd ? { cwd } : {}),
+      });
+
+    before(async () => {
+      await mkdir(base(), { recursive: true });
+      await cp(join(EXAMPLES, "procfile-static"), app(), { recursive: true });
+      await writeFile(join(app(), "secret.txt"), "not for the image\n");
+      await mkdir(join(app(), "scratch"));
+      await writeFile(join(app(), "scratch", "notes"), "neither\n");
+      await writeFile(
+        join(app(), "probe-paths"),
+        "/platform/env/GREETING\n/workspace/secret.txt\n/workspace/scratch\n/workspace/Procfile\n",
+      );
+      caller = await callerIn(who, join(base(), "caller"));
+      await writeFile(
+        join(app(), "project.toml"),
+        [
+          "[_]",
+          'schema-version = "0.2"',
+          "[io.buildpacks]",
+          `builder = ${JSON.stringify(shared.builder)}`,
+          'exclude = ["secret.txt", "scratch/"]',
+          "[[io.buildpacks.build.env]]",
+          'name = "GREETING"',
+          'value = "from project.toml"',
+          "[[io.buildpacks.group]]",
+          'id = "locald-samples/probe"',
+          "[[io.buildpacks.post.group]]",
+          'id = "locald-samples/procfile"',
+          "",
+        ].join("\n"),
+      );
     });
 
-  before(async () => {
-    await mkdir(home(), { recursive: true });
-    await cp(join(EXAMPLES, "procfile-static"), app(), { recursive: true });
-    await writeFile(join(app(), "secret.txt"), "not for the image\n");
-    await mkdir(join(app(), "scratch"));
-    await writeFile(join(app(), "scratch", "notes"), "neither\n");
-    await writeFile(
-      join(app(), "probe-paths"),
-      "/platform/env/GREETING\n/workspace/secret.txt\n/workspace/scratch\n/workspace/Procfile\n",
-    );
-    await writeFile(
-      join(app(), "project.toml"),
-      [
-        "[_]",
-        'schema-version = "0.2"',
-        "[io.buildpacks]",
-        `builder = ${JSON.stringify(shared.builder)}`,
-        'exclude = ["secret.txt", "scratch/"]',
-        "[[io.buildpacks.build.env]]",
-        'name = "GREETING"',
-        'value = "from project.toml"',
-        "[[io.buildpacks.group]]",
-        'id = "locald-samples/probe"',
-        "[[io.buildpacks.post.group]]",
-        'id = "locald-samples/procfile"',
-        "",
-      ].join("\n"),
-    );
-  });
+    test("its builder, env, exclude, group and post group all reach the build", async () => {
+      const before = (await readdir(app())).sort();
+      const built = await locald(["build", app(), "-t", "described"]);
+      assert.equal(built.code, 0, built.stderr);
+      const output = built.stdout + built.stderr;
+      // The group (probe) ran, then the post group (procfile).
+      assert.match(output, /^readable: \/platform\/env\/GREETING: from project\.toml/m);
+      assert.match(output, /^absent: \/workspace\/secret\.txt/m);
+      assert.match(output, /^absent: \/workspace\/scratch/m);
+      assert.match(output, /^readable: \/workspace\/Procfile/m);
+      assert.match(output, /Procfile: process "web"/);
+      const paths = await layerPaths(home(), "described");
+      assert.ok(
+        paths.includes("workspace/Procfile"),
+        paths.filter((p) => p.startsWith("workspace")).join("\n"),
+      );
+      assert.ok(!paths.some((p) => p.includes("secret.txt") || p.startsWith("workspace/scratch")));
+      const ran = await locald(["container", "run", "--rm", "described"]);
+      assert.equal(ran.code, 0, ran.stderr);
+      assert.equal(ran.stdout, HELLO);
+      assert.deepEqual((await readdir(app())).sort(), before, "the user's directory is not written");
+    });
 
-  test("its builder, env, exclude, group and post group all reach the build", async () => {
-    const before = (await readdir(app())).sort();
-    const built = await locald(["build", app(), "-t", "described"]);
-    assert.equal(built.code, 0, built.stderr);
-    const output = built.stdout + built.stderr;
-    // The group (probe) ran, then the post group (procfile).
-    assert.match(output, /^readable: \/platform\/env\/GREETING: from project\.toml/m);
-    assert.match(output, /^absent: \/workspace\/secret\.txt/m);
-    assert.match(output, /^absent: \/workspace\/scratch/m);
-    assert.match(output, /^readable: \/workspace\/Procfile/m);
-    assert.match(output, /Procfile: process "web"/);
-    const paths = await layerPaths(home(), "described");
-    assert.ok(
-      paths.includes("workspace/Procfile"),
-      paths.filter((p) => p.startsWith("workspace")).join("\n"),
-    );
-    assert.ok(!paths.some((p) => p.includes("secret.txt") || p.startsWith("workspace/scratch")));
-    const ran = await locald(["container", "run", "--rm", "described"]);
-    assert.equal(ran.code, 0, ran.stderr);
-    assert.equal(ran.stdout, HELLO);
-    assert.deepEqual((await readdir(app())).sort(), before, "the user's directory is not written");
-  });
+    test("flags win over project.toml, and locald.toml wins over it too", async () => {
+      const flagged = await locald(["build", app(), "-t", "flagged", "-e", "GREETING=from a flag"]);
+      assert.equal(flagged.code, 0, flagged.stderr);
+      assert.match(flagged.stdout + flagged.stderr, /^readable: \/platform\/env\/GREETING: from a flag/m);
+      // -b replaces project.toml's group: the procfile alone, then still the post group.
+      const grouped = await locald(["build", app(), "-t", "grouped", "-b", "locald-samples/procfile"]);
+      assert.equal(grouped.code, 0, grouped.stderr);
+      assert.doesNotMatch(grouped.stdout + grouped.stderr, /GREETING/);
+      const project = join(base(), "with-locald-toml");
+      await mkdir(project, { recursive: true });
+      await writeFile(
+        join(project, "locald.toml"),
+        '[project]\nbuilder = "127.0.0.1:9/not/a-builder:here"\n',
+      );
+      const overridden = await locald(["build", app(), "-t", "overridden"], project);
+      assert.equal(overridden.code, 1, overridden.stdout + overridden.stderr);
+      assert.match(overridden.stderr, /Cannot reach https:\/\/127\.0\.0\.1:9\//);
+    });
 
-  test("flags win over project.toml, and locald.toml wins over it too", async () => {
-    const flagged = await locald(["build", app(), "-t", "flagged", "-e", "GREETING=from a flag"]);
-    assert.equal(flagged.code, 0, flagged.stderr);
-    assert.match(flagged.stdout + flagged.stderr, /^readable: \/platform\/env\/GREETING: from a flag/m);
-    // -b replaces project.toml's group: the procfile alone, then still the post group.
-    const grouped = await locald(["build", app(), "-t", "grouped", "-b", "locald-samples/procfile"]);
-    assert.equal(grouped.code, 0, grouped.stderr);
-    assert.doesNotMatch(grouped.stdout + grouped.stderr, /GREETING/);
-    const project = join(shared.work as string, "with-locald-toml");
-    await mkdir(project, { recursive: true });
-    await writeFile(join(project, "locald.toml"), '[project]\nbuilder = "127.0.0.1:9/not/a-builder:here"\n');
-    const overridden = await locald(["build", app(), "-t", "overridden"], project);
-    assert.equal(overridden.code, 1, overridden.stdout + overridden.stderr);
-    assert.match(overridden.stderr, /Cannot reach https:\/\/127\.0\.0\.1:9\//);
+    test("a broken project.toml is said in words", async () => {
+      const broken = join(base(), "broken");
+      await cp(join(EXAMPLES, "procfile-static"), broken, { recursive: true });
+      await writeFile(join(broken, "project.toml"), '[io.buildpacks]\ninclude = ["a"]\nexclude = ["b"]\n');
+      const both = await locald(["build", broken, "--builder", shared.builder as string]);
+      assert.equal(both.code, 1, both.stderr);
+      assert.match(both.stderr, /has both include and exclude/);
+      await writeFile(join(broken, "project.toml"), "[io.buildpacks\n");
+      const invalid = await locald(["build", broken, "--builder", shared.builder as string]);
+      assert.equal(invalid.code, 1, invalid.stderr);
+      assert.match(invalid.stderr, /project\.toml is not valid TOML/);
+    });
   });
-
-  test("a broken project.toml is said in words", async () => {
-    const broken = join(shared.work as string, "broken");
-    await cp(join(EXAMPLES, "procfile-static"), broken, { recursive: true });
-    await writeFile(join(broken, "project.toml"), '[io.buildpacks]\ninclude = ["a"]\nexclude = ["b"]\n');
-    const both = await locald(["build", broken, "--builder", shared.builder as string]);
-    assert.equal(both.code, 1, both.stderr);
-    assert.match(both.stderr, /has both include and exclude/);
-    await writeFile(join(broken, "project.toml"), "[io.buildpacks\n");
-    const invalid = await locald(["build", broken, "--builder", shared.builder as string]);
-    assert.equal(invalid.code, 1, invalid.stderr);
-    assert.match(invalid.stderr, /project\.toml is not valid TOML/);
-  });
-});
