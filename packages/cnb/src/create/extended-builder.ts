@@ -8,6 +8,7 @@ import {
   composeImage,
   deliverImage,
   formatReference,
+  OciError,
   parseReference,
   type Store,
 } from "@locald/oci";
@@ -67,6 +68,15 @@ export async function extendBuilder(
     const located = await locateBuildpacks(local === undefined ? spec : path, context.cwd ?? process.cwd(), {
       store: context.store,
       ...(context.client ? { client: context.client } : {}),
+    }).catch((error: unknown) => {
+      // Written like an id (`team/bp`), it may well be a typo of one rather than an image.
+      if (local !== undefined || spec.startsWith("docker://") || !(error instanceof OciError)) throw error;
+      throw new BuildConfigError(
+        `-b ${spec}: the builder ${builder.reference} has no buildpack ${spec}, and it is no buildpack image locald could pull either (${error.message.replace(/\.$/, "")}).`,
+        {
+          hint: `The builder has: ${builder.buildpacks.map(buildpackKey).join(", ") || "none listed"}; or give a buildpack's directory, .tgz or .cnb file, or image.`,
+        },
+      );
     });
     order.push(buildpackKey(located[0] as BuildpackSource));
     for (const bp of located)
