@@ -1,4 +1,3 @@
-import { readFile } from "node:fs/promises";
 import { dirname } from "node:path";
 import {
   type AuthoredLayer,
@@ -28,6 +27,7 @@ import {
   layersLabel,
 } from "./buildpack-source.js";
 import { type LifecycleSource, readLifecycle } from "./lifecycle-source.js";
+import { readConfigFile } from "./tree-source.js";
 
 /**
  * `builder create`: a CNB builder image from pack's builder.toml — the build image's layers, then
@@ -68,14 +68,7 @@ export async function createBuilder(
   configFile: string,
   options: CreateBuilderOptions,
 ): Promise<CreatedBuilder> {
-  const text = await readFile(configFile, "utf8").catch((error: NodeJS.ErrnoException) => {
-    throw new CreateConfigError(
-      `Cannot read the builder configuration ${configFile}: ${error.code === "ENOENT" ? "it does not exist" : error.message}.`,
-      {
-        hint: "Pass --config with the path of a builder.toml.",
-      },
-    );
-  });
+  const text = await readConfigFile(configFile, "builder.toml");
   const config = parseBuilderConfig(text, configFile);
   const baseDir = dirname(configFile);
   const lifecycle = await readLifecycle(config.lifecycle, baseDir);

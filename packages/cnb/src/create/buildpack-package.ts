@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { mkdir, open, readFile, rename, rm } from "node:fs/promises";
+import { mkdir, open, rename, rm } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import {
   type AuthoredLayer,
@@ -25,6 +25,7 @@ import {
 } from "./buildpack-source.js";
 import { BuildpackageLabel } from "./buildpackage.js";
 import { parsePackageConfig } from "./package-config.js";
+import { readConfigFile } from "./tree-source.js";
 
 /**
  * `buildpack package`: a buildpack (and a meta-buildpack's dependencies) as a buildpackage — an
@@ -53,12 +54,7 @@ export async function packageBuildpack(
   configFile: string,
   options: PackageBuildpackOptions,
 ): Promise<PackagedBuildpack> {
-  const text = await readFile(configFile, "utf8").catch((error: NodeJS.ErrnoException) => {
-    throw new CreateConfigError(
-      `Cannot read the package configuration ${configFile}: ${error.code === "ENOENT" ? "it does not exist" : error.message}.`,
-      { hint: "Pass --config with the path of a package.toml." },
-    );
-  });
+  const text = await readConfigFile(configFile, "package.toml");
   const config = parsePackageConfig(text, configFile);
   const baseDir = dirname(configFile);
   const context = {

@@ -1,7 +1,7 @@
-import { stat } from "node:fs/promises";
+import { readFile, stat } from "node:fs/promises";
 import { isAbsolute, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { archiveEntries, directoryEntries, type LayerEntry } from "@locald/oci";
+import { archiveEntries, directoryEntries, errnoReason, type LayerEntry } from "@locald/oci";
 import { CreateConfigError } from "../errors.js";
 
 /**
@@ -29,4 +29,15 @@ export function localPath(uri: string, baseDir: string): string {
 export function entryText(entries: readonly LayerEntry[], path: string): string | undefined {
   const found = entries.find((entry) => entry.type === "file" && entry.path === path);
   return found?.content === undefined ? undefined : Buffer.from(found.content).toString("utf8");
+}
+
+/** A builder.toml or package.toml (`what`), read; a missing or unreadable one said in words. */
+export async function readConfigFile(file: string, what: "builder.toml" | "package.toml"): Promise<string> {
+  return readFile(file, "utf8").catch((error: NodeJS.ErrnoException) => {
+    const why = error.code === "ENOENT" ? "it does not exist" : (errnoReason(error.code) ?? error.message);
+    throw new CreateConfigError(
+      `Cannot read the ${what === "builder.toml" ? "builder" : "package"} configuration ${file}: ${why}.`,
+      { hint: `Pass --config with the path of a ${what}.` },
+    );
+  });
 }
