@@ -1,10 +1,12 @@
 import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
 import { chmod, mkdir, mkdtemp, readFile, stat, writeFile } from "node:fs/promises";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { OciLayout, push, removeTree } from "@locald/oci";
 import {
   type CliResult,
+  LOCALD_BIN,
   runLocald,
   sampleImage,
   startFaultProxy,
@@ -247,6 +249,37 @@ describe("CLI bad input", () => {
       assert.doesNotMatch(result.stderr, /unexpected|ENOTDIR|\n\s+at /, args.join(" "));
     }
     assert.equal(await readFile(file, "utf8"), "x", "the file is left as it was");
+  });
+
+  test("--env-file reaches locald, not Node, on every Node line (the installed bin, run by its #! line)", async () => {
+    const node = process.execPath;
+    for (const args of [
+      ["container", "run", "--env-file", "/nonexistent/env", "x"],
+      ["build", ".", "--env-file", "/nonexistent/env"],
+    ]) {
+      const child = await new Promise<CliResult>((resolve) => {
+        execFile(
+          LOCALD_BIN,
+          args,
+          {
+            env: {
+              ...process.env,
+              PATH: `${dirname(node)}:${process.env.PATH}`,
+              LOCALD_HOME: home,
+              NO_COLOR: "1",
+            },
+          },
+          (error, stdout, stderr) =>
+            resolve({ code: error ? ((error as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+        );
+      });
+      assert.equal(child.code, 2, child.stderr);
+      assert.match(
+        child.stderr,
+        /^Error: Cannot read the --env-file \/nonexistent\/env: it does not exist\.$/m,
+      );
+      assert.doesNotMatch(child.stderr, /not found|unexpected|\n\s+at /);
+    }
   });
 
   test("up without a locald.toml says what a minimal one looks like", async () => {

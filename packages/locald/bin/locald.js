@@ -1,4 +1,5 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --
+// "--": Node reads --env-file anywhere in its argv (nodejs/node#54232), ours included; after "--" it is the CLI's.
 // The bundle built by scripts/bundle.mjs; see there for why.
 import module from "node:module";
 import { homedir } from "node:os";

@@ -1,5 +1,7 @@
 import { readFileSync } from "node:fs";
-import { type ClientOptions, OciError } from "@locald/oci";
+import { readFile } from "node:fs/promises";
+import { type ClientOptions, envFileLines, errnoReason, OciError } from "@locald/oci";
+import { UsageError } from "./usage.js";
 
 /** Flags every registry-talking command accepts, mirrored by environment variables for CI. */
 export interface GlobalFlags {
@@ -45,4 +47,24 @@ export function clientOptions(flags: GlobalFlags, log: (line: string) => void): 
         }
       : {}),
   };
+}
+
+/** The `KEY=value` lines of `--env-file` files, in order; a file that cannot be read is a usage error. */
+export async function readEnvFiles(files: readonly string[]): Promise<string[]> {
+  const lines: string[] = [];
+  for (const file of files) {
+    try {
+      lines.push(...envFileLines(await readFile(file, "utf8")));
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code;
+      const why =
+        code === "ENOENT"
+          ? "it does not exist"
+          : code === "EISDIR"
+            ? "it is a directory"
+            : (errnoReason(code) ?? (error as Error).message);
+      throw new UsageError(`Cannot read the --env-file ${file}: ${why}.`);
+    }
+  }
+  return lines;
 }

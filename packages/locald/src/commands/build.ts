@@ -1,7 +1,7 @@
-import { readFile, stat } from "node:fs/promises";
+import { stat } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { build, PULL_POLICIES, type PullPolicy, readProjectDescriptor } from "@locald/cnb";
-import { type BindMount, envFileLines } from "@locald/oci";
+import type { BindMount } from "@locald/oci";
 import { type Command, InvalidArgumentError, Option } from "commander";
 import {
   CONFIG_FILE,
@@ -14,7 +14,7 @@ import {
   nameOf,
   type ServiceBuild,
 } from "../config.js";
-import { clientOptions } from "../options.js";
+import { clientOptions, readEnvFiles } from "../options.js";
 import { useColour } from "../ui.js";
 import { UsageError } from "../usage.js";
 import type { CommandContext } from "./image.js";
@@ -213,9 +213,7 @@ export function registerBuildCommand(program: Command, context: CommandContext):
       const chosen = await targets(arg, loaded);
       if (chosen.length > 1 && (opts.tag.length > 0 || opts.layout))
         throw new UsageError("-t and --layout name one image: pick a service (locald build <service>).");
-      const fileLines = (await Promise.all(opts.envFile.map((file) => readFile(file, "utf8")))).flatMap(
-        envFileLines,
-      );
+      const fileLines = await readEnvFiles(opts.envFile);
       const flags = context.flags();
       for (const target of chosen) {
         const project = await readProjectDescriptor(target.path);

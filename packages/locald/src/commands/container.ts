@@ -1,18 +1,17 @@
 import { createReadStream } from "node:fs";
-import { readFile, stat } from "node:fs/promises";
+import { stat } from "node:fs/promises";
 import {
   ContainerConfigError,
   type ContainerRecord,
   ContainerStateError,
   Containers,
   defaultDataDir,
-  envFileLines,
   findRunc,
   parseVolume,
   runContainer,
 } from "@locald/oci";
 import { type Command, InvalidArgumentError } from "commander";
-import { clientOptions } from "../options.js";
+import { clientOptions, readEnvFiles } from "../options.js";
 import { ProgressRenderer } from "../ui.js";
 import type { CommandContext } from "./image.js";
 
@@ -101,13 +100,13 @@ export function registerContainerCommands(program: Command, context: CommandCont
           throw new ContainerConfigError(
             "-d cannot be combined with -t or -i: a detached container has no terminal.",
           );
-        const envFileText = await Promise.all(opts.envFile.map((file) => readFile(file, "utf8")));
+        const envFileText = await readEnvFiles(opts.envFile);
         const renderer = new ProgressRenderer(output.stderr, "Pulling");
         const result = await runContainer(ref, {
           client: clientOptions(context.flags(), (line) => output.stderr.write(`${line}\n`)),
           command,
           env: opts.env,
-          envFileLines: envFileText.flatMap(envFileLines),
+          envFileLines: envFileText,
           volumes: opts.volume.map(parseVolume),
           ...(opts.workdir ? { workdir: opts.workdir } : {}),
           ...(opts.user ? { user: opts.user } : {}),

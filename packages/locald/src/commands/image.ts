@@ -193,7 +193,8 @@ export function registerImageCommands(program: Command, context: CommandContext)
     .option("--platform <os/arch[/variant]>", "platform to show for a multi-platform image")
     .option("--json", "print as JSON")
     .option("--raw <what>", "print the exact bytes of the manifest or config", (v) => {
-      if (v !== "manifest" && v !== "config") throw new InvalidArgumentError('must be "manifest" or "config".');
+      if (v !== "manifest" && v !== "config")
+        throw new InvalidArgumentError('must be "manifest" or "config".');
       return v;
     })
     .action(async (ref: string, opts: { platform?: string; json?: boolean; raw?: "manifest" | "config" }) => {
