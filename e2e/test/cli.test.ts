@@ -282,6 +282,18 @@ describe("CLI bad input", () => {
     }
   });
 
+  test("a registry nobody answers at, and a name that does not resolve, are said in words", async () => {
+    const refused = await runLocald(["image", "pull", "127.0.0.1:9/x"], { env: { LOCALD_HOME: home } });
+    assertCleanFailure(
+      refused,
+      /Cannot reach .*127\.0\.0\.1:9.*: nothing is listening there \(connection refused\)/,
+    );
+    const unresolved = await runLocald(["image", "pull", "registry.invalid/x"], {
+      env: { LOCALD_HOME: home },
+    });
+    assertCleanFailure(unresolved, /Cannot reach .*registry\.invalid.*: the host name does not resolve/);
+  });
+
   test("up without a locald.toml says what a minimal one looks like", async () => {
     const empty = await mkdtemp(join(home as string, "no-project-"));
     const result = await runLocald(["up"], { env: { LOCALD_HOME: home }, cwd: empty });

@@ -29,8 +29,22 @@ export function isTlsProtocolMismatch(error: unknown): boolean {
   );
 }
 
+/** The usual network failures in words (the errno stays, in brackets, for searching). */
+const NETWORK_REASONS: Readonly<Record<string, string>> = {
+  ENOTFOUND: "the host name does not resolve",
+  EAI_AGAIN: "the host name could not be resolved just now",
+  ECONNREFUSED: "nothing is listening there (connection refused)",
+  ECONNRESET: "the connection was reset",
+  ETIMEDOUT: "the connection timed out",
+  EHOSTUNREACH: "there is no route to the host",
+  ENETUNREACH: "the network is unreachable",
+  EPIPE: "the connection was closed while sending",
+};
+
 function describeNetworkError(error: unknown): string {
   const e = error as NodeJS.ErrnoException;
+  const words = e.code === undefined ? undefined : NETWORK_REASONS[e.code];
+  if (words !== undefined) return `${words} [${e.code}]`;
   return e.code ? `${e.code}: ${e.message}` : String(e?.message ?? error);
 }
 
