@@ -32,7 +32,7 @@ before(async () => {
   ({ builder: shared.builder } = await pushSampleBuilder(shared.registry, shared.work, ["probe"]));
   shared.app = join(shared.work, "app");
   await mkdir(shared.app);
-  await writeFile(join(shared.app, "probe-paths"), "/etc/os-release\n");
+  await writeFile(join(shared.app, "probe-paths"), "/etc/os-release\n/docker-config\n");
 });
 
 after(async () => {
@@ -67,6 +67,8 @@ describe("--cache-image and more than one -t", () => {
     const first = await freshBuild("ci-1", ["-t", one, "-t", latest, "--publish", "--cache-image", cache]);
     assert.equal(first.code, 0, first.stderr);
     assert.match(first.stdout + first.stderr, /probe: cache restored 0 times/);
+    // The lifecycle's registry credentials are never shown to buildpacks.
+    assert.match(first.stdout + first.stderr, /^absent: \/docker-config$/m);
     assert.equal(await digestOf(latest), await digestOf(one));
     const second = await freshBuild("ci-2", ["-t", one, "--publish", "--cache-image", cache]);
     assert.equal(second.code, 0, second.stderr);

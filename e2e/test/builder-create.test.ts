@@ -500,6 +500,21 @@ describe("buildpack package, and -b with buildpacks from outside the builder", (
       assert.match(built.stdout + built.stderr, new RegExp(`^readable: ${BUILD_IMAGE_MARKER}`, "m"));
     });
 
+  test("-b with a directory of a buildpack the builder has (same id and version) builds with the directory's", async () => {
+    const edited = join(work(), "procfile-edited");
+    await cp(join(EXAMPLES, "..", "e2e", "fixtures", "buildpacks", "procfile"), edited, { recursive: true });
+    const script = join(edited, "bin", "build");
+    await writeFile(script, `${await readFile(script, "utf8")}echo "the edited copy ran" >&2\n`);
+    const procfileApp = join(work(), "procfile-app");
+    await cp(join(EXAMPLES, "procfile-static"), procfileApp, { recursive: true });
+    const built = await locald(["build", procfileApp, "--builder", builder, "-b", edited, "-t", "edited"]);
+    assert.equal(built.code, 0, built.stderr);
+    assert.match(built.stderr, /the edited copy ran/);
+    const plain = await locald(["build", procfileApp, "--builder", builder, "-t", "plain"]);
+    assert.equal(plain.code, 0, plain.stderr);
+    assert.doesNotMatch(plain.stderr, /the edited copy ran/);
+  });
+
   test("-b naming nothing there says so in words", async () => {
     const built = await locald(["build", app, "--builder", builder, "-b", "no-such-buildpack"]);
     assert.equal(built.code, 1, built.stderr);

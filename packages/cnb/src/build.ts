@@ -18,7 +18,7 @@ import {
 import { stringify as stringifyToml } from "smol-toml";
 import { type Builder, type BuildpackRef, fetchBuilder, type PullPolicy } from "./builder.js";
 import { extendBuilder } from "./create/index.js";
-import { BuildConfigError } from "./errors.js";
+import { BuildConfigError, BuildError } from "./errors.js";
 import {
   decompressPreviousImage,
   exportBuiltImage,
@@ -198,9 +198,12 @@ export async function builderContext(options: BuilderContextOptions, defaultPoli
 export async function build(appDir: string, options: BuildOptions): Promise<BuildResult> {
   // project.toml: below the caller's options (flags, locald.toml), above the builder's defaults.
   const project = await readProjectDescriptor(resolve(appDir));
-  const group = options.buildpacks?.length ? options.buildpacks : (project?.group ?? []);
-  const pre = [...(project?.pre ?? []), ...(options.preBuildpacks ?? [])];
-  const post = [...(project?.post ?? []), ...(options.postBuildpacks ?? [])];
+  // project.toml's relative uris are the project's, not the caller's working directory's.
+  const own = (specs: readonly string[] | undefined) =>
+    (specs ?? []).map((spec) => (/^\.\.?\//.test(spec) ? resolve(appDir, spec) : spec));
+  const group = options.buildpacks?.length ? options.buildpacks : own(project?.group);
+  const pre = [...own(project?.pre), ...(options.preBuildpacks ?? [])];
+  const post = [...own(project?.post), ...(options.postBuildpacks ?? [])];
   for (const volume of options.volumes ?? []) checkVolume(volume);
   const started = await startingPoint(
     appDir,
@@ -304,13 +307,16 @@ export async function build(appDir: string, options: BuildOptions): Promise<Buil
     const remote = [...(publish ? [image, ...tags, runImage] : []), ...(cacheImage ? [cacheImage] : [])];
     if (options.previousImage !== undefined) remote.push(imageName(options.previousImage));
     // The lifecycle gets the caller's credentials for those through a private docker config
-    // (never argv or the environment, which other users can read).
+    // (never argv or the environment, which other users can read), in the phases that talk to
+    // registries only: buildpacks never see it.
+    const registryMounts: BindMount[] = [];
+    const registryEnv: string[] = [];
     if (remote.length > 0) {
       const configDir = join(work, "docker-config");
       await writeRegistryConfig(configDir, remote, options.client);
       if (privileged) await run("chown", ["-R", `${uid}:${gid}`, "--", configDir]);
-      mounts.push({ source: configDir, destination: "/docker-config", readonly: true });
-      env.push("DOCKER_CONFIG=/docker-config");
+      registryMounts.push({ source: configDir, destination: "/docker-config", readonly: true });
+      registryEnv.push("DOCKER_CONFIG=/docker-config");
     }
     const layout = publish ? [] : ["-layout", "-layout-dir", "/layout-repo"];
     const insecure = insecureFlags(options.client, remote);
@@ -331,6 +337,8 @@ export async function build(appDir: string, options: BuildOptions): Promise<Buil
       ...(options.onEvent ? { onPhase: (phase: Phase) => options.onEvent?.({ type: "phase", phase }) } : {}),
       ...(options.network ? { buildpackNetwork: options.network } : {}),
       ...(options.volumes ? { buildpackMounts: options.volumes } : {}),
+      registryMounts,
+      registryEnv,
     });
     const phase = (name: Phase, args: string[]) => sandbox.phase(name, args);
 
@@ -364,8 +372,12 @@ export async function build(appDir: string, options: BuildOptions): Promise<Buil
       ...tags,
     ]);
     if (options.reportOutputDir !== undefined) {
+      // /layers is the buildpacks' to write: only a plain file is copied, never what a link names.
+      const report = join(layers, "report.toml");
+      if (!(await lstat(report).catch(() => undefined))?.isFile())
+        throw new BuildError(`The exporter left no report.toml (${report} is missing or not a plain file).`);
       await mkdir(resolve(options.reportOutputDir), { recursive: true });
-      await copyFile(join(layers, "report.toml"), join(resolve(options.reportOutputDir), "report.toml"));
+      await copyFile(report, join(resolve(options.reportOutputDir), "report.toml"));
     }
     if (options.sbomOutputDir !== undefined)
       await copySbomTree(join(layers, "sbom"), resolve(options.sbomOutputDir));

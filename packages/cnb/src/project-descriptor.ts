@@ -1,5 +1,6 @@
 import { readFile } from "node:fs/promises";
 import { join, relative, sep } from "node:path";
+import { errnoReason } from "@locald/oci";
 import ignore from "ignore";
 import { parse as parseToml } from "smol-toml";
 import { BuildConfigError } from "./errors.js";
@@ -36,8 +37,13 @@ export async function readProjectDescriptor(appDir: string): Promise<ProjectDesc
   let text: string;
   try {
     text = await readFile(file, "utf8");
-  } catch {
-    return undefined;
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === "ENOENT") return undefined;
+    // Its exclude list may keep secrets out of the image: a build without it would leak them.
+    throw new BuildConfigError(`Cannot read ${file}: ${errnoReason(code) ?? (error as Error).message}.`, {
+      hint: "Make it readable (or move it away to build without it).",
+    });
   }
   let toml: Table;
   try {

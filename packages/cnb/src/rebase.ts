@@ -46,6 +46,11 @@ export interface RebaseResult {
 }
 
 const LIFECYCLE_METADATA = "io.buildpacks.lifecycle.metadata";
+const REBASABLE = "io.buildpacks.rebasable";
+
+/** The labels that describe the base, which follow the run image (the rebaser's rule for Platform API 0.12+). */
+const isBaseLabel = (name: string) =>
+  name.startsWith("io.buildpacks.base.") || name.startsWith("io.buildpacks.stack.");
 
 export async function rebase(options: RebaseOptions): Promise<RebaseResult> {
   const output: BuildOutput = options.output ?? { kind: "store", name: options.image };
@@ -130,11 +135,24 @@ async function rebaseStored(
   const client = options.client ? { client: options.client } : {};
   const release = await store.lease();
   try {
-    const stored = await pullByPolicy(image, "image", { store, policy: "never", ...client });
+    const stored = await store.find(image);
+    if (stored === undefined)
+      throw new BuildConfigError(`${image} is not in the local store.`, {
+        hint: "Build it first, or rebase the image in its registry with --publish --run-image.",
+      });
     const app = await store.readImage(stored.descriptor, image);
     const labels = app.config.config?.Labels ?? {};
     const metadata = lifecycleMetadata(labels[LIFECYCLE_METADATA], image);
-    const runImage = options.runImage ?? metadata.runImage?.image ?? metadata.stack?.runImage?.image;
+    const recorded = metadata.runImage?.image ?? metadata.stack?.runImage?.image;
+    const runImage = options.runImage ?? recorded;
+    // As the rebaser: an image its buildpacks marked unsafe to rebase is left alone.
+    if (labels[REBASABLE] === "false")
+      throw new BuildConfigError(
+        `${image} cannot be rebased: its buildpacks marked it so (${REBASABLE}=false).`,
+        {
+          hint: "Rebuild it on the new run image instead (locald build … --run-image).",
+        },
+      );
     if (runImage === undefined)
       throw new BuildConfigError(`Which run image to rebase ${image} on is not known.`, {
         hint: "Pass --run-image with the run image to put it on.",
@@ -162,9 +180,7 @@ async function rebaseStored(
     const appLayers = app.manifest.layers.slice(below + 1);
     const appDiffIds = app.config.rootfs.diff_ids.slice(below + 1);
     const history = app.config.history ?? [];
-    const baseLabels = Object.entries(base.config.config?.Labels ?? {}).filter(([name]) =>
-      name.startsWith("io.buildpacks.base."),
-    );
+    const baseLabels = Object.entries(base.config.config?.Labels ?? {}).filter(([name]) => isBaseLabel(name));
     const newTop = base.config.rootfs.diff_ids.at(-1);
     const config = {
       ...app.config,
@@ -181,9 +197,7 @@ async function rebaseStored(
       config: {
         ...app.config.config,
         Labels: {
-          ...Object.fromEntries(
-            Object.entries(labels).filter(([name]) => !name.startsWith("io.buildpacks.base.")),
-          ),
+          ...Object.fromEntries(Object.entries(labels).filter(([name]) => !isBaseLabel(name))),
           ...Object.fromEntries(baseLabels),
           [LIFECYCLE_METADATA]: JSON.stringify({
             ...metadata,
@@ -191,6 +205,8 @@ async function rebaseStored(
               ...metadata.runImage,
               topLayer: newTop,
               reference: registryReference(runImage, pulled.digest),
+              // Another run image than the one it was built on: the next rebase follows it.
+              ...(runImage === recorded ? {} : { image: runImage, mirrors: [] }),
             },
           }),
         },
@@ -231,7 +247,10 @@ function lifecycleMetadata(text: string | undefined, image: string): LifecycleMe
       },
     );
   try {
-    return JSON.parse(text) as LifecycleMetadata;
+    const metadata = JSON.parse(text) as unknown;
+    if (typeof metadata !== "object" || metadata === null || Array.isArray(metadata))
+      throw new TypeError("not a table");
+    return metadata as LifecycleMetadata;
   } catch {
     throw new BuildConfigError(`The ${LIFECYCLE_METADATA} label of ${image} is not valid JSON.`);
   }

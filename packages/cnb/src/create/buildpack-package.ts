@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { mkdir, open, rename, rm } from "node:fs/promises";
+import { mkdir, open, rename, rm, stat } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import {
   type AuthoredLayer,
@@ -144,6 +144,10 @@ async function writeLayoutArchive(
   path: string,
   client: ClientOptions | undefined,
 ): Promise<string> {
+  if ((await stat(path).catch(() => undefined))?.isDirectory())
+    throw new CreateConfigError(`${path} is a directory; the package would go there as a file.`, {
+      hint: "Name the .cnb file to write (for example ./my-buildpack.cnb).",
+    });
   const scratch = join(dirname(path), `.${randomBytes(6).toString("hex")}.locald-package`);
   const partial = `${scratch}.cnb`;
   try {

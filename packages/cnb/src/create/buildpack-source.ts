@@ -1,3 +1,4 @@
+import { posix } from "node:path";
 import { type AuthoredLayer, directoryEntry, type LayerEntry, parentDirectories } from "@locald/oci";
 import { parse as parseToml } from "smol-toml";
 import { CreateConfigError } from "../errors.js";
@@ -48,10 +49,16 @@ export function buildpackFromEntries(entries: readonly LayerEntry[], where: stri
     throw new CreateConfigError(`The buildpack.toml of ${where} has no [buildpack] id and version.`, {
       hint: 'A buildpack.toml needs api = "0.x" and [buildpack] id = "…", version = "…".',
     });
-  if (id.includes("..") || id.startsWith("/") || version.includes("/") || version.includes(".."))
+  if (
+    !PLAIN_ID.test(id) ||
+    !PLAIN_VERSION.test(version) ||
+    `${id}/${version}`.split("/").some((part) => /^\.+$/.test(part))
+  )
     throw new CreateConfigError(
       `The buildpack ${id}@${version} in ${where} has an id or version that is not a plain name.`,
+      { hint: "Ids are names like team/buildpack (letters, digits, . _ -), versions like 1.2.3." },
     );
+  checkLinks(entries, `${id}@${version} in ${where}`);
   const order = Array.isArray(toml.order) ? (toml.order as BuildpackSource["order"]) : undefined;
   if (
     order === undefined &&
@@ -122,4 +129,34 @@ export function layersLabel(
     };
   }
   return label;
+}
+
+/** What ids and versions may be: they become directories under `/cnb/buildpacks`. */
+const PLAIN_ID = /^[A-Za-z0-9][A-Za-z0-9._-]*(\/[A-Za-z0-9][A-Za-z0-9._-]*)*$/;
+const PLAIN_VERSION = /^[A-Za-z0-9][A-Za-z0-9._+-]*$/;
+
+/**
+ * A buildpack's files stay in its own directory once unpacked: a symlink may only point inside
+ * it (relative, never climbing out), and no entry may go through a symlink — otherwise its
+ * layer could write into the lifecycle, which runs as root.
+ */
+function checkLinks(entries: readonly LayerEntry[], where: string): void {
+  const links = new Set<string>();
+  for (const entry of entries) {
+    const path = entry.path.replace(/\/+$/, "");
+    const parents = path.split("/").slice(0, -1);
+    if (parents.some((_, index) => links.has(parents.slice(0, index + 1).join("/"))))
+      throw new CreateConfigError(`The buildpack ${where} writes ${path} through a symlink of its own.`, {
+        hint: "Ship the files themselves in the buildpack, not under a link.",
+      });
+    if (entry.type !== "symlink") continue;
+    const target = entry.linkname ?? "";
+    const resolved = posix.normalize(posix.join(posix.dirname(path), target));
+    if (posix.isAbsolute(target) || resolved === ".." || resolved.startsWith("../"))
+      throw new CreateConfigError(
+        `The buildpack ${where} has a symlink ${path} -> ${target} that points outside it.`,
+        { hint: "Links in a buildpack may only point to its own files, by relative paths." },
+      );
+    links.add(path);
+  }
 }

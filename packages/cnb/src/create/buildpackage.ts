@@ -42,6 +42,12 @@ export async function buildpacksFromPackage(
   let layers: LayersLabel;
   try {
     layers = JSON.parse(label ?? "") as LayersLabel;
+    const isTable = (value: unknown) => typeof value === "object" && value !== null && !Array.isArray(value);
+    if (
+      !isTable(layers) ||
+      !Object.values(layers).every((versions) => isTable(versions) && Object.values(versions).every(isTable))
+    )
+      throw new TypeError("not a table of tables");
   } catch {
     throw new CreateConfigError(
       `${where} is not a buildpackage: it has no valid ${BuildpackageLabel.layers} label.`,

@@ -7,6 +7,7 @@ import {
   type ClientOptions,
   composeImage,
   deliverImage,
+  fileEntry,
   formatReference,
   OciError,
   parseReference,
@@ -18,6 +19,7 @@ import { BuilderLabel } from "./builder-image.js";
 import { locateBuildpacks } from "./buildpack-locator.js";
 import {
   type BuildpackSource,
+  buildpackDir,
   buildpackKey,
   buildpackLayerEntries,
   layersLabel,
@@ -79,17 +81,20 @@ export async function extendBuilder(
       );
     });
     order.push(buildpackKey(located[0] as BuildpackSource));
+    // A buildpack given by its files replaces the builder's copy of the same id and version (as
+    // pack does): a buildpack being written is rebuilt without bumping its version each time.
     for (const bp of located)
-      if (
-        !added.some((other) => buildpackKey(other) === buildpackKey(bp)) &&
-        !builder.buildpacks.some((other) => buildpackKey(other) === buildpackKey(bp))
-      )
-        added.push(bp);
+      if (!added.some((other) => buildpackKey(other) === buildpackKey(bp))) added.push(bp);
   }
   if (added.length === 0) return { buildpacks: order };
 
   const layers = new Map<string, AuthoredLayer>();
-  for (const bp of added) layers.set(buildpackKey(bp), await archiveLayer(buildpackLayerEntries(bp)));
+  for (const bp of added) {
+    const replaces = builder.buildpacks.some((other) => buildpackKey(other) === buildpackKey(bp));
+    // Over the builder's copy, an opaque whiteout hides its files (a file removed stays removed).
+    const hide = replaces ? [fileEntry(`${buildpackDir(bp.id, bp.version)}/.wh..wh..opq`, "")] : [];
+    layers.set(buildpackKey(bp), await archiveLayer([...buildpackLayerEntries(bp), ...hide]));
+  }
   const stored = await context.store.find(builder.reference);
   if (stored === undefined)
     throw new BuildConfigError(`The builder ${builder.reference} is no longer in the local store.`);
@@ -111,7 +116,9 @@ export async function extendBuilder(
           [BuilderLabel.metadata]: JSON.stringify({
             ...metadata,
             buildpacks: [
-              ...(metadata?.buildpacks ?? []),
+              ...(metadata?.buildpacks ?? []).filter(
+                (known) => !added.some((bp) => bp.id === known.id && bp.version === known.version),
+              ),
               ...added.map((bp) => ({
                 id: bp.id,
                 version: bp.version,

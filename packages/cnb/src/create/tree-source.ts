@@ -21,7 +21,14 @@ export async function localTreeEntries(uri: string, baseDir: string, what: strin
 
 /** The host path a local uri names, or undefined for a remote one (an image reference, http). */
 export function localPath(uri: string, baseDir: string): string {
-  if (uri.startsWith("file://")) return fileURLToPath(uri);
+  if (uri.startsWith("file://")) {
+    try {
+      return fileURLToPath(uri);
+    } catch {
+      // file://./bp and the like: a relative path written as a URL, as pack accepts it.
+      return resolve(baseDir, uri.slice("file://".length));
+    }
+  }
   return isAbsolute(uri) ? uri : resolve(baseDir, uri);
 }
 

@@ -42,6 +42,12 @@ export interface LifecycleSandboxOptions {
   buildpackNetwork?: "host" | "none";
   /** Only for the phases that run buildpacks: the caller's `--volume`s, which the export never sees. */
   buildpackMounts?: readonly BindMount[];
+  /**
+   * Only for the phases that talk to registries (never detect or build): the caller's
+   * credentials, which buildpacks must not see.
+   */
+  registryMounts?: readonly BindMount[];
+  registryEnv?: readonly string[];
 }
 
 /** The phases in which buildpacks run (their own bin/detect and bin/build). */
@@ -63,11 +69,13 @@ export class LifecycleSandbox {
       args: asBuildUser
         ? ["setpriv", `--reuid=${uid}`, `--regid=${gid}`, "--clear-groups", "--", ...command]
         : command,
-      env: this.options.env,
+      env: BUILDPACK_PHASES.has(name)
+        ? this.options.env
+        : [...this.options.env, ...(this.options.registryEnv ?? [])],
       cwd: "/workspace",
       mounts: BUILDPACK_PHASES.has(name)
         ? [...this.options.mounts, ...(this.options.buildpackMounts ?? [])]
-        : this.options.mounts,
+        : [...this.options.mounts, ...(this.options.registryMounts ?? [])],
       ...(BUILDPACK_PHASES.has(name) && this.options.buildpackNetwork === "none"
         ? { network: "none" as const }
         : {}),
