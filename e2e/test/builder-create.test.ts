@@ -282,6 +282,31 @@ for (const who of ["root", "an unprivileged user"] as const) {
       assert.equal(ran.stdout, "Hello from a Procfile app built by locald with the CNB lifecycle.\n");
     });
 
+    test("buildpack package into the store, and -b with a directory and with that package", async () => {
+      const probe = join(EXAMPLES, "..", "e2e", "fixtures", "buildpacks", "probe");
+      const config = join(home, "package.toml");
+      await writeFile(config, `[buildpack]\nuri = ${JSON.stringify(probe)}\n`);
+      const packaged = await locald(["buildpack", "package", "team/probe:1", "--config", config]);
+      assert.equal(packaged.code, 0, packaged.stderr);
+      const app = join(home, "probe-app");
+      await mkdir(app, { recursive: true });
+      await writeFile(join(app, "probe-paths"), "/etc/os-release\n");
+      for (const spec of [probe, "team/probe:1"]) {
+        const built = await locald([
+          "build",
+          app,
+          "--builder",
+          "team/builder:local",
+          "--pull-policy",
+          "if-not-present",
+          "-b",
+          spec,
+        ]);
+        assert.equal(built.code, 0, built.stderr);
+        assert.match(built.stdout + built.stderr, /^readable: \/etc\/os-release: /m);
+      }
+    });
+
     test("--layout writes an OCI layout skopeo reads", async () => {
       const dir = join(home, "builder-layout");
       const created = await locald([
