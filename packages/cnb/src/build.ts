@@ -27,7 +27,14 @@ import {
   writeSwaps,
 } from "./layout-repo.js";
 import type { Phase } from "./lifecycle.js";
-import { imageName, layoutAlias, layoutPath, negotiatePlatformApi, platformEnv } from "./platform.js";
+import {
+  compareApi,
+  imageName,
+  layoutAlias,
+  layoutPath,
+  negotiatePlatformApi,
+  platformEnv,
+} from "./platform.js";
 import { projectFilter, readProjectDescriptor } from "./project-descriptor.js";
 import { insecureFlags, reportedDigest, writeRegistryConfig } from "./registry-access.js";
 import {
@@ -216,7 +223,7 @@ export async function build(appDir: string, options: BuildOptions): Promise<Buil
     uid: options.uid ?? started.builder.uid,
     gid: options.gid ?? started.builder.gid,
   };
-  if (options.execEnv !== undefined && compareApis(platformApi, "0.15") < 0)
+  if (options.execEnv !== undefined && compareApi(platformApi, "0.15") < 0)
     throw new BuildConfigError(
       `--exec-env needs Platform API 0.15; the builder's lifecycle ${builder.lifecycleVersion} speaks ${platformApi}.`,
       { hint: "Use a builder with lifecycle 0.21 or later, or build without --exec-env." },
@@ -475,10 +482,4 @@ function checkVolume(volume: BindMount): void {
     throw new BuildConfigError(`--volume cannot mount at ${volume.destination}.`, {
       hint: `Mount at an absolute path outside ${RESERVED.slice(1).join(", ")} (for example /secrets).`,
     });
-}
-
-function compareApis(a: string, b: string): number {
-  const [am = 0, an = 0] = a.split(".").map(Number);
-  const [bm = 0, bn = 0] = b.split(".").map(Number);
-  return am - bm || an - bn;
 }

@@ -14,7 +14,8 @@ import { ApiMismatchError, BuildConfigError } from "./errors.js";
  */
 export const PLATFORM_APIS = ["0.12", "0.13", "0.14", "0.15"] as const;
 
-function compareApi(a: string, b: string): number {
+/** Orders API versions (`0.9` before `0.12`). */
+export function compareApi(a: string, b: string): number {
   const [am = 0, an = 0] = a.split(".").map(Number);
   const [bm = 0, bn = 0] = b.split(".").map(Number);
   return am - bm || an - bn;

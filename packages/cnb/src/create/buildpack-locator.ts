@@ -42,7 +42,8 @@ export async function locateBuildpacks(
   return [buildpackFromEntries(entries, uri)];
 }
 
-function isReference(value: string): boolean {
+/** Whether `value` parses as an image reference. */
+export function isReference(value: string): boolean {
   try {
     parseReference(value);
     return true;

@@ -16,7 +16,7 @@ import {
 import type { Builder } from "../builder.js";
 import { BuildConfigError } from "../errors.js";
 import { BuilderLabel } from "./builder-image.js";
-import { locateBuildpacks } from "./buildpack-locator.js";
+import { isReference, locateBuildpacks } from "./buildpack-locator.js";
 import {
   type BuildpackSource,
   buildpackDir,
@@ -156,13 +156,7 @@ function mergeLayers(
 
 /** A reference with a registry or repository path (`x/y`, `host:5000/x`); a bare word is an id. */
 function looksLikeImage(spec: string): boolean {
-  if (!spec.includes("/") && !spec.includes(":")) return false;
-  try {
-    parseReference(spec);
-    return true;
-  } catch {
-    return false;
-  }
+  return (spec.includes("/") || spec.includes(":")) && isReference(spec);
 }
 
 function parseJson(text: string | undefined): unknown {
