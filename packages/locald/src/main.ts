@@ -1,3 +1,4 @@
+import { ExecutableError } from "@locald/oci";
 import { Command, CommanderError } from "commander";
 import { registerBuildCommand } from "./commands/build.js";
 import { registerBuilderCommands } from "./commands/builder.js";
@@ -76,6 +77,7 @@ export async function main(argv: readonly string[], output: Output = processOutp
     }
     const verbose = program.opts<GlobalFlags>().verbose === true || process.env.LOCALD_DEBUG === "1";
     renderError(error, output, verbose);
-    return 1;
+    // A command the container cannot run exits as a shell would (127, 126), like docker.
+    return error instanceof ExecutableError ? error.exitStatus : 1;
   }
 }

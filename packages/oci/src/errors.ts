@@ -77,6 +77,21 @@ export class NetworkError extends OciError {
   readonly code = "NETWORK";
 }
 
+/**
+ * A container's command that cannot be run: missing (exit status 127) or not executable (126),
+ * the statuses docker and a shell give.
+ */
+export class ExecutableError extends OciError {
+  readonly code = "EXECUTABLE";
+  constructor(
+    message: string,
+    readonly exitStatus: 126 | 127,
+    options: { hint?: string; cause?: unknown } = {},
+  ) {
+    super(message, options);
+  }
+}
+
 /** A redirect or realm we refuse to follow for safety (downgrade, bad scheme). */
 export class UnsafeRedirectError extends OciError {
   readonly code = "UNSAFE_REDIRECT";

@@ -112,6 +112,13 @@ describe("list, find, remove", () => {
     assert.equal(found.pulledAt, "2024-01-01T00:00:00Z");
     assert.equal(found.descriptor.annotations?.[REF_NAME_ANNOTATION], "docker.io/library/a:latest");
     assert.equal(store.digestOf(found), a.manifest.digest);
+    // Asked for a platform, the name answers only with that platform's image (aliases match).
+    assert.equal((await store.find("docker.io/library/a:latest", "linux/x86_64"))?.name, found.name);
+    assert.equal(await store.find("docker.io/library/a:latest", "linux/arm64"), undefined);
+    assert.equal(
+      await store.find("docker.io/library/a:latest", { os: "linux", architecture: "arm64" }),
+      undefined,
+    );
 
     const other = await store.find("127.0.0.1:5000/b:1");
     assert.equal(other?.sourceDigest, undefined);

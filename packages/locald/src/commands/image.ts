@@ -338,7 +338,7 @@ async function inspectImage(
   const ref = parseReference(refText);
   const name = formatReference(ref);
   const store = await Store.open();
-  const local = await store.find(name);
+  const local = await store.find(name, platformText);
   if (local !== undefined) {
     const manifestBytes = await store.layout.readBlob(local.descriptor, 4 * 1024 * 1024);
     const document = parseManifestDocument(

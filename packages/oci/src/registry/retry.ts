@@ -19,14 +19,24 @@ function isTransientNetworkError(error: unknown): boolean {
   return /^(ECONNRESET|ECONNREFUSED|EPIPE|ETIMEDOUT|EAI_AGAIN|ENETUNREACH|EHOSTUNREACH)$/.test(code);
 }
 
-/** HTTPS spoken to a server that answers plain HTTP. */
+/** HTTPS spoken to a server that answers plain HTTP (the error itself, or the cause of ours). */
 export function isTlsProtocolMismatch(error: unknown): boolean {
   const code = (error as NodeJS.ErrnoException | undefined)?.code ?? "";
   return (
     code === "ERR_SSL_WRONG_VERSION_NUMBER" ||
     code === "EPROTO" ||
-    /wrong version number|packet length too long/i.test(String((error as Error)?.message))
+    /wrong version number|packet length too long/i.test(String((error as Error)?.message)) ||
+    (error instanceof NetworkError && isTlsProtocolMismatch(error.cause))
   );
+}
+
+/** `host[:port]` of a URL, for messages; the text itself when it is none. */
+function hostOf(url: string): string {
+  try {
+    return new URL(url).host;
+  } catch {
+    return url;
+  }
 }
 
 /** The usual network failures in words (the errno stays, in brackets, for searching). */
@@ -79,7 +89,13 @@ export async function withRetries(
     } catch (error) {
       if (!isTransientNetworkError(error) || n >= policy.retries) {
         if (error instanceof OciError) throw error;
-        if (isTlsProtocolMismatch(error)) throw error;
+        if (isTlsProtocolMismatch(error)) {
+          const host = hostOf(what);
+          throw new NetworkError(`${host} speaks plain HTTP, not HTTPS.`, {
+            hint: `If you trust that registry, pass --insecure-registry ${host} (the insecureRegistries option of the library).`,
+            cause: error,
+          });
+        }
         throw new NetworkError(`Cannot reach ${what}: ${describeNetworkError(error)}.`, {
           hint: "Check the registry address and your network; plain-HTTP registries other than localhost must be marked insecure.",
           cause: error,

@@ -1,5 +1,6 @@
 export * from "./bubblewrap-runtime.js";
 export * from "./containers.js";
+export * from "./executable.js";
 export * from "./runc-runtime.js";
 export {
   type ContainerRuntime,

@@ -11,6 +11,7 @@ import type { ClientOptions } from "../registry/index.js";
 import { defaultDataDir, defaultStoreDir, Store } from "../store/index.js";
 import { cachedRootfs, defaultRootfsCacheDir, type UnpackOptions, unpackImage } from "../unpack/index.js";
 import { type ContainerRecord, Containers, checkContainerName, processStart } from "./containers.js";
+import { checkExecutable } from "./executable.js";
 import { type ContainerOptions, type IdRange, type RuntimeMount, runtimeSpec } from "./runtime-spec.js";
 
 /**
@@ -234,6 +235,11 @@ export async function runContainer(reference: string, options: RunOptions = {}):
       ...options,
       ...(rootless && options.rootless === undefined ? { rootless: await rootlessIds(uid) } : {}),
     });
+    checkExecutable(
+      lower ?? rootfs,
+      spec.process,
+      spec.mounts.filter((m) => m.type === "bind").map((m) => m.destination),
+    );
     if (lower !== undefined) spec.mounts.unshift(overlayMount(lower, bundle));
     // runc names a root container's cgroup after the container by default, and names are only
     // unique per LOCALD_HOME: the bundle's path tells two homes' containers apart.

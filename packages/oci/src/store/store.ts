@@ -8,6 +8,7 @@ import { parseDigest } from "../digest.js";
 import { errnoReason, InvalidManifestError, OciError, StoreError } from "../errors.js";
 import { writeFileAtomic } from "../files.js";
 import { type Descriptor, type ImageManifest, parseManifestDocument } from "../manifest.js";
+import { type Platform, parsePlatform, platformMatches, platformOrHost } from "../platform.js";
 import { OciLayout, REF_NAME_ANNOTATION } from "./layout.js";
 
 /** Annotations the store keeps on each image entry. */
@@ -95,8 +96,14 @@ export class Store {
       }));
   }
 
-  async find(name: string): Promise<StoredImage | undefined> {
-    return (await this.list()).find((image) => image.name === name);
+  /**
+   * The image stored under `name`; with `platform`, only when it is for that platform (one name
+   * holds one platform's image, so asking for another must not answer with this one).
+   */
+  async find(name: string, platform?: string | Platform): Promise<StoredImage | undefined> {
+    const image = (await this.list()).find((candidate) => candidate.name === name);
+    if (image === undefined || platform === undefined || image.platform === undefined) return image;
+    return platformMatches(parsePlatform(image.platform), platformOrHost(platform)) ? image : undefined;
   }
 
   async remove(name: string): Promise<boolean> {

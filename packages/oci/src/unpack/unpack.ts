@@ -5,7 +5,7 @@ import { parseImageConfig } from "../config.js";
 import { parseDigest } from "../digest.js";
 import { InvalidManifestError, UnpackError } from "../errors.js";
 import { type Descriptor, parseManifestDocument } from "../manifest.js";
-import { formatPlatform, type Platform, platformOrHost } from "../platform.js";
+import { type Platform, platformOrHost } from "../platform.js";
 import { formatReference, parseReference, type Reference } from "../reference.js";
 import { type ClientOptions, clientFor } from "../registry/index.js";
 import {
@@ -333,9 +333,8 @@ async function storedImage(
   ref: Reference,
   platform: UnpackOptions["platform"],
 ): Promise<CopyResult | undefined> {
-  const image = await store.find(formatReference(ref));
+  const image = await store.find(formatReference(ref), platform);
   if (image === undefined) return undefined;
-  if (platform !== undefined && image.platform !== formatPlatform(platformOrHost(platform))) return undefined;
   return {
     descriptor: image.descriptor,
     sourceDigest: parseDigest(image.sourceDigest ?? image.descriptor.digest),
