@@ -9,6 +9,7 @@ import {
   type ClientOptions,
   copyImage,
   type Descriptor,
+  diskFullError,
   hostPlatform,
   type ImageManifest,
   type ImageSource,
@@ -264,6 +265,8 @@ export async function exportBuiltImage(
   try {
     const result = await copyImage(source, target, { platform: hostPlatform() });
     return result.descriptor;
+  } catch (error) {
+    throw diskFullError(error, store.root, "Cannot put the built image into the store") ?? error;
   } finally {
     await release();
   }

@@ -1,5 +1,6 @@
 import { readFile, stat } from "node:fs/promises";
 import { join } from "node:path";
+import { DiskFullError } from "@locald/oci";
 import { parse as parseToml } from "smol-toml";
 import { ApiMismatchError, BuildError, DetectError } from "./errors.js";
 import { PLATFORM_APIS } from "./platform.js";
@@ -69,6 +70,13 @@ export function phaseError(phase: Phase, code: number, output: string, failedBui
       },
     );
   }
+  if (/no space left on device|disk quota exceeded/i.test(output))
+    return new DiskFullError(
+      `The lifecycle's ${phase} ran out of disk space (exit ${code}).\n${tailOf(output, 5)}`,
+      {
+        hint: "Free some space under LOCALD_HOME and the app's directory (locald image prune removes unused images), or point LOCALD_HOME at a larger disk, and build again.",
+      },
+    );
   if (/realm host "[^"]*" is a private or link-local address/.test(output))
     return new BuildError(
       `The lifecycle's ${phase} refused the registry's token server: its address is a private or loopback IP.\n${tailOf(output, 3)}`,

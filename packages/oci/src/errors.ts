@@ -92,6 +92,11 @@ export class ExecutableError extends OciError {
   }
 }
 
+/** The disk filled up while writing (ENOSPC, or a quota); what was written is removed. */
+export class DiskFullError extends OciError {
+  readonly code = "DISK_FULL";
+}
+
 /** A redirect or realm we refuse to follow for safety (downgrade, bad scheme). */
 export class UnsafeRedirectError extends OciError {
   readonly code = "UNSAFE_REDIRECT";

@@ -1,6 +1,7 @@
 export * from "./authoring/index.js";
 export * from "./config.js";
 export * from "./digest.js";
+export * from "./disk-space.js";
 export * from "./errors.js";
 export * from "./facade/index.js";
 export * from "./manifest.js";

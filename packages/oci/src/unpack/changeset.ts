@@ -11,6 +11,7 @@ import {
   UnpackError,
   UnsafeLayerError,
 } from "../errors.js";
+import { diskFullError } from "../disk-space.js";
 import { ArchiveEnd, decompressed, type LayerBlob } from "./archive.js";
 import { type FileJob, FileWriters, PIECE, type WriteFailure } from "./file-writers.js";
 import { isHostRoot } from "./privilege.js";
@@ -127,19 +128,19 @@ function modeOf(header: Headers): number {
 function writeFailure(failure: WriteFailure, root: string): OciError {
   const error = Object.assign(new Error(failure.message), failure.code ? { code: failure.code } : {});
   const path = failure.host.startsWith(`${root}/`) ? failure.host.slice(root.length) : failure.host;
-  return hostError(error, `Cannot write ${printable(path)}`);
+  return hostError(error, `Cannot write ${printable(path)}`, root);
 }
 
 /** Maps a failed syscall to a message a user can act on. */
-function hostError(error: unknown, what: string): OciError {
+function hostError(error: unknown, what: string, root: string): OciError {
   if (error instanceof OciError) return error;
+  const full = diskFullError(error, root, `${what} (unpacking into ${root})`);
+  if (full !== undefined) return full;
   const err = error as NodeJS.ErrnoException;
   const hint =
-    err.code === "ENOSPC"
-      ? "The disk is full: free some space and try again."
-      : err.code === "EACCES" || err.code === "EPERM"
-        ? "Check that you own the target directory; run as root for device nodes and ownership."
-        : undefined;
+    err.code === "EACCES" || err.code === "EPERM"
+      ? "Check that you own the target directory; run as root for device nodes and ownership."
+      : undefined;
   return new UnpackError(`${what}: ${err.message}.`, hint === undefined ? {} : { hint });
 }
 
@@ -202,7 +203,11 @@ export class ChangesetApplier {
       const fail = (error: unknown) => {
         stream.resume();
         next(
-          hostError(error, `Cannot apply layer entry "${printable(header.name)}" of layer ${layer.digest}`),
+          hostError(
+            error,
+            `Cannot apply layer entry "${printable(header.name)}" of layer ${layer.digest}`,
+            this.rootfs.root,
+          ),
         );
       };
       if (++this.entries > this.limits.maxEntries) {
@@ -264,7 +269,7 @@ export class ChangesetApplier {
             hint: "The image is corrupt: ask its publisher, or pull it again from another source.",
           },
         );
-      throw hostError(error, `Cannot apply layer ${layer.digest}`);
+      throw hostError(error, `Cannot apply layer ${layer.digest}`, this.rootfs.root);
     } finally {
       // Nothing may still be writing when the caller discards a failed tree.
       await writers.stopped();

@@ -7,6 +7,7 @@ import { dirname, join } from "node:path";
 import { promisify } from "node:util";
 import { parseImageConfig } from "../config.js";
 import { UnpackError } from "../errors.js";
+import { diskFullError } from "../disk-space.js";
 import { writeFileAtomic } from "../files.js";
 import { type Descriptor, parseManifestDocument } from "../manifest.js";
 import { isAlive, type Store } from "../store/index.js";
@@ -90,9 +91,13 @@ export async function materialise(
   } catch (error) {
     const failure = error as Partial<WriteFailure> & { stderr?: string };
     const detail = failure.stderr?.trim() || failure.message;
-    throw new UnpackError(`Cannot copy the unpacked image into ${dir}: ${detail}.`, {
-      hint: failure.code === "ENOSPC" ? "Free some disk space and try again." : undefined,
-    });
+    const full = diskFullError(
+      Object.assign(new Error(detail), failure.code ? { code: failure.code } : {}),
+      dir,
+      "Cannot copy the unpacked image",
+    );
+    if (full !== undefined) throw full;
+    throw new UnpackError(`Cannot copy the unpacked image into ${dir}: ${detail}.`);
   }
 }
 
