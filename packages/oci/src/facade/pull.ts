@@ -1,5 +1,6 @@
 import type { Digest } from "../digest.js";
 import { PlatformNotFoundError } from "../errors.js";
+import { diskFullError } from "../disk-space.js";
 import { type Platform, platformOrHost } from "../platform.js";
 import { formatReference, parseReference, type Reference } from "../reference.js";
 import { type ClientOptions, clientFor } from "../registry/index.js";
@@ -83,25 +84,41 @@ export async function pull(reference: string | Reference, options: PullOptions =
   const { client, owned } = clientFor(options);
   try {
     const source = registrySource(client, ref);
+    // What the image's blobs add up to, for a full disk's message.
+    let needed = 0;
     const copyOptions = {
       platform,
       strictPlatform: options.platform !== undefined,
       ...(options.concurrency ? { concurrency: options.concurrency } : {}),
-      ...(options.onEvent ? { onEvent: options.onEvent } : {}),
+      onEvent: (event: UnpackEvent) => {
+        if (event.type === "blob-start" && !event.cached) needed += event.size;
+        options.onEvent?.(event);
+      },
     };
     let result: Awaited<ReturnType<typeof copyImage>>;
-    if (destination.kind === "store") {
-      const target = destination.store ?? (await Store.open());
-      const release = await target.lease();
-      try {
-        result = await copyImage(source, storeTarget(target, formatReference(ref)), copyOptions);
-      } finally {
-        await release();
+    let where: string | undefined;
+    try {
+      if (destination.kind === "store") {
+        const target = destination.store ?? (await Store.open());
+        where = target.root;
+        const release = await target.lease();
+        try {
+          result = await copyImage(source, storeTarget(target, formatReference(ref)), copyOptions);
+        } finally {
+          await release();
+        }
+      } else {
+        where = destination.dir;
+        const layout = await OciLayout.open(destination.dir, { create: true });
+        const name = destination.name ?? ref.tag;
+        result = await copyImage(source, layoutTarget(layout, name), copyOptions);
       }
-    } else {
-      const layout = await OciLayout.open(destination.dir, { create: true });
-      const name = destination.name ?? ref.tag;
-      result = await copyImage(source, layoutTarget(layout, name), copyOptions);
+    } catch (error) {
+      const full =
+        where === undefined
+          ? undefined
+          : diskFullError(error, where, `Cannot pull ${formatReference(ref)}`, needed || undefined);
+      throw full ?? error;
     }
     return {
       reference: ref,
