@@ -166,7 +166,11 @@ describe("a user's first hour", () => {
       },
     );
     assert.equal(unpacked.code, 0, unpacked.stderr);
-    assert.match(unpacked.stdout, /linux\/arm64/);
+    assert.notEqual(
+      (JSON.parse(unpacked.stdout) as { digest: string }).digest,
+      (JSON.parse(first.stdout) as { digest: string }).digest,
+      "the linux/arm64 image was unpacked, not the stored linux/amd64 one",
+    );
     const listed = await runLocald(["image", "ls"], { env: env() });
     assert.match(listed.stdout, /linux\/arm64/, "the name now holds the platform last asked for");
   });
@@ -219,7 +223,8 @@ describe("a user's first hour", () => {
     );
   });
 
-  test("a LOCALD_HOME on a read-only disk: every command says so, in words", async (t) => {
+  // `container ls` lists nothing there and writes nothing, so it has nothing to refuse.
+  test("a LOCALD_HOME on a read-only disk: every command that writes says so, in words", async (t) => {
     if (process.getuid?.() !== 0) assert.fail("this test mounts a read-only tmpfs and needs root, as CI has");
     const readOnly = join(home, "ro");
     await mkdir(readOnly);
@@ -232,13 +237,12 @@ describe("a user's first hour", () => {
     for (const args of [
       ["image", "ls"],
       ["image", "pull", `${registry.host}/fh/multi:1`],
-      ["container", "ls"],
       ["container", "run", "--rm", `${registry.host}/fh/shell:1`],
       ["build", app, "--builder", `${registry.host}/fh/no-builder:1`],
       ["builder", "inspect", `${registry.host}/fh/no-builder:1`],
     ]) {
       const result = await runLocald(args, { env: ro });
-      assertClean(result, 1, /read-only|LOCALD_HOME/);
+      assertClean(result, 1, /ro is on a read-only filesystem\./);
     }
   });
 });

@@ -1,6 +1,6 @@
-import { statfsSync } from "node:fs";
+import { accessSync, constants, statfsSync, statSync } from "node:fs";
 import { dirname } from "node:path";
-import { DiskFullError } from "./errors.js";
+import { DiskFullError, errnoReason } from "./errors.js";
 
 /** An errno error, or one caused by it, that says the disk (or the user's quota) is full. */
 export function isDiskFull(error: unknown): boolean {
@@ -50,4 +50,28 @@ export function diskFullError(
       cause: error,
     },
   );
+}
+
+/**
+ * Why `path` could not be created, in words: `mkdir -p` on a read-only disk or under a file
+ * reports ENOENT or EEXIST, which say nothing useful, so the nearest part that exists is asked.
+ */
+export function creationFailure(path: string, error: unknown): string {
+  for (let dir = dirname(path); ; dir = dirname(dir)) {
+    const info = statSync(dir, { throwIfNoEntry: false });
+    if (info !== undefined) {
+      if (!info.isDirectory()) return `${dir} is a file, not a directory`;
+      try {
+        accessSync(dir, constants.W_OK);
+      } catch (denied) {
+        const code = (denied as NodeJS.ErrnoException).code;
+        if (code === "EROFS") return `${dir} is on a read-only filesystem`;
+        if (code === "EACCES" || code === "EPERM") return `you may not write in ${dir}`;
+      }
+      break;
+    }
+    if (dirname(dir) === dir) break;
+  }
+  const code = (error as NodeJS.ErrnoException).code;
+  return errnoReason(code === "EEXIST" ? "ENOTDIR" : code) ?? (error as Error).message;
 }

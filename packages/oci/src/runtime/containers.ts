@@ -3,6 +3,7 @@ import { readFileSync } from "node:fs";
 import { chmod, mkdir, readdir, readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
+import { creationFailure } from "../disk-space.js";
 import { ContainerConfigError, ContainerStateError } from "../errors.js";
 import { writeFileAtomic } from "../files.js";
 import { isAlive } from "../store/index.js";
@@ -110,7 +111,12 @@ export class Containers {
   /** Claims the name: fails if a container of that name exists. */
   async create(record: ContainerRecord): Promise<string> {
     checkContainerName(record.name);
-    await mkdir(this.dir, { recursive: true, mode: 0o700 });
+    await mkdir(this.dir, { recursive: true, mode: 0o700 }).catch((error: unknown) => {
+      throw new ContainerStateError(
+        `Cannot keep containers in ${this.dir}: ${creationFailure(this.dir, error)}.`,
+        { hint: "Set LOCALD_HOME to a directory you can write." },
+      );
+    });
     const bundle = this.bundle(record.name);
     try {
       await mkdir(bundle, { mode: 0o700 });

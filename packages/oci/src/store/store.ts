@@ -5,7 +5,8 @@ import { join } from "node:path";
 import { type ImageConfig, parseImageConfig } from "../config.js";
 import type { Digest } from "../digest.js";
 import { parseDigest } from "../digest.js";
-import { errnoReason, InvalidManifestError, OciError, StoreError } from "../errors.js";
+import { creationFailure } from "../disk-space.js";
+import { InvalidManifestError, OciError, StoreError } from "../errors.js";
 import { writeFileAtomic } from "../files.js";
 import { type Descriptor, type ImageManifest, parseManifestDocument } from "../manifest.js";
 import { type Platform, parsePlatform, platformMatches, platformOrHost } from "../platform.js";
@@ -63,10 +64,7 @@ export class Store {
       return new Store(root, layout);
     } catch (error) {
       if (error instanceof OciError) throw error;
-      const code = (error as NodeJS.ErrnoException).code;
-      // mkdir -p says EEXIST where a part of the path is a file.
-      const why = errnoReason(code === "EEXIST" ? "ENOTDIR" : code) ?? (error as Error).message;
-      throw new StoreError(`Cannot open the image store at ${root}: ${why}.`, {
+      throw new StoreError(`Cannot open the image store at ${root}: ${creationFailure(root, error)}.`, {
         hint: "Check the owner and mode of that path, or set LOCALD_HOME to a directory you can write.",
       });
     }
