@@ -20,7 +20,8 @@ export type FaultKind =
   | "flip"
   | "trickle"
   | "redirect"
-  | "html";
+  | "html"
+  | "ignore-range";
 
 export interface FaultMatch {
   /** Case-insensitive; omit to match any method. Note GET faults do not match HEAD. */
@@ -50,7 +51,9 @@ export type FaultSpec =
   /** 307 (or `status`) to the same path and query on another origin, e.g. an origin recorder. */
   | { kind: "redirect"; to: string; status?: number }
   /** 200 (or `status`) with an HTML page, the way a captive portal or misconfigured CDN answers. */
-  | { kind: "html"; status?: number; body?: string };
+  | { kind: "html"; status?: number; body?: string }
+  /** Drops the Range header on the way upstream, as a registry or CDN without Range support: 200, whole body. */
+  | { kind: "ignore-range" };
 
 export type Fault = FaultMatch & FaultSpec;
 
@@ -75,6 +78,8 @@ export interface RecordedRequest {
   fault?: FaultKind;
   /** Status sent to the client (0 if the connection failed before headers). */
   status: number;
+  /** Body bytes handed to the client's connection so far (live while the response is sent). */
+  bytes: number;
 }
 
 export interface ProxyOptions {
@@ -146,6 +151,24 @@ function flushed(socket: Socket): Promise<void> {
   });
 }
 
+/** Counts the body bytes a response writes into `record.bytes`, however it writes them. */
+function countBody(res: ServerResponse, record: RecordedRequest): void {
+  const count = (chunk: unknown) => {
+    if (typeof chunk === "string") record.bytes += Buffer.byteLength(chunk);
+    else if (chunk instanceof Uint8Array) record.bytes += chunk.length;
+  };
+  const write = res.write;
+  const end = res.end;
+  res.write = function (this: ServerResponse, chunk: unknown, ...rest: unknown[]) {
+    count(chunk);
+    return (write as (...args: unknown[]) => boolean).call(this, chunk, ...rest);
+  } as typeof res.write;
+  res.end = function (this: ServerResponse, chunk?: unknown, ...rest: unknown[]) {
+    if (typeof chunk !== "function") count(chunk);
+    return (end as (...args: unknown[]) => ServerResponse).call(this, chunk, ...rest);
+  } as typeof res.end;
+}
+
 /** Drops g/y, whose lastIndex state would make `test()` skip every other matching request. */
 function statelessRegExp(pattern: RegExp | string): RegExp {
   return typeof pattern === "string"
@@ -207,9 +230,10 @@ async function startProxy(options: ProxyOptions, faultsEnabled: boolean): Promis
     return out;
   }
 
-  function forward(req: IncomingMessage, res: ServerResponse): Promise<IncomingMessage> {
+  function forward(req: IncomingMessage, res: ServerResponse, fault?: Fault): Promise<IncomingMessage> {
     return new Promise((resolve, reject) => {
       const headers = forwardableHeaders(req.headers);
+      if (fault?.kind === "ignore-range") delete headers.range;
       headers.host = target.host;
       Object.assign(headers, options.upstreamHeaders ?? {});
       const upstreamReq = (isHttps ? httpsRequest : httpRequest)(
@@ -319,9 +343,11 @@ async function startProxy(options: ProxyOptions, faultsEnabled: boolean): Promis
       headers: { ...req.headers },
       authorization: req.headers.authorization !== undefined,
       status: 0,
+      bytes: 0,
     };
     if (req.headers.range !== undefined) record.range = req.headers.range;
     requests.push(record);
+    countBody(res, record);
 
     const fault = faultsEnabled ? takeFault(method, path) : undefined;
     if (fault) record.fault = fault.kind;
@@ -377,7 +403,7 @@ async function startProxy(options: ProxyOptions, faultsEnabled: boolean): Promis
 
     let upstream: IncomingMessage;
     try {
-      upstream = await forward(req, res);
+      upstream = await forward(req, res, fault);
     } catch (err) {
       if (res.headersSent || res.destroyed) {
         res.destroy();
@@ -390,7 +416,7 @@ async function startProxy(options: ProxyOptions, faultsEnabled: boolean): Promis
       return;
     }
 
-    if (fault !== undefined) {
+    if (fault !== undefined && fault.kind !== "ignore-range") {
       await applyBodyFault(fault, upstream, res, record);
       return;
     }

@@ -63,6 +63,15 @@ export class ProgressRenderer {
         this.set(event.digest, `${verb} ${formatBytes(event.bytes)}/${formatBytes(event.size)}`, false);
         break;
       }
+      case "blob-wait":
+        this.set(
+          event.digest,
+          event.owner === process.pid
+            ? "Waiting for another pull in this process"
+            : `Waiting for another pull (process ${event.owner})`,
+          true,
+        );
+        break;
       case "blob-done":
         if (!event.cached)
           this.set(event.digest, this.verb === "Pulling" ? "Download complete" : "Pushed", true);

@@ -1,11 +1,13 @@
 import { randomBytes } from "node:crypto";
-import { createWriteStream } from "node:fs";
+import { constants, createWriteStream } from "node:fs";
+import type { FileHandle } from "node:fs/promises";
 import { mkdir, open, rename, rm, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
-import { Transform } from "node:stream";
+import { Transform, Writable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import type { Digest } from "./digest.js";
 import { DigestVerifier } from "./digest.js";
+import { DigestMismatchError, SizeLimitError } from "./errors.js";
 
 /**
  * The one place where files become visible: always written to a temp file beside the target
@@ -83,4 +85,145 @@ export async function writeVerified(
     await rm(temp, { force: true });
     throw error;
   }
+}
+
+/** Bytes of a blob from `start` on: the offset asked for, or 0 when the source sent it whole. */
+export interface ResumedRead {
+  readonly start: number;
+  readonly chunks: AsyncIterable<Uint8Array>;
+}
+
+/** Where a resumable download reads the blob from; `offset` is how much the partial file holds. */
+export type ResumableSource = (offset: number) => Promise<ResumedRead>;
+
+/**
+ * Like {@link writeVerified}, but through `partial`, a file that outlives this process: a download
+ * that is interrupted (Ctrl-C, a kill, a broken network) leaves what it wrote there, and the next
+ * call continues after it instead of starting over. Node cannot save a hash's state, so the kept
+ * prefix is read and hashed again first; it is trusted for nothing but being cheaper than the
+ * network: the whole blob is checked against its digest before `path` appears, and a blob that
+ * fails (a corrupted prefix, say) takes its partial file with it, so the next attempt starts over.
+ */
+export async function writeResumable(
+  path: string,
+  partial: string,
+  source: ResumableSource,
+  expected: { digest: Digest; size: number },
+  what: string,
+  onProgress?: VerifiedWriteProgress,
+): Promise<void> {
+  await mkdir(dirname(partial), { recursive: true });
+  await mkdir(dirname(path), { recursive: true });
+  const handle = await open(partial, constants.O_RDWR | constants.O_CREAT | constants.O_NOFOLLOW, 0o644);
+  let verifier = new DigestVerifier(expected.digest, expected.size, what);
+  let closed = false;
+  try {
+    let kept = (await handle.stat()).size;
+    if (kept > expected.size) {
+      await handle.truncate(0);
+      kept = 0;
+    }
+    if (kept > 0) await hashPrefix(handle, kept, verifier, onProgress);
+    if (kept < expected.size) {
+      const read = await source(kept);
+      if (read.start !== kept) {
+        // Anything but the continuation asked for is the whole blob again: start over cleanly.
+        await handle.truncate(0);
+        verifier = new DigestVerifier(expected.digest, expected.size, what);
+        kept = 0;
+      }
+      const check = verifier;
+      await pipeline(
+        read.chunks,
+        new Transform({
+          transform(chunk: Buffer, _encoding, callback) {
+            try {
+              check.update(chunk);
+            } catch (error) {
+              callback(error as Error);
+              return;
+            }
+            onProgress?.(check.bytes);
+            callback(null, chunk);
+          },
+        }),
+        fileSink(handle, kept),
+      );
+    }
+    verifier.finish();
+    await handle.sync();
+    closed = true;
+    await handle.close();
+    await rename(partial, path);
+  } catch (error) {
+    if (!closed) await handle.close().catch(() => {});
+    // Bytes that failed the check are worth nothing to the next attempt, and on a full disk the
+    // space matters more; a broken connection's are the next attempt's head start.
+    const code = (error as NodeJS.ErrnoException).code;
+    if (
+      error instanceof DigestMismatchError ||
+      error instanceof SizeLimitError ||
+      code === "ENOSPC" ||
+      code === "EDQUOT"
+    )
+      await rm(partial, { force: true });
+    throw error;
+  }
+}
+
+/**
+ * Writes at increasing positions through a handle the caller keeps (a FileHandle's own write
+ * stream holds the handle until the stream closes it). Chunks that queue up while a write is in
+ * flight go down together in one writev.
+ */
+function fileSink(handle: FileHandle, start: number): Writable {
+  let position = start;
+  const writeAll = async (buffers: Buffer[]): Promise<void> => {
+    let pending = buffers;
+    while (pending.length > 0) {
+      const { bytesWritten } = await handle.writev(pending, position);
+      position += bytesWritten;
+      pending = unwritten(pending, bytesWritten);
+    }
+  };
+  return new Writable({
+    write(chunk: Buffer, _encoding, callback) {
+      writeAll([chunk]).then(() => callback(), callback);
+    },
+    writev(chunks, callback) {
+      writeAll(chunks.map((entry) => entry.chunk as Buffer)).then(() => callback(), callback);
+    },
+  });
+}
+
+/** What is left of `buffers` after the first `written` bytes went out (a short write). */
+function unwritten(buffers: Buffer[], written: number): Buffer[] {
+  let skip = written;
+  const rest: Buffer[] = [];
+  for (const buffer of buffers) {
+    if (skip >= buffer.length) {
+      skip -= buffer.length;
+      continue;
+    }
+    rest.push(skip > 0 ? buffer.subarray(skip) : buffer);
+    skip = 0;
+  }
+  return rest;
+}
+
+async function hashPrefix(
+  handle: FileHandle,
+  length: number,
+  verifier: DigestVerifier,
+  onProgress: VerifiedWriteProgress | undefined,
+): Promise<void> {
+  const buffer = Buffer.allocUnsafe(Math.min(length, 1024 * 1024));
+  let position = 0;
+  while (position < length) {
+    const { bytesRead } = await handle.read(buffer, 0, Math.min(buffer.length, length - position), position);
+    if (bytesRead === 0) break;
+    verifier.update(buffer.subarray(0, bytesRead));
+    position += bytesRead;
+  }
+  onProgress?.(verifier.bytes);
 }

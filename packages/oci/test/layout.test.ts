@@ -223,7 +223,7 @@ describe("blobs", () => {
     await writeFile(join(layout.root, ".tmp", "999999-aa.tmp"), "dead");
     await writeFile(join(layout.root, ".tmp", `${process.pid}-bb.tmp`), "alive");
     const removed = await layout.removeStaleTemp((pid) => pid === process.pid);
-    assert.equal(removed, 1);
+    assert.deepEqual(removed, { removed: 1, bytes: 4 });
     assert.deepEqual(await readdir(join(layout.root, ".tmp")), [`${process.pid}-bb.tmp`]);
   });
 });

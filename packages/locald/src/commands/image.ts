@@ -9,6 +9,7 @@ import {
   type ImageManifest,
   NotFoundError,
   ociLayout,
+  type PruneResult,
   parseDigest,
   parseImageConfig,
   parseManifestDocument,
@@ -302,6 +303,7 @@ export function registerImageCommands(program: Command, context: CommandContext)
       const pruned = await store.prune();
       if (pruned.removed > 0)
         output.stdout.write(`Deleted ${pruned.removed} blob(s), ${formatBytes(pruned.bytes)}\n`);
+      reportLeftovers(output, pruned);
       const roots = await pruneRootfsCache(store, undefined, { keep: await containerRoots() });
       if (roots.removed > 0)
         output.stdout.write(`Deleted ${roots.removed} unpacked root(s) from the cache\n`);
@@ -314,10 +316,23 @@ export function registerImageCommands(program: Command, context: CommandContext)
       const store = await Store.open();
       const pruned = await store.prune();
       output.stdout.write(`Deleted ${pruned.removed} blob(s), reclaimed ${formatBytes(pruned.bytes)}\n`);
+      reportLeftovers(output, pruned);
       const roots = await pruneRootfsCache(store, undefined, { keep: await containerRoots() });
       if (roots.removed > 0)
         output.stdout.write(`Deleted ${roots.removed} unpacked root(s) from the cache\n`);
     });
+}
+
+/** What dead pulls left (partial downloads, locks, leases), when prune removed any. */
+function reportLeftovers(output: Output, pruned: PruneResult): void {
+  if (pruned.temp.removed > 0)
+    output.stdout.write(
+      `Deleted ${pruned.temp.removed} partial download(s) and lock(s) of pulls that died, ${formatBytes(pruned.temp.bytes)}\n`,
+    );
+  if (pruned.leases.removed > 0)
+    output.stdout.write(
+      `Deleted ${pruned.leases.removed} lease(s) of pulls that died, ${formatBytes(pruned.leases.bytes)}\n`,
+    );
 }
 
 interface Inspected {

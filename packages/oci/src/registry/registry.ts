@@ -11,7 +11,7 @@ import {
 import { type Descriptor, type ManifestDocument, parseManifestDocument } from "../manifest.js";
 import { MANIFEST_ACCEPT } from "../media-types.js";
 import { formatReference, manifestIdentifier, type Reference, repositoryName } from "../reference.js";
-import { bodyChunks, drain, readBody } from "./http.js";
+import { bodyChunks, drain, type RegistryResponse, readBody } from "./http.js";
 import type { Transport } from "./transport.js";
 
 export interface FetchedManifest {
@@ -25,6 +25,21 @@ export interface UploadOptions {
   mountFrom?: string;
   /** Upload in PATCH chunks of this size instead of one PUT. */
   chunkSize?: number;
+}
+
+/** A blob's bytes from `start` on: the offset asked for, or 0 when the registry sent it whole. */
+export interface BlobRead {
+  readonly start: number;
+  readonly chunks: AsyncIterable<Buffer>;
+}
+
+/** Whether a response to `Range: bytes=<offset>-` is exactly the rest of the blob from `offset`. */
+function continuesAt(response: RegistryResponse, offset: number, size: number): boolean {
+  if (response.status !== 206) return false;
+  const match = /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(response.headers["content-range"]?.trim() ?? "");
+  if (match === null) return false;
+  const [first, last, total] = [Number(match[1]), Number(match[2]), match[3]];
+  return first === offset && last >= first && last < size && (total === "*" || Number(total) === size);
 }
 
 const pullScope = (repository: string) => `repository:${repository}:pull`;
@@ -153,45 +168,98 @@ export class RegistryClient {
   }
 
   /**
-   * Streams a blob's bytes in order. A broken connection is resumed with a Range request;
-   * only a 206 whose Content-Range starts where we stopped is used as a continuation,
-   * otherwise the full body is fetched again and the bytes already delivered are skipped.
-   * The caller verifies the digest; this only guarantees the size bound.
+   * Streams a blob's bytes in order from the start. The caller verifies the digest; this only
+   * guarantees the size bound.
    */
   async *blobChunks(
     ref: Reference,
     descriptor: Descriptor,
     onRequest?: (range: string | undefined) => void,
   ): AsyncGenerator<Buffer> {
+    yield* (await this.readBlob(ref, descriptor, 0, onRequest)).chunks;
+  }
+
+  /**
+   * A blob's bytes from `offset` on (what an interrupted download kept), asked for with a Range
+   * request. A registry that ignores Range (200), cannot serve it (416) or answers another range
+   * than asked gives the whole blob instead, and `start` says 0: the caller starts over rather
+   * than trusting a body it cannot line up. A connection that breaks later is resumed the same
+   * way; only a 206 whose Content-Range starts where we stopped continues it, otherwise the full
+   * body is fetched again and the bytes already delivered are skipped. The caller verifies the
+   * digest; this only guarantees the size bound.
+   */
+  async readBlob(
+    ref: Reference,
+    descriptor: Descriptor,
+    offset = 0,
+    onRequest?: (range: string | undefined) => void,
+  ): Promise<BlobRead> {
     const digest = parseDigest(descriptor.digest);
     const what = `Blob ${digest} of ${repositoryName(ref)}`;
-    let delivered = 0;
+    const from = offset > 0 && offset < descriptor.size ? offset : 0;
+    let response = await this.getBlob(ref, digest, from, what, onRequest);
+    let start = from;
+    if (from > 0 && !continuesAt(response, from, descriptor.size)) {
+      start = 0;
+      if (response.status !== 200) {
+        await drain(response.body);
+        response = await this.getBlob(ref, digest, 0, what, onRequest);
+      }
+    }
+    return { start, chunks: this.blobBody(ref, descriptor, response, start, what, onRequest) };
+  }
+
+  private getBlob(
+    ref: Reference,
+    digest: Digest,
+    from: number,
+    what: string,
+    onRequest: ((range: string | undefined) => void) | undefined,
+  ): Promise<RegistryResponse> {
+    const range = from > 0 ? `bytes=${from}-` : undefined;
+    onRequest?.(range);
+    return this.transport.request(ref.registry, {
+      method: "GET",
+      path: `/v2/${ref.repository}/blobs/${digest}`,
+      headers: range === undefined ? {} : { range },
+      scopes: [pullScope(ref.repository)],
+      expect: range === undefined ? [200, 206] : [200, 206, 416],
+      what,
+    });
+  }
+
+  private async *blobBody(
+    ref: Reference,
+    descriptor: Descriptor,
+    first: RegistryResponse,
+    start: number,
+    what: string,
+    onRequest: ((range: string | undefined) => void) | undefined,
+  ): AsyncGenerator<Buffer> {
+    const digest = parseDigest(descriptor.digest);
+    let response: RegistryResponse | undefined = first;
+    let delivered = start;
     let failures = 0;
     let useRange = true;
     for (;;) {
-      const range = delivered > 0 && useRange ? `bytes=${delivered}-` : undefined;
-      onRequest?.(range);
-      const response = await this.transport.request(ref.registry, {
-        method: "GET",
-        path: `/v2/${ref.repository}/blobs/${digest}`,
-        headers: range === undefined ? {} : { range },
-        scopes: [pullScope(ref.repository)],
-        expect: [200, 206],
-        what,
-      });
       let skip = 0;
-      if (delivered > 0) {
-        const match = /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(response.headers["content-range"] ?? "");
-        const continues = response.status === 206 && match !== null && Number(match[1]) === delivered;
-        if (response.status === 206 && !continues) {
-          await drain(response.body);
-          useRange = false;
-          continue;
+      if (response === undefined) {
+        response = await this.getBlob(ref, digest, useRange ? delivered : 0, what, onRequest);
+        if (useRange && !continuesAt(response, delivered, descriptor.size)) {
+          if (response.status !== 200) {
+            await drain(response.body);
+            useRange = false;
+            response = undefined;
+            continue;
+          }
+          skip = delivered;
+        } else if (!useRange) {
+          skip = delivered;
         }
-        if (response.status === 200) skip = delivered;
       }
+      const body = response.body;
       try {
-        for await (const raw of bodyChunks(response.body)) {
+        for await (const raw of bodyChunks(body)) {
           let chunk = raw;
           if (skip > 0) {
             const dropped = Math.min(skip, chunk.length);
@@ -200,7 +268,7 @@ export class RegistryClient {
             if (chunk.length === 0) continue;
           }
           if (delivered + chunk.length > descriptor.size) {
-            response.body.destroy();
+            body.destroy();
             throw new SizeLimitError(
               `${what} is larger than its descriptor's ${descriptor.size} bytes; refusing the extra data.`,
             );
@@ -223,7 +291,8 @@ export class RegistryClient {
             },
           );
         }
-        response.body.destroy();
+        body.destroy();
+        response = undefined;
         await delay(Math.min(100 * 2 ** failures, 2000));
       }
     }

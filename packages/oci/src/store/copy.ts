@@ -6,7 +6,7 @@ import { type Descriptor, type ManifestDocument, parseManifestDocument } from ".
 import { MediaType } from "../media-types.js";
 import { formatPlatform, type Platform, platformMatches, selectPlatformManifest } from "../platform.js";
 import { formatReference, type Reference, withIdentifier } from "../reference.js";
-import type { RegistryClient } from "../registry/index.js";
+import type { BlobRead, RegistryClient } from "../registry/index.js";
 import { readBody } from "../registry/index.js";
 import type { OciLayout } from "./layout.js";
 import { CREATED_ANNOTATION, PLATFORM_ANNOTATION, SOURCE_DIGEST_ANNOTATION, type Store } from "./store.js";
@@ -22,6 +22,8 @@ export interface ImageSource {
   manifest(descriptor: Descriptor): Promise<Buffer>;
   /** A blob's bytes; the target verifies them. Each call starts again from the beginning. */
   blob(descriptor: Descriptor): AsyncIterable<Buffer>;
+  /** A blob's bytes from `offset` on, where the source can skip ahead (a Range request). */
+  blobFrom?(descriptor: Descriptor, offset: number): Promise<BlobRead>;
   /** Repository on the same registry a target may mount blobs from. */
   readonly origin?: Reference;
 }
@@ -32,11 +34,17 @@ export interface ImageTarget {
   /** An image already present for this source digest and platform (warm re-pull). */
   upToDate(sourceDigest: string, platform: string | undefined): Promise<Descriptor | undefined>;
   hasBlob(descriptor: Descriptor): Promise<boolean>;
+  /**
+   * Stores a blob, verified. `open(offset)` reads it from `offset` on (a target that kept part of
+   * an interrupted download asks for the rest); it is not called at all when another pull
+   * stores the same blob meanwhile, which `onWait` reports.
+   */
   writeBlob(
     descriptor: Descriptor,
-    open: () => AsyncIterable<Buffer>,
+    open: BlobOpener,
     origin: Reference | undefined,
     onProgress: (bytes: number) => void,
+    onWait?: (owner: number) => void,
   ): Promise<void>;
   writeManifest(descriptor: Descriptor, bytes: Buffer): Promise<void>;
   /** Names the finished image (tag, index entry). */
@@ -48,11 +56,16 @@ export interface ImageTarget {
   finish(): Promise<void>;
 }
 
+/** A blob read from `offset` on; `start` says where its bytes really begin (0: the whole blob). */
+export type BlobOpener = (offset: number) => Promise<BlobRead>;
+
 export type CopyEvent =
   | { type: "resolved"; source: string; digest: string; mediaType: string; platform?: string }
   | { type: "up-to-date"; digest: string }
   | { type: "blob-start"; digest: string; size: number; role: "config" | "layer"; cached: boolean }
   | { type: "blob-progress"; digest: string; size: number; bytes: number }
+  /** Another pull (process `owner`, maybe this one) is downloading the blob; this one waits for it. */
+  | { type: "blob-wait"; digest: string; size: number; owner: number }
   | { type: "blob-done"; digest: string; size: number; cached: boolean }
   | { type: "manifest"; digest: string }
   /** An image manifest's blobs are about to be copied: config first, then layers in parallel. */
@@ -161,6 +174,34 @@ export async function copyImage(
     ...(platformKey ? { platform: platformKey } : {}),
   });
 
+  const validatedConfig = async (descriptor: Descriptor): Promise<Buffer> => {
+    const bytes = await readBody(
+      Readable.from(source.blob(descriptor)),
+      Math.min(descriptor.size, 64 * 1024 * 1024),
+      `The config of ${source.description}`,
+    );
+    const config = parseImageConfig(bytes, `The config of ${source.description}`);
+    const wanted = options.platform;
+    if (
+      options.strictPlatform &&
+      wanted !== "all" &&
+      !platformMatches(
+        {
+          os: config.os,
+          architecture: config.architecture,
+          ...(config.variant ? { variant: config.variant } : {}),
+        },
+        wanted,
+      )
+    ) {
+      throw new PlatformNotFoundError(
+        `${source.description} is an image for ${formatPlatform({ os: config.os, architecture: config.architecture, ...(config.variant ? { variant: config.variant } : {}) })}, not ${formatPlatform(wanted)}.`,
+        { hint: "Pull it without --platform, or pick the platform the image was built for." },
+      );
+    }
+    return bytes;
+  };
+
   const copyBlob = async (descriptor: Descriptor, role: "config" | "layer"): Promise<void> => {
     if (await target.hasBlob(descriptor)) {
       emit({ type: "blob-start", digest: descriptor.digest, size: descriptor.size, role, cached: true });
@@ -170,43 +211,27 @@ export async function copyImage(
     emit({ type: "blob-start", digest: descriptor.digest, size: descriptor.size, role, cached: false });
     const progress = (bytes: number) =>
       emit({ type: "blob-progress", digest: descriptor.digest, size: descriptor.size, bytes });
-    let open = () => source.blob(descriptor);
+    let open: BlobOpener = async (offset) =>
+      source.blobFrom !== undefined
+        ? source.blobFrom(descriptor, offset)
+        : { start: 0, chunks: source.blob(descriptor) };
     if (role === "config" && CONFIG_MEDIA_TYPES.has(descriptor.mediaType)) {
-      // The config is a document: validate it before anything stores or uses it.
-      const bytes = await readBody(
-        Readable.from(source.blob(descriptor)),
-        Math.min(descriptor.size, 64 * 1024 * 1024),
-        `The config of ${source.description}`,
-      );
-      const config = parseImageConfig(bytes, `The config of ${source.description}`);
-      const wanted = options.platform;
-      if (
-        options.strictPlatform &&
-        wanted !== "all" &&
-        !platformMatches(
-          {
-            os: config.os,
-            architecture: config.architecture,
-            ...(config.variant ? { variant: config.variant } : {}),
-          },
-          wanted,
-        )
-      ) {
-        throw new PlatformNotFoundError(
-          `${source.description} is an image for ${formatPlatform({ os: config.os, architecture: config.architecture, ...(config.variant ? { variant: config.variant } : {}) })}, not ${formatPlatform(wanted)}.`,
-          { hint: "Pull it without --platform, or pick the platform the image was built for." },
-        );
-      }
-      open = async function* () {
-        yield bytes;
+      // The config is a document: validate it before anything stores or uses it. Fetched only
+      // once a blob is really to be written, so a pull that waits for another fetches nothing.
+      open = async () => {
+        const bytes = await validatedConfig(descriptor);
+        return { start: 0, chunks: Readable.from([bytes]) };
       };
     }
+    const onWait = (owner: number) =>
+      emit({ type: "blob-wait", digest: descriptor.digest, size: descriptor.size, owner });
     try {
-      await target.writeBlob(descriptor, open, source.origin, progress);
+      await target.writeBlob(descriptor, open, source.origin, progress, onWait);
     } catch (error) {
-      // A corrupted transfer (a flipped byte, an error page) is worth one fresh attempt.
+      // A corrupted transfer (a flipped byte, an error page, a damaged kept prefix) is worth one
+      // fresh attempt; the target dropped what failed the check, so this one starts over.
       if (!(error instanceof DigestMismatchError)) throw error;
-      await target.writeBlob(descriptor, open, source.origin, progress);
+      await target.writeBlob(descriptor, open, source.origin, progress, onWait);
     }
     stats.blobs++;
     stats.bytes += descriptor.size;
@@ -296,6 +321,7 @@ export function registrySource(client: RegistryClient, ref: Reference): ImageSou
       ).bytes;
     },
     blob: (descriptor) => client.blobChunks(ref, descriptor),
+    blobFrom: (descriptor, offset) => client.readBlob(ref, descriptor, offset),
   };
 }
 
@@ -357,7 +383,8 @@ export function layoutTarget(
       return (await imageComplete(layout, entry)) ? entry : undefined;
     },
     hasBlob: (descriptor) => layout.hasBlob(descriptor),
-    writeBlob: (descriptor, open, _origin, onProgress) => layout.writeBlob(descriptor, open(), onProgress),
+    writeBlob: (descriptor, open, _origin, onProgress, onWait) =>
+      layout.downloadBlob(descriptor, open, { onProgress, ...(onWait ? { onWait } : {}) }),
     async writeManifest(descriptor, bytes) {
       await layout.writeBlob(descriptor, [bytes]);
     },
@@ -427,7 +454,7 @@ export function registryTarget(
         () =>
           Readable.from(
             (async function* () {
-              for await (const chunk of open()) {
+              for await (const chunk of (await open(0)).chunks) {
                 sent += chunk.length;
                 onProgress(sent);
                 yield chunk;

@@ -13,9 +13,10 @@ import {
   verifyingStream,
 } from "../digest.js";
 import { LayoutError, NotFoundError, OciError } from "../errors.js";
-import { writeFileAtomic, writeVerified } from "../files.js";
+import { type ResumableSource, writeFileAtomic, writeVerified } from "../files.js";
 import { checkIndex, type Descriptor, type ImageIndex } from "../manifest.js";
 import { MediaType } from "../media-types.js";
+import { type DownloadEvents, downloadOnce, isStaleLock } from "./downloads.js";
 
 export const REF_NAME_ANNOTATION = "org.opencontainers.image.ref.name";
 const LAYOUT_VERSION = "1.0.0";
@@ -102,6 +103,31 @@ export class OciLayout {
     );
   }
 
+  /**
+   * Downloads a blob resumably and once: `open(offset)` is asked for what an interrupted download
+   * did not keep, and not at all when another pull (this process or another) is storing the same
+   * blob, which this waits for instead. See `downloads.ts`.
+   */
+  async downloadBlob(
+    descriptor: Descriptor,
+    open: ResumableSource,
+    events: DownloadEvents = {},
+  ): Promise<void> {
+    const digest = parseDigest(descriptor.digest);
+    await downloadOnce(
+      {
+        digest,
+        size: descriptor.size,
+        path: this.blobPath(digest),
+        tempDir: this.tempDir,
+        what: `Blob ${digest}`,
+        present: () => this.hasBlob(descriptor),
+      },
+      open,
+      events,
+    );
+  }
+
   /** Writes bytes (a manifest, a config) and returns their descriptor. */
   async writeBytes(bytes: Uint8Array, mediaType: string): Promise<Descriptor> {
     const digest = digestOf(bytes);
@@ -117,17 +143,25 @@ export class OciLayout {
     await rmdir(this.tempDir).catch(() => {});
   }
 
-  /** Removes temp files left by processes that died mid-write. */
-  async removeStaleTemp(isAlive: (pid: number) => boolean): Promise<number> {
+  /**
+   * Removes what processes that died mid-write left in the temp directory: temp files, partial
+   * downloads (which a later pull would otherwise resume from) and download locks.
+   */
+  async removeStaleTemp(isAlive: (pid: number) => boolean): Promise<{ removed: number; bytes: number }> {
     let removed = 0;
+    let bytes = 0;
     for (const name of await readdir(this.tempDir).catch(() => [] as string[])) {
+      const path = join(this.tempDir, name);
       const pid = Number(name.split("-")[0]);
-      if (Number.isInteger(pid) && !isAlive(pid)) {
-        await rm(join(this.tempDir, name), { force: true });
-        removed++;
-      }
+      const stale = name.endsWith(".lock") ? await isStaleLock(path) : Number.isInteger(pid) && !isAlive(pid);
+      if (!stale) continue;
+      const info = await stat(path).catch(() => undefined);
+      if (info === undefined) continue;
+      await rm(path, { force: true });
+      removed++;
+      bytes += info.size;
     }
-    return removed;
+    return { removed, bytes };
   }
 
   /** Reads a whole blob into memory, verified, refusing anything larger than `limit`. */

@@ -10,6 +10,7 @@ import { InvalidManifestError, OciError, StoreError } from "../errors.js";
 import { writeFileAtomic } from "../files.js";
 import { type Descriptor, type ImageManifest, parseManifestDocument } from "../manifest.js";
 import { type Platform, parsePlatform, platformMatches, platformOrHost } from "../platform.js";
+import { isAlive } from "./downloads.js";
 import { OciLayout, REF_NAME_ANNOTATION } from "./layout.js";
 
 /** Annotations the store keeps on each image entry. */
@@ -37,14 +38,17 @@ export function defaultStoreDir(env: NodeJS.ProcessEnv = process.env): string {
   return join(defaultDataDir(env), "store");
 }
 
-/** Whether a process (of any user) still runs: what leases and scratch names are checked against. */
-export function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === "EPERM";
-  }
+export { isAlive } from "./downloads.js";
+
+/** What `prune` removed, each with its size in bytes. */
+export interface PruneResult {
+  /** Blobs no image references. */
+  readonly removed: number;
+  readonly bytes: number;
+  /** Temp files, partial downloads and download locks of processes that died. */
+  readonly temp: { readonly removed: number; readonly bytes: number };
+  /** Lease files of pulls that died. */
+  readonly leases: { readonly removed: number; readonly bytes: number };
 }
 
 /**
@@ -133,10 +137,11 @@ export class Store {
    * Deletes blobs no image references. Blobs touched since the oldest live lease started are
    * kept, because a pull in progress may be about to reference them.
    */
-  async prune(): Promise<{ removed: number; bytes: number }> {
+  async prune(): Promise<PruneResult> {
     return this.layout.withIndexLock(async () => {
       const keep = await this.reachable();
-      const cutoff = await this.oldestLiveLease();
+      const leases = { removed: 0, bytes: 0 };
+      const cutoff = await this.oldestLiveLease(leases);
       let removed = 0;
       let bytes = 0;
       for (const digest of await this.layout.listBlobs()) {
@@ -148,12 +153,12 @@ export class Store {
         removed++;
         bytes += info.size;
       }
-      await this.layout.removeStaleTemp(isAlive);
-      return { removed, bytes };
+      const temp = await this.layout.removeStaleTemp(isAlive);
+      return { removed, bytes, temp, leases };
     });
   }
 
-  private async oldestLiveLease(): Promise<number> {
+  private async oldestLiveLease(removed: { removed: number; bytes: number }): Promise<number> {
     const dir = join(this.root, "leases");
     let oldest = Number.POSITIVE_INFINITY;
     for (const name of await readdir(dir).catch(() => [] as string[])) {
@@ -161,7 +166,12 @@ export class Store {
       try {
         const lease = JSON.parse(await readFile(path, "utf8")) as { pid: number; started: number };
         if (isAlive(lease.pid)) oldest = Math.min(oldest, lease.started - 1000);
-        else await rm(path, { force: true });
+        else {
+          const info = await stat(path).catch(() => undefined);
+          await rm(path, { force: true });
+          removed.removed++;
+          removed.bytes += info?.size ?? 0;
+        }
       } catch {
         // a lease being written right now; it is younger than any blob we could delete
       }
