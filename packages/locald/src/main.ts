@@ -5,6 +5,7 @@ import { registerBuilderCommands } from "./commands/builder.js";
 import { registerBuildpackCommands } from "./commands/buildpack.js";
 import { registerContainerCommands } from "./commands/container.js";
 import { registerDevCommands, registerDevcontainerCommand } from "./commands/dev.js";
+import { registerDoctorCommand } from "./commands/doctor.js";
 import { type CommandContext, registerImageCommands } from "./commands/image.js";
 import { registerLoginCommands } from "./commands/login.js";
 import { registerRebaseCommand } from "./commands/rebase.js";
@@ -47,6 +48,7 @@ export async function main(argv: readonly string[], output: Output = processOutp
   registerBuildpackCommands(program, context);
   registerDevCommands(program, context);
   registerDevcontainerCommand(program, context);
+  registerDoctorCommand(program, context);
   registerImageCommands(program, context);
   registerLoginCommands(program, context);
   registerRebaseCommand(program, context);

@@ -184,6 +184,12 @@ export class BubblewrapRuntime implements ContainerRuntime {
   }
 }
 
+/** What to change where the kernel forbids unprivileged user namespaces (also `locald doctor`'s fix). */
+export const USER_NAMESPACE_HINT =
+  "Builds and sandboxes run in user namespaces, which this machine forbids unprivileged users. Enable them " +
+  "(Debian: sysctl -w kernel.unprivileged_userns_clone=1; any: user.max_user_namespaces > 0; Ubuntu 24.04+: " +
+  "kernel.apparmor_restrict_unprivileged_userns=0 or an AppArmor profile for bwrap), or run locald as root.";
+
 /** bubblewrap failed before running anything: what it said, and what to do about the usual cause. */
 function sandboxSetupError(stderr: string): RuntimeError {
   const said = stderr
@@ -195,12 +201,7 @@ function sandboxSetupError(stderr: string): RuntimeError {
   if (/namespace|uid map|gid map|setgroups/i.test(said))
     return new RuntimeError(
       `The sandbox could not be set up: bubblewrap cannot create a user namespace here (${why}).`,
-      {
-        hint:
-          "Builds and sandboxes run in user namespaces, which this machine forbids unprivileged users. Enable them " +
-          "(Debian: sysctl -w kernel.unprivileged_userns_clone=1; any: user.max_user_namespaces > 0; Ubuntu 24.04+: " +
-          "kernel.apparmor_restrict_unprivileged_userns=0 or an AppArmor profile for bwrap), or run locald as root.",
-      },
+      { hint: USER_NAMESPACE_HINT },
     );
   return new RuntimeError(`The sandbox could not be set up: bubblewrap failed (${why}).`, {
     hint: "Run again with --verbose; if the message names a path, check that it exists and is readable.",

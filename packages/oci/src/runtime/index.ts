@@ -1,6 +1,7 @@
 export * from "./bubblewrap-runtime.js";
 export * from "./containers.js";
 export * from "./executable.js";
+export * from "./host-checks.js";
 export * from "./runc-runtime.js";
 export {
   type ContainerRuntime,

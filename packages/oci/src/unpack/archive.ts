@@ -33,6 +33,17 @@ let zstdProgram: Promise<string | undefined> | undefined;
 const ZSTD_HINT =
   "Install the zstd program (Debian package zstd), or use Node ≥ 22.15, which has zstd of its own.";
 
+/** Node's own zstd decompressor (zlib, Node ≥ 22.15), when this Node has one. */
+function nativeZstd(): ((options: zlib.ZlibOptions) => Transform) | undefined {
+  return (zlib as { createZstdDecompress?: (options: zlib.ZlibOptions) => Transform }).createZstdDecompress;
+}
+
+/** What zstd layers can be decompressed with here: the zstd program (preferred), Node's own, both or neither. */
+export async function zstdDecoders(): Promise<{ program: string | undefined; native: boolean }> {
+  zstdProgram ??= programOnPath("zstd", true);
+  return { program: await zstdProgram, native: nativeZstd() !== undefined };
+}
+
 /** Decompressed bytes of a layer blob: zlib for gzip; for zstd the zstd program, else Node's zlib. */
 export async function decompressed(layer: LayerBlob): Promise<Readable> {
   const raw = createReadStream(layer.path, { highWaterMark: 1024 * 1024 });
@@ -48,10 +59,8 @@ export async function decompressed(layer: LayerBlob): Promise<Readable> {
     file.on("error", (error) => gunzip.destroy(error));
     return file.pipe(gunzip);
   }
-  zstdProgram ??= programOnPath("zstd", true);
-  const program = await zstdProgram;
-  const native = (zlib as { createZstdDecompress?: (options: zlib.ZlibOptions) => Transform })
-    .createZstdDecompress;
+  const { program } = await zstdDecoders();
+  const native = nativeZstd();
   if (program === undefined && native !== undefined) {
     // Its default 16 KiB output chunks halve its speed.
     const zstd = native({ chunkSize: 256 * 1024 });

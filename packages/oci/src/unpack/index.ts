@@ -1,3 +1,4 @@
+export { zstdDecoders } from "./archive.js";
 export { applyLayers, chainId, LayerApplication } from "./layers.js";
 export { isHostRoot } from "./privilege.js";
 export { readFileInRoot, resolveInRoot } from "./rootfs.js";
