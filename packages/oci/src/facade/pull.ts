@@ -1,6 +1,6 @@
 import type { Digest } from "../digest.js";
-import { PlatformNotFoundError } from "../errors.js";
 import { diskFullError } from "../disk-space.js";
+import { PlatformNotFoundError } from "../errors.js";
 import { type Platform, platformOrHost } from "../platform.js";
 import { formatReference, parseReference, type Reference } from "../reference.js";
 import { type ClientOptions, clientFor } from "../registry/index.js";

@@ -3,6 +3,7 @@ import { createHash } from "node:crypto";
 import { Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { extract, type Header as Headers } from "tar-stream";
+import { diskFullError } from "../disk-space.js";
 import {
   DigestMismatchError,
   InvalidLayerError,
@@ -11,7 +12,6 @@ import {
   UnpackError,
   UnsafeLayerError,
 } from "../errors.js";
-import { diskFullError } from "../disk-space.js";
 import { ArchiveEnd, decompressed, type LayerBlob } from "./archive.js";
 import { type FileJob, FileWriters, PIECE, type WriteFailure } from "./file-writers.js";
 import { isHostRoot } from "./privilege.js";
