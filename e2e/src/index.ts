@@ -18,6 +18,7 @@ export {
   requireBinary,
   runBinary,
   TailBuffer,
+  TEST_CALLERS,
   TEST_USER,
   type TestCaller,
   terminateChild,

@@ -180,6 +180,20 @@ export async function unprivilegedUser(): Promise<{ uid: number; gid: number }> 
 export type TestCaller = "root" | "an unprivileged user";
 
 /**
+ * The callers each caller-matrix test runs as: both, unless `LOCALD_E2E_CALLERS=root` narrows
+ * it. The test command narrows it on the second Node.js line only, to keep CI in its budget:
+ * what differs between callers is the kernel's (user namespaces, ids, mounts), which the first
+ * line covers whole; what differs between Node.js lines is exercised by the root half.
+ */
+export const TEST_CALLERS: readonly TestCaller[] = callersFrom(process.env.LOCALD_E2E_CALLERS);
+
+function callersFrom(value: string | undefined): readonly TestCaller[] {
+  if (value === undefined || value === "" || value === "all") return ["root", "an unprivileged user"];
+  if (value === "root") return ["root"];
+  throw new Error(`LOCALD_E2E_CALLERS must be "all" or "root", not "${value}".`);
+}
+
+/**
  * The CLI options for running commands as `who` with `home` as HOME and LOCALD_HOME below it;
  * for the unprivileged user, `home` (made if missing) and what is in it are given to that user.
  */

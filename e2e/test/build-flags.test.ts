@@ -18,6 +18,7 @@ import {
   requireBinary,
   runLocald,
   startRegistry,
+  TEST_CALLERS,
   type TestRegistry,
 } from "../src/index.js";
 
@@ -105,7 +106,7 @@ describe("--cache-image and more than one -t", () => {
   });
 });
 
-for (const who of ["root", "an unprivileged user"] as const)
+for (const who of TEST_CALLERS)
   describe(`--volume, --network, --default-process, --report-output-dir, --exec-env, --post-buildpack, --uid, as ${who}`, () => {
     const procfileBuildpack = fileURLToPath(new URL("../../fixtures/buildpacks/procfile", import.meta.url));
     const base = () => join(shared.work as string, `flags-${who === "root" ? "root" : "user"}`);

@@ -30,6 +30,7 @@ import {
   requireBinary,
   runLocald,
   startRegistry,
+  TEST_CALLERS,
   type TestRegistry,
   unprivilegedUser,
 } from "../src/index.js";
@@ -117,7 +118,7 @@ interface Manifest {
   layers: Array<{ digest: string }>;
 }
 
-for (const who of ["root", "an unprivileged user"] as const) {
+for (const who of TEST_CALLERS) {
   describe(`locald build, as ${who}`, () => {
     let home: string;
     let apps: string;

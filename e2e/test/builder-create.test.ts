@@ -33,6 +33,7 @@ import {
   runLocald,
   snapshotTree,
   startRegistry,
+  TEST_CALLERS,
   type TestRegistry,
   writeBuilderToml,
 } from "../src/index.js";
@@ -240,7 +241,7 @@ describe(`builder create, compared with pack ${PACK_VERSION}`, () => {
   });
 });
 
-for (const who of ["root", "an unprivileged user"] as const) {
+for (const who of TEST_CALLERS) {
   describe(`builder create into the store and a layout, as ${who}`, () => {
     let as: CliOptions["as"];
     let env: NodeJS.ProcessEnv;

@@ -26,6 +26,7 @@ import {
   runLocald,
   startLocald,
   startRegistry,
+  TEST_CALLERS,
   type TestRegistry,
   unprivilegedUser,
   writeImage,
@@ -72,7 +73,7 @@ after(async () => {
   if (shared.work) await removeTree(shared.work);
 });
 
-for (const who of ["root", "an unprivileged user"] as const) {
+for (const who of TEST_CALLERS) {
   describe(`container run, as ${who}`, () => {
     let ref: string;
     let home: string;

@@ -24,6 +24,7 @@ import {
   requireBinary,
   runLocald,
   startRegistry,
+  TEST_CALLERS,
   type TestRegistry,
   unprivilegedUser,
 } from "../src/index.js";
@@ -56,7 +57,7 @@ after(async () => {
   if (shared.work) await removeTree(shared.work);
 });
 
-for (const who of ["root", "an unprivileged user"] as const) {
+for (const who of TEST_CALLERS) {
   describe(`locald exec and shell, as ${who}`, () => {
     let home: string;
     let apps: string;

@@ -11,6 +11,7 @@ import {
   runLocald,
   sampleImage,
   startRegistry,
+  TEST_CALLERS,
   type TestCaller,
   type TestRegistry,
   tempDir,
@@ -56,7 +57,7 @@ async function doctor(
 }
 
 describe("locald doctor", () => {
-  for (const who of ["root", "an unprivileged user"] as const)
+  for (const who of TEST_CALLERS)
     test(`this machine has what locald needs, as ${who}: no fail, exit 0`, async (t) => {
       const text = await doctor(t, who);
       assert.equal(text.code, 0, `${text.stdout}${text.stderr}`);

@@ -25,6 +25,7 @@ import {
   requireBinary,
   runLocald,
   startRegistry,
+  TEST_CALLERS,
   type TestRegistry,
 } from "../src/index.js";
 
@@ -87,7 +88,7 @@ function reportLines(text: string): Map<string, string> {
 }
 
 for (const isolation of ["builder", "host"] as const)
-  for (const who of ["root", "an unprivileged user"] as const) {
+  for (const who of TEST_CALLERS) {
     describe(`${isolation} isolation, as ${who}: the build sees ${isolation === "builder" ? "the build image" : "the host's OS"} and nobody's data`, () => {
       let home: string;
       let as: CliOptions["as"];

@@ -24,6 +24,7 @@ import {
   requireBinary,
   runLocald,
   startRegistry,
+  TEST_CALLERS,
   type TestRegistry,
 } from "../src/index.js";
 
@@ -47,7 +48,7 @@ after(async () => {
   if (shared.work) await removeTree(shared.work);
 });
 
-for (const who of ["root", "an unprivileged user"] as const) {
+for (const who of TEST_CALLERS) {
   describe(`a builder made by pack ${PACK_VERSION}, as ${who}`, () => {
     let home: string;
     let as: CliOptions["as"];

@@ -21,6 +21,7 @@ import {
   requireBinary,
   runLocald,
   startRegistry,
+  TEST_CALLERS,
   type TestRegistry,
 } from "../src/index.js";
 
@@ -72,7 +73,7 @@ async function layerPaths(home: string, image: string): Promise<string[]> {
   return paths;
 }
 
-for (const who of ["root", "an unprivileged user"] as const)
+for (const who of TEST_CALLERS)
   describe(`project.toml, as ${who}`, () => {
     const base = () => join(shared.work as string, who === "root" ? "root" : "user");
     const app = () => join(base(), "app");

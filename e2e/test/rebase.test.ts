@@ -22,6 +22,7 @@ import {
   requireBinary,
   runLocald,
   startRegistry,
+  TEST_CALLERS,
   type TestRegistry,
 } from "../src/index.js";
 
@@ -78,7 +79,7 @@ function assertRebased(before: Manifest, after: Manifest, oldBase: Manifest, bas
   assert.deepEqual(digests(after), [...digests(base), ...appLayers]);
 }
 
-for (const who of ["root", "an unprivileged user"] as const) {
+for (const who of TEST_CALLERS) {
   describe(`rebase in the store, as ${who}`, () => {
     let as: CliOptions["as"];
     let env: NodeJS.ProcessEnv;

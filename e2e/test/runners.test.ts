@@ -11,7 +11,7 @@ import { after, before, describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { removeTree } from "@locald/oci";
-import { makeTempDir, requireBinary, unprivilegedUser } from "../src/index.js";
+import { makeTempDir, requireBinary, TEST_CALLERS, unprivilegedUser } from "../src/index.js";
 
 const execFileAsync = promisify(execFile);
 const OCI = fileURLToPath(new URL("../../../packages/oci/dist/src/index.js", import.meta.url));
@@ -70,7 +70,7 @@ after(async () => {
   if (work) await removeTree(work);
 });
 
-for (const who of ["root", "an unprivileged user"] as const) {
+for (const who of TEST_CALLERS) {
   for (const runtime of ["runc", "bubblewrap"] as const) {
     describe(`${runtime}, as ${who}`, () => {
       let home: string;

@@ -20,6 +20,7 @@ import {
   requireBinary,
   runLocald,
   startRegistry,
+  TEST_CALLERS,
   type TestRegistry,
 } from "../src/index.js";
 
@@ -59,7 +60,7 @@ async function assertSboms(dir: string): Promise<void> {
   assert.equal(spdx.files[0]?.checksums[0]?.checksumValue, sum);
 }
 
-for (const who of ["root", "an unprivileged user"] as const) {
+for (const who of TEST_CALLERS) {
   describe(`SBOMs, as ${who}`, () => {
     let as: CliOptions["as"];
     let env: NodeJS.ProcessEnv;

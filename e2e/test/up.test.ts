@@ -24,6 +24,7 @@ import {
   startLocald,
   startRegistry,
   TailBuffer,
+  TEST_CALLERS,
   type TestRegistry,
   unprivilegedUser,
   waitForExit,
@@ -82,7 +83,7 @@ async function body(port: number): Promise<string> {
   return response.text();
 }
 
-for (const who of ["root", "an unprivileged user"] as const) {
+for (const who of TEST_CALLERS) {
   describe(`locald up, as ${who}`, () => {
     let home: string;
     let project: string;
