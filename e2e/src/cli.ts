@@ -19,6 +19,11 @@ export interface CliOptions {
   wrapper?: readonly string[];
   /** Kill the CLI (SIGKILL) after this long; the result then says so in `stderr`, code 137. */
   timeoutMs?: number;
+  /**
+   * Another copy of the CLI to run, as is (e.g. an npm-installed `bin/locald`): its shebang finds
+   * `node` on PATH. Default: this checkout's, with the node running the tests.
+   */
+  executable?: string;
 }
 
 /** Starts the real CLI in a child process, as a user would. */
@@ -26,7 +31,8 @@ export function startLocald(
   args: readonly string[],
   options: CliOptions = {},
 ): ChildProcessWithoutNullStreams {
-  const command = [...(options.wrapper ?? []), process.execPath, LOCALD_BIN, ...args];
+  const cli = options.executable === undefined ? [process.execPath, LOCALD_BIN] : [options.executable];
+  const command = [...(options.wrapper ?? []), ...cli, ...args];
   const [file, ...argv] =
     options.as === undefined
       ? command

@@ -4,6 +4,7 @@ import { existsSync, openSync, readFileSync, watch } from "node:fs";
 import { access, chmod, constants, mkdir, readFile, writeFile } from "node:fs/promises";
 import { constants as osConstants, release, userInfo } from "node:os";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { ContainerConfigError, RuntimeError } from "../errors.js";
 import { programOnPath } from "../programs.js";
 import { formatReference, parseReference } from "../reference.js";
@@ -320,7 +321,8 @@ export type MonitorMessage = { type: "started" } | { type: "failed"; exitCode: n
 async function startDetached(containers: Containers, name: string, runc: string): Promise<void> {
   const monitor = spawn(
     process.execPath,
-    [new URL("./container-monitor.js", import.meta.url).pathname, containers.home, runc, name],
+    // fileURLToPath, not .pathname: an install prefix may hold a space, which a URL keeps as %20.
+    [fileURLToPath(new URL("./container-monitor.js", import.meta.url)), containers.home, runc, name],
     { detached: true, stdio: ["ignore", "ignore", "ignore", "ipc"] },
   );
   const outcome = await new Promise<MonitorMessage>((resolve, reject) => {
