@@ -1,6 +1,10 @@
 // Bundles the CLI into one ES module. Start-up is most of a warm re-pull, and resolving and reading
 // a couple of hundred module files costs Node about as much as running them.
+import { readFileSync } from "node:fs";
 import { build } from "esbuild";
+
+// `locald --version` says the version of the package it ships in, whatever it is.
+const { version } = JSON.parse(readFileSync(new URL("../packages/locald/package.json", import.meta.url)));
 
 const common = {
   bundle: true,
@@ -9,6 +13,7 @@ const common = {
   format: "esm",
   sourcemap: "linked",
   logLevel: "warning",
+  define: { __LOCALD_VERSION__: JSON.stringify(version) },
   // Smaller to parse: start-up is most of a warm exec. Names are kept (no identifier minifying).
   minifyWhitespace: true,
   minifySyntax: true,

@@ -17,6 +17,10 @@ import { UsageError } from "./usage.js";
 
 export { tuneProcess } from "./process-tuning.js";
 
+/** Put in by the bundler from package.json; the unbundled build (unit tests) has none. */
+declare const __LOCALD_VERSION__: string | undefined;
+const VERSION = typeof __LOCALD_VERSION__ === "string" ? __LOCALD_VERSION__ : "0.0.0-unbundled";
+
 const collect = (value: string, previous: string[] = []) => [...previous, value];
 
 /** Runs the CLI and returns the exit code: 0 ok, 1 failure, 2 usage error. */
@@ -25,7 +29,7 @@ export async function main(argv: readonly string[], output: Output = processOutp
     .description(
       "Build OCI images and dev environments with Cloud Native Buildpacks, and run images — no Docker daemon.",
     )
-    .version("0.1.0")
+    .version(VERSION)
     .option("--verbose", "print details of what happens (also LOCALD_DEBUG=1)")
     .option(
       "--insecure-registry <host>",
