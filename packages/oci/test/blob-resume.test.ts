@@ -18,7 +18,6 @@ import { OciLayout, partialName, Store } from "../src/store/index.js";
 
 const BLOB = randomBytes(3 * 1024 * 1024 + 17);
 const DIGEST = digestOf(BLOB);
-const expected = { digest: DIGEST, size: BLOB.length };
 
 async function scratch(t: TestContext): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), "locald-resume-"));
@@ -48,67 +47,87 @@ function deadPid(): number {
   return Number(child.stdout.toString());
 }
 
-describe("writeResumable", () => {
-  test("continues after the kept prefix and asks only for the rest", async (t) => {
-    const dir = await scratch(t);
-    const partial = join(dir, "blob.partial");
-    await writeFile(partial, BLOB.subarray(0, 1_000_000));
-    const { source, offsets } = recordingSource();
-    const progress: number[] = [];
-    await writeResumable(join(dir, "blob"), partial, source, expected, "Blob", (n) => progress.push(n));
-    assert.deepEqual(offsets, [1_000_000]);
-    assert.ok(BLOB.equals(await readFile(join(dir, "blob"))));
-    assert.deepEqual(await readdir(dir), ["blob"]);
-    assert.equal(progress[0], 1_000_000, "the kept prefix counts as progress first");
-    assert.equal(progress.at(-1), BLOB.length);
-  });
+for (const [label, whole] of [
+  ["a small blob", BLOB],
+  ["a blob of several write batches", randomBytes(9 * 1024 * 1024 + 5)],
+] as const) {
+  describe(`writeResumable, ${label}`, () => {
+    const expected = { digest: digestOf(whole), size: whole.length };
+    const recordingSource = (options: { ignoreOffset?: boolean } = {}) => {
+      const offsets: number[] = [];
+      const source: ResumableSource = async (offset) => {
+        offsets.push(offset);
+        const start = options.ignoreOffset ? 0 : offset;
+        return { start, chunks: Readable.from(chunksOf(whole.subarray(start))) };
+      };
+      return { source, offsets };
+    };
 
-  test("starts over cleanly when the source sends the whole blob", async (t) => {
-    const dir = await scratch(t);
-    const partial = join(dir, "blob.partial");
-    await writeFile(partial, BLOB.subarray(0, 777));
-    const { source, offsets } = recordingSource({ ignoreOffset: true });
-    await writeResumable(join(dir, "blob"), partial, source, expected, "Blob");
-    assert.deepEqual(offsets, [777]);
-    assert.ok(BLOB.equals(await readFile(join(dir, "blob"))));
-  });
-
-  test("a corrupted prefix fails the digest check, stores nothing and drops the partial", async (t) => {
-    const dir = await scratch(t);
-    const partial = join(dir, "blob.partial");
-    const damaged = Buffer.from(BLOB.subarray(0, 500_000));
-    damaged[1234] = (damaged[1234] ?? 0) ^ 0xff;
-    await writeFile(partial, damaged);
-    const { source } = recordingSource();
-    await assert.rejects(
-      writeResumable(join(dir, "blob"), partial, source, expected, "Blob"),
-      DigestMismatchError,
-    );
-    assert.deepEqual(await readdir(dir), []);
-    // The next attempt starts from nothing and succeeds.
-    const again = recordingSource();
-    await writeResumable(join(dir, "blob"), partial, again.source, expected, "Blob");
-    assert.deepEqual(again.offsets, [0]);
-    assert.ok(BLOB.equals(await readFile(join(dir, "blob"))));
-  });
-
-  test("a broken connection keeps what arrived for the next attempt", async (t) => {
-    const dir = await scratch(t);
-    const partial = join(dir, "blob.partial");
-    const broken: ResumableSource = async () => ({
-      start: 0,
-      chunks: (async function* () {
-        yield BLOB.subarray(0, 200_000);
-        throw new NetworkError("the connection broke");
-      })(),
+    test("continues after the kept prefix and asks only for the rest", async (t) => {
+      const dir = await scratch(t);
+      const partial = join(dir, "blob.partial");
+      await writeFile(partial, whole.subarray(0, 1_000_000));
+      await writeFile(join(dir, "unrelated"), "x");
+      const { source, offsets } = recordingSource();
+      const progress: number[] = [];
+      await writeResumable(join(dir, "blob"), partial, source, expected, "Blob", (n) => progress.push(n));
+      assert.deepEqual(offsets, [1_000_000]);
+      assert.ok(whole.equals(await readFile(join(dir, "blob"))));
+      assert.deepEqual((await readdir(dir)).sort(), ["blob", "unrelated"]);
+      assert.equal(progress[0], 1_000_000, "the kept prefix counts as progress first");
+      assert.equal(progress.at(-1), whole.length);
     });
-    await assert.rejects(writeResumable(join(dir, "blob"), partial, broken, expected, "Blob"), NetworkError);
-    assert.equal((await stat(partial)).size, 200_000);
-    const { source, offsets } = recordingSource();
-    await writeResumable(join(dir, "blob"), partial, source, expected, "Blob");
-    assert.deepEqual(offsets, [200_000]);
+
+    test("starts over cleanly when the source sends the whole blob", async (t) => {
+      const dir = await scratch(t);
+      const partial = join(dir, "blob.partial");
+      await writeFile(partial, whole.subarray(0, 777));
+      const { source, offsets } = recordingSource({ ignoreOffset: true });
+      await writeResumable(join(dir, "blob"), partial, source, expected, "Blob");
+      assert.deepEqual(offsets, [777]);
+      assert.ok(whole.equals(await readFile(join(dir, "blob"))));
+    });
+
+    test("a corrupted prefix fails the digest check, stores nothing and drops the partial", async (t) => {
+      const dir = await scratch(t);
+      const partial = join(dir, "blob.partial");
+      const damaged = Buffer.from(whole.subarray(0, 500_000));
+      damaged[1234] = (damaged[1234] ?? 0) ^ 0xff;
+      await writeFile(partial, damaged);
+      const { source } = recordingSource();
+      await assert.rejects(
+        writeResumable(join(dir, "blob"), partial, source, expected, "Blob"),
+        DigestMismatchError,
+      );
+      assert.deepEqual(await readdir(dir), []);
+      // The next attempt starts from nothing and succeeds.
+      const again = recordingSource();
+      await writeResumable(join(dir, "blob"), partial, again.source, expected, "Blob");
+      assert.deepEqual(again.offsets, [0]);
+      assert.ok(whole.equals(await readFile(join(dir, "blob"))));
+    });
+
+    test("a broken connection keeps what arrived for the next attempt", async (t) => {
+      const dir = await scratch(t);
+      const partial = join(dir, "blob.partial");
+      const broken: ResumableSource = async () => ({
+        start: 0,
+        chunks: (async function* () {
+          yield whole.subarray(0, 200_000);
+          throw new NetworkError("the connection broke");
+        })(),
+      });
+      await assert.rejects(
+        writeResumable(join(dir, "blob"), partial, broken, expected, "Blob"),
+        NetworkError,
+      );
+      assert.equal((await stat(partial)).size, 200_000);
+      const { source, offsets } = recordingSource();
+      await writeResumable(join(dir, "blob"), partial, source, expected, "Blob");
+      assert.deepEqual(offsets, [200_000]);
+    });
   });
-});
+}
 
 describe("one download per blob", () => {
   const descriptor = { mediaType: "application/octet-stream", digest: DIGEST, size: BLOB.length };
