@@ -8,5 +8,6 @@ export * from "./lifecycle.js";
 export * from "./platform.js";
 export * from "./project-descriptor.js";
 export * from "./rebase.js";
+export * from "./remote/index.js";
 export * from "./sandbox/index.js";
 export * from "./sbom.js";

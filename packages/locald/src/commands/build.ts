@@ -17,6 +17,7 @@ import {
 import { clientOptions, readEnvFiles } from "../options.js";
 import { useColour } from "../ui.js";
 import { UsageError } from "../usage.js";
+import { buildOnKpack } from "./build-kpack.js";
 import type { CommandContext } from "./image.js";
 
 const collect = (value: string, previous: string[]) => [...previous, value];
@@ -52,7 +53,25 @@ interface BuildFlags {
   execEnv?: "production" | "test" | "development";
   uid?: number;
   gid?: number;
+  remote?: "kpack";
+  namespace?: string;
+  serviceAccount?: string;
+  cacheSize?: string;
+  dryRun?: boolean;
 }
+
+/** Flags that only mean something for a build handed to kpack. */
+const KPACK_ONLY = ["namespace", "serviceAccount", "cacheSize", "dryRun"] as const;
+/** Flags of a build run here that kpack has no place for. */
+const LOCAL_ONLY = [
+  "publish",
+  "layout",
+  "isolation",
+  "volume",
+  "network",
+  "cacheImage",
+  "previousImage",
+] as const;
 
 /** pack's `--volume HOST:TARGET[:ro|rw]` (read-only unless `rw`), the host path made absolute. */
 function volume(spec: string): BindMount {
@@ -193,7 +212,63 @@ export function registerBuildCommand(program: Command, context: CommandContext):
         .choices(PULL_POLICIES)
         .default("always"),
     )
+    .addOption(
+      new Option(
+        "--remote <platform>",
+        "hand the build to a build service instead of running it here",
+      ).choices(["kpack"]),
+    )
+    .option("--namespace <ns>", "with --remote kpack: the Kubernetes namespace (default: default)")
+    .option(
+      "--service-account <name>",
+      "with --remote kpack: the service account builds run as (default: default)",
+    )
+    .option("--cache-size <quantity>", "with --remote kpack: the build cache volume's size (default: 2G)")
+    .option("--dry-run", "with --remote kpack: print the kpack resources; push and apply nothing")
     .action(async (arg: string | undefined, opts: BuildFlags) => {
+      const given = (flag: string) => {
+        const value = (opts as unknown as Record<string, unknown>)[flag];
+        return value !== undefined && value !== false && !(Array.isArray(value) && value.length === 0);
+      };
+      const dashed = (flag: string) => `--${flag.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
+      if (opts.remote === undefined && KPACK_ONLY.some(given))
+        throw new UsageError(
+          `${dashed(KPACK_ONLY.find(given) as string)} is for builds handed to kpack (--remote kpack).`,
+        );
+      if (opts.remote === "kpack") {
+        const local = LOCAL_ONLY.find(given);
+        if (local)
+          throw new UsageError(`${dashed(local)} is for builds run here; kpack pushes to -t itself.`);
+        if (opts.tag.length !== 1)
+          throw new UsageError(
+            "--remote kpack needs the image's name with -t, once (for example -t registry.example.com/team/app).",
+          );
+        const loaded = await loadConfig(".");
+        const chosen = await targets(arg, loaded);
+        if (chosen.length > 1)
+          throw new UsageError("-t names one image: pick a service (locald build <service>).");
+        const target = chosen[0] as BuildTarget;
+        const project = await readProjectDescriptor(target.path);
+        const builder =
+          opts.builder ?? target.service?.builder ?? loaded?.config.project?.builder ?? project?.builder;
+        await buildOnKpack(
+          {
+            appDir: target.path,
+            tag: opts.tag[0] as string,
+            ...(project ? { descriptor: project } : {}),
+            ...(builder ? { builder } : {}),
+            buildpacks: [...(target.service?.buildpacks ?? []), ...opts.buildpack],
+            env: [...envLines(target.service?.env), ...(await readEnvFiles(opts.envFile)), ...opts.env],
+            ...(opts.namespace ? { namespace: opts.namespace } : {}),
+            ...(opts.serviceAccount ? { serviceAccount: opts.serviceAccount } : {}),
+            ...(opts.cacheSize ? { cacheSize: opts.cacheSize } : {}),
+            dryRun: opts.dryRun === true,
+            client: clientOptions(context.flags(), (line) => output.stderr.write(`${line}\n`)),
+          },
+          output,
+        );
+        return;
+      }
       if (opts.publish && opts.layout) throw new UsageError("--publish and --layout exclude each other.");
       if (opts.layout && opts.tag.length > 1)
         throw new UsageError("--layout writes one image: give -t once.");
