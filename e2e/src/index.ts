@@ -5,6 +5,7 @@ export * from "./fault-proxy.js";
 export * from "./fixtures.js";
 export * from "./image-factory.js";
 export * from "./kpack.js";
+export * from "./lima.js";
 export * from "./pack.js";
 export * from "./pki.js";
 export * from "./registry.js";

@@ -77,6 +77,22 @@ const ConfigSchema = Type.Object(
         { additionalProperties: false },
       ),
     ),
+    /** The Linux VM builds run in on macOS (Lima): its size and what of the Mac it mounts. */
+    host: Type.Optional(
+      Type.Object(
+        {
+          cpus: Type.Optional(Type.Integer({ minimum: 1, maximum: 256 })),
+          /** A size as Lima reads it: "8GiB". */
+          memory: Type.Optional(Type.String({ pattern: "^[0-9]+(\\.[0-9]+)?\\s*(B|KiB|MiB|GiB|TiB)$" })),
+          disk: Type.Optional(Type.String({ pattern: "^[0-9]+(\\.[0-9]+)?\\s*(B|KiB|MiB|GiB|TiB)$" })),
+          /** More directories to mount in the VM, writable at the same path (relative to locald.toml). */
+          mounts: Type.Optional(Type.Array(Type.String({ minLength: 1 }), { uniqueItems: true })),
+          /** Mount $HOME too (default false). */
+          mount_home: Type.Optional(Type.Boolean()),
+        },
+        { additionalProperties: false },
+      ),
+    ),
     services: Type.Optional(
       Type.Record(Type.String({ pattern: SERVICE_NAME }), ServiceSchema, {
         additionalProperties: false,
@@ -93,7 +109,7 @@ export type ServiceConfig = Static<typeof ServiceSchema>;
 export const CONFIG_FILE = "locald.toml";
 
 const KEYS =
-  "Keys: [project] name, builder, isolation; [services.<name>] type, build, image, command, path, env, port, depends_on; [services.<name>.build] path, builder, isolation, buildpacks, env, image.";
+  "Keys: [project] name, builder, isolation; [host] cpus, memory, disk, mounts, mount_home; [services.<name>] type, build, image, command, path, env, port, depends_on; [services.<name>.build] path, builder, isolation, buildpacks, env, image.";
 
 let checker: ReturnType<typeof TypeCompiler.Compile<typeof ConfigSchema>> | undefined;
 

@@ -11,6 +11,8 @@ import { registerLoginCommands } from "./commands/login.js";
 import { registerRebaseCommand } from "./commands/rebase.js";
 import { registerSbomCommands } from "./commands/sbom.js";
 import { registerUpCommand } from "./commands/up.js";
+import { limaContext, registerVmCommands } from "./commands/vm.js";
+import { hostProvider, runsOnHost } from "./host/index.js";
 import type { GlobalFlags } from "./options.js";
 import { type Output, processOutput, renderError } from "./ui.js";
 import { UsageError } from "./usage.js";
@@ -37,6 +39,10 @@ export async function main(argv: readonly string[], output: Output = processOutp
       collect,
     )
     .option("--ca-cert <file>", "trust this PEM CA certificate for registries (repeatable)", collect)
+    .option(
+      "--host-provider <name>",
+      "where Linux commands run: linux (here), lima (a VM on macOS), wsl (WSL2 on Windows); also LOCALD_HOST_PROVIDER",
+    )
     .exitOverride()
     // `container run IMAGE cmd --flag`: options after the image belong to the command.
     .enablePositionalOptions()
@@ -59,12 +65,20 @@ export async function main(argv: readonly string[], output: Output = processOutp
   registerSbomCommands(program, context);
   registerContainerCommands(program, context);
   registerUpCommand(program, context);
+  registerVmCommands(program, context);
   for (const command of program.commands) {
     command.exitOverride();
     for (const sub of command.commands) sub.exitOverride();
   }
 
   try {
+    // Off Linux, a command that needs Linux runs as a whole in the VM (same args, cwd, stdio),
+    // and its exit status is ours; on Linux (WSL included) nothing changes.
+    if (!runsOnHost(argv)) {
+      const host = hostProvider(argv, { lima: limaContext(".") });
+      if (host.forward !== undefined) return await host.forward(argv);
+      if (host.warning !== undefined) output.stderr.write(`${host.warning}\n`);
+    }
     await program.parseAsync([...argv], { from: "user" });
     return context.exitCode ?? 0;
   } catch (error) {
