@@ -15,8 +15,10 @@ import {
   checkKpack,
   kpackChecker,
   makeTempDir,
+  pushSampleBuilder,
   runBinary,
   runLocald,
+  sampleBuildpack,
   startRegistry,
   type TestRegistry,
 } from "../src/index.js";
@@ -144,6 +146,38 @@ describe("locald build --remote kpack", () => {
     const checked = await checkKpack(result.stdout);
     assert.ok(checked.ok, checked.output);
     assert.match(checked.output, /2 kpack resources valid/);
+  });
+
+  test("--builder REF alone: the Builder's order is the builder image's own (read from a real registry)", async () => {
+    const registry = shared.registry as TestRegistry;
+    const { builder } = await pushSampleBuilder(registry, work(), ["procfile"]);
+    const procfile = await sampleBuildpack("procfile");
+    const root = join(work(), "builder-order");
+    await mkdir(root);
+    await project(root);
+    const result = await runLocald(
+      [
+        "--insecure-registry",
+        registry.host,
+        "build",
+        "shop",
+        ...KPACK_FLAGS,
+        "--builder",
+        builder,
+        "--dry-run",
+      ],
+      { cwd: root, env: { LOCALD_HOME: join(work(), "home") } },
+    );
+    assert.equal(result.code, 0, result.stderr);
+    assert.ok(result.stdout.includes(`locald.dev/builder-image: ${builder}`), result.stdout);
+    assert.ok(
+      result.stdout.includes(
+        `- group:\n        - id: ${procfile.id}\n          version: ${procfile.version}\n`,
+      ),
+      result.stdout,
+    );
+    const checked = await checkKpack(result.stdout);
+    assert.ok(checked.ok, checked.output);
   });
 
   test("kpack's validation catches a wrong field and a wrong value (the checker is no rubber stamp)", async () => {

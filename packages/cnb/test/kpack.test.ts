@@ -18,6 +18,7 @@ import {
   latestBuildNumber,
   parseBuilds,
   parseKpackBuilder,
+  prepareKpackHandOff,
   renderKpackYaml,
   sourceEntries,
   sourceImage,
@@ -205,6 +206,40 @@ describe("kpack source", () => {
       const b = await sourceImage(app, "r.example/app-source:latest", { descriptor, push: false });
       assert.deepEqual(a, b);
       assert.match(a.kind === "registry" ? a.image : "", /^r\.example\/app-source@sha256:[0-9a-f]{64}$/);
+    } finally {
+      await rm(app, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("kpack hand-off", () => {
+  test("the order comes from -b, else project.toml's group; paths and images are refused as buildpacks", async () => {
+    const app = await mkdtemp(join(tmpdir(), "kpack-handoff-"));
+    try {
+      await writeFile(join(app, "app.js"), "1");
+      const common = {
+        appDir: app,
+        tag: "r.example/team/app",
+        builder: "r.example/builder:1",
+        dryRun: true,
+        upload: true,
+      };
+      const group = { env: [], group: ["from/project@2.0"], pre: [], post: [] };
+      const fromFlags = await prepareKpackHandOff({
+        ...common,
+        buildpacks: ["a/b@1.0", "c/d"],
+        descriptor: group,
+      });
+      assert.match(fromFlags.yaml, /- id: a\/b\n {10}version: "1.0"\n {8}- id: c\/d\n/);
+      const fromProject = await prepareKpackHandOff({ ...common, descriptor: group });
+      assert.match(fromProject.yaml, /- id: from\/project\n {10}version: "2.0"\n/);
+      assert.equal(fromProject.image, "app");
+      assert.equal(fromProject.namespace, "default");
+      for (const bad of ["./bp", "/abs/bp", "bp.tgz", "gcr.io/x/bp:1"])
+        await assert.rejects(
+          prepareKpackHandOff({ ...common, buildpacks: [bad] }),
+          (error: unknown) => error instanceof KpackConfigError && /is not an id/.test(error.message),
+        );
     } finally {
       await rm(app, { recursive: true, force: true });
     }
