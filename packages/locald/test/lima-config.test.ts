@@ -72,6 +72,7 @@ describe("the Lima VM config", () => {
       memory: "lots",
       mounts: [
         { location: "/Users/me", mountPoint: "/Users/me", writable: true },
+        { location: "/Users", mountPoint: "/Users", writable: true },
         { location: "rel", mountPoint: "/usr/local", writable: true },
         { location: "/x", mountPoint: "/x", writable: true },
         { location: "/x", mountPoint: "/x", writable: true },
@@ -84,7 +85,7 @@ describe("the Lima VM config", () => {
     assert.throws(
       () => validate(bad, { home: "/Users/me/" }),
       invalid(
-        /cpus must be.*memory must be.*home directory.*mount_home.*absolute path.*\/usr\/local is a system path.*\/x is mounted twice.*port 70000.*host port 80 is forwarded twice/,
+        /cpus must be.*memory must be.*\/Users\/me is or holds your home directory.*\/Users is or holds your home directory.*absolute path.*\/usr\/local is a system path.*\/x is mounted twice.*port 70000.*host port 80 is forwarded twice/,
       ),
     );
   });

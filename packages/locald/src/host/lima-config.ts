@@ -189,8 +189,12 @@ export function validate(config: LimaVmConfig, options: { home: string; mountHom
       )
     )
       problems.push(`the mount point ${mount.mountPoint} is a system path of the VM`);
-    if (mount.location === home && options.mountHome !== true)
-      problems.push(`${home} is your home directory; set [host] mount_home = true to mount it`);
+    // A parent of $HOME (`/Users`) would expose it as much as $HOME itself.
+    const exposesHome = mount.location === home || home.startsWith(`${mount.location.replace(/\/$/, "")}/`);
+    if (exposesHome && options.mountHome !== true)
+      problems.push(
+        `${mount.location} is or holds your home directory; set [host] mount_home = true to mount it`,
+      );
     if (seen.has(mount.mountPoint)) problems.push(`${mount.mountPoint} is mounted twice`);
     seen.add(mount.mountPoint);
   }
