@@ -13,6 +13,7 @@ import {
   wslInvocation,
   wslToWindows,
 } from "../src/host/index.js";
+import { UsageError } from "../src/usage.js";
 
 const isProviderError = (error: unknown) =>
   error instanceof HostProviderError && error.code === "HOST_PROVIDER";
@@ -35,9 +36,12 @@ describe("choosing the host provider", () => {
     assert.equal(chooseHostProvider({ platform: "linux", env: "" }), "linux");
     assert.throws(
       () => chooseHostProvider({ platform: "linux", flag: "docker" }),
-      /--host-provider must be one of/,
+      (error: unknown) => error instanceof UsageError && /--host-provider must be one of/.test(error.message),
     );
-    assert.throws(() => chooseHostProvider({ platform: "linux", env: "qemu" }), /LOCALD_HOST_PROVIDER/);
+    assert.throws(
+      () => chooseHostProvider({ platform: "linux", env: "qemu" }),
+      (error: unknown) => error instanceof UsageError && /LOCALD_HOST_PROVIDER/.test(error.message),
+    );
   });
 
   test("WSL kernels, as /proc/sys/kernel/osrelease and /proc/version say", () => {

@@ -1,5 +1,6 @@
 import { readFileSync } from "node:fs";
 import { OciError } from "@locald/oci";
+import { UsageError } from "../usage.js";
 
 /**
  * Which host provider runs a command that needs Linux: `linux` runs it here, `lima` hands it to
@@ -32,9 +33,8 @@ export function isWslKernel(release: string | undefined): boolean {
 function parseName(value: string, from: string): HostProviderName {
   const name = value.trim().toLowerCase();
   if ((HOST_PROVIDERS as readonly string[]).includes(name)) return name as HostProviderName;
-  throw new HostProviderError(
-    `${from} must be one of ${HOST_PROVIDERS.join(", ")}, not ${JSON.stringify(value)}.`,
-  );
+  // A name typed wrong (flag or environment) is a usage error, exit 2, like any bad flag value.
+  throw new UsageError(`${from} must be one of ${HOST_PROVIDERS.join(", ")}, not ${JSON.stringify(value)}.`);
 }
 
 /**
