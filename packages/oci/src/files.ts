@@ -114,7 +114,13 @@ export async function writeResumable(
 ): Promise<void> {
   await mkdir(dirname(partial), { recursive: true });
   await mkdir(dirname(path), { recursive: true });
-  const handle = await open(partial, constants.O_RDWR | constants.O_CREAT | constants.O_NOFOLLOW, 0o644);
+  const flags = constants.O_RDWR | constants.O_CREAT | constants.O_NOFOLLOW;
+  const handle = await open(partial, flags, 0o644).catch(async (error: NodeJS.ErrnoException) => {
+    // A symlink where the partial file belongs is no download of ours: it goes, never followed.
+    if (error.code !== "ELOOP") throw error;
+    await rm(partial, { force: true });
+    return open(partial, flags | constants.O_EXCL, 0o644);
+  });
   let verifier = new DigestVerifier(expected.digest, expected.size, what);
   let closed = false;
   try {

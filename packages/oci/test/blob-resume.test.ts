@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, symlink, writeFile } from "node:fs/promises";
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
@@ -104,6 +104,18 @@ for (const [label, whole] of [
       const again = recordingSource();
       await writeResumable(join(dir, "blob"), partial, again.source, expected, "Blob");
       assert.deepEqual(again.offsets, [0]);
+      assert.ok(whole.equals(await readFile(join(dir, "blob"))));
+    });
+
+    test("a symlink in place of the partial file is replaced, never followed", async (t) => {
+      const dir = await scratch(t);
+      const partial = join(dir, "blob.partial");
+      await writeFile(join(dir, "elsewhere"), "not to be touched");
+      await symlink(join(dir, "elsewhere"), partial);
+      const { source, offsets } = recordingSource();
+      await writeResumable(join(dir, "blob"), partial, source, expected, "Blob");
+      assert.deepEqual(offsets, [0]);
+      assert.equal(await readFile(join(dir, "elsewhere"), "utf8"), "not to be touched");
       assert.ok(whole.equals(await readFile(join(dir, "blob"))));
     });
 
