@@ -118,6 +118,29 @@ describe("parseChallenge", () => {
     assert.deepEqual(parseChallenge("Negotiate"), { scheme: "negotiate", params: {} });
   });
 
+  // Found by challenge.fuzz.test.ts (minimal counterexamples).
+  test("any RFC 9110 token is a scheme or a parameter name", () => {
+    assert.deepEqual(parseChallenge("0"), { scheme: "0", params: {} });
+    assert.deepEqual(parseChallenge("X-Auth.v2 a.b=1, c~d=2"), {
+      scheme: "x-auth.v2",
+      params: { "a.b": "1", "c~d": "2" },
+    });
+  });
+
+  test("empty list elements are skipped, not the end of the parameters", () => {
+    assert.deepEqual(parseChallenge('A a=A,,A0=""'), { scheme: "a", params: { a: "A", a0: "" } });
+    assert.deepEqual(parseChallenge('Bearer , realm="r", ,service=s'), {
+      scheme: "bearer",
+      params: { realm: "r", service: "s" },
+    });
+  });
+
+  test("a __proto__ parameter is a parameter like any other", () => {
+    const challenge = parseChallenge('Bearer __proto__="x", realm="r"');
+    assert.equal(Object.getOwnPropertyDescriptor(challenge?.params, "__proto__")?.value, "x");
+    assert.equal(challenge?.params.realm, "r");
+  });
+
   test("garbage", () => {
     assert.equal(parseChallenge(""), undefined);
     assert.equal(parseChallenge("=== "), undefined);

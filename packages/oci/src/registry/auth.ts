@@ -31,19 +31,27 @@ export interface Challenge {
   readonly params: Readonly<Record<string, string>>;
 }
 
-/** Parses `Bearer realm="…",service="…",scope="a,b"` (quoted values may contain commas). */
+/** An RFC 9110 token: what a scheme and a parameter name are made of. */
+const TOKEN = "[!#$%&'*+.^_`|~0-9A-Za-z-]+";
+const SCHEME = new RegExp(`^\\s*(${TOKEN})\\s*(.*)$`, "s");
+const PARAM = new RegExp(`(${TOKEN})\\s*=\\s*(?:"((?:[^"\\\\]|\\\\.)*)"|([^\\s,]*))[\\s,]*`, "y");
+
+/**
+ * Parses `Bearer realm="…",service="…",scope="a,b"` (quoted values may contain commas). Empty
+ * list elements (`a=1, ,b=2`) are skipped, as RFC 9110 asks of a recipient.
+ */
 export function parseChallenge(header: string): Challenge | undefined {
-  const match = /^\s*([A-Za-z][\w-]*)\s*(.*)$/s.exec(header);
+  const match = SCHEME.exec(header);
   if (match === null) return undefined;
-  const params: Record<string, string> = {};
-  const pair = /([A-Za-z][\w-]*)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]*))\s*,?\s*/gy;
+  const params = new Map<string, string>();
   const rest = match[2] ?? "";
-  pair.lastIndex = 0;
-  for (let m = pair.exec(rest); m !== null && m[0].length > 0; m = pair.exec(rest)) {
+  PARAM.lastIndex = /^[\s,]*/.exec(rest)?.[0].length ?? 0;
+  for (let m = PARAM.exec(rest); m !== null && m[0].length > 0; m = PARAM.exec(rest)) {
     const key = (m[1] ?? "").toLowerCase();
-    params[key] = m[2] !== undefined ? m[2].replace(/\\(.)/g, "$1") : (m[3] ?? "");
+    params.set(key, m[2] !== undefined ? m[2].replace(/\\(.)/g, "$1") : (m[3] ?? ""));
   }
-  return { scheme: (match[1] ?? "").toLowerCase(), params };
+  // fromEntries defines own properties: a `__proto__` parameter stays a parameter.
+  return { scheme: (match[1] ?? "").toLowerCase(), params: Object.fromEntries(params) };
 }
 
 /** The shape of docker's `config.json` that we read and write; other keys are preserved. */
