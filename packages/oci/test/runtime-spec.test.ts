@@ -114,6 +114,14 @@ describe("users, read inside the rootfs", () => {
     await symlink("../../../../../../etc/passwd", join(root, "etc/passwd"));
     assert.equal(readFileInRoot(root, "/etc/passwd"), undefined);
   });
+
+  // Found by unpack.fuzz.test.ts, where the same walk refused layers with a raw ENAMETOOLONG.
+  test("a symlink to a name longer than 255 bytes is no file, not an ENAMETOOLONG", async (t) => {
+    const root = await rootfs(t);
+    await symlink("x".repeat(300), join(root, "etc/passwd"));
+    assert.equal(readFileInRoot(root, "/etc/passwd"), undefined);
+    assert.throws(() => resolveUser(root, "app"), { code: "CONTAINER_CONFIG" });
+  });
 });
 
 describe("runtimeSpec", () => {

@@ -956,6 +956,26 @@ describe("over-long names", () => {
     const outcome = await run(c, [tar([dir("d/"), file(`d/${"b".repeat(300)}`, "wide")])]);
     expectRefused(outcome, ["INVALID_LAYER", "UNSAFE_LAYER"]);
   });
+
+  // Found by unpack.fuzz.test.ts: these reached symlink(2) or open(2) and failed as host errors.
+  test("a name within the limits in characters but not in bytes is refused as the layer's fault", async () => {
+    const c = await newCase();
+    expectRefused(await run(c, [tar([file("é".repeat(128))])]), "INVALID_LAYER", "255");
+    const deep = `${"é".repeat(100)}/`.repeat(25);
+    expectRefused(await run(c, [tar([file(deep)])]), "INVALID_LAYER", "4096");
+  });
+
+  test("a symlink with an empty target, or one longer than 4096 bytes, is refused as the layer's fault", async () => {
+    const c = await newCase();
+    expectRefused(await run(c, [tar([symlink("fz-a", "")])]), "INVALID_LAYER", "empty target");
+    expectRefused(await run(c, [tar([symlink("fz-a", "fz-a/".repeat(900))])]), "INVALID_LAYER", "4096");
+  });
+
+  test("an entry through a symlink to a name longer than 255 bytes is refused as the layer's fault", async () => {
+    const c = await newCase();
+    const outcome = await run(c, [tar([symlink("fz-a", "x".repeat(300)), file("fz-a/b")])]);
+    expectRefused(outcome, "INVALID_LAYER", "255");
+  });
 });
 
 // ---------------------------------------------------------------------------------------------

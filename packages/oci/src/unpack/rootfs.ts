@@ -56,7 +56,8 @@ export function entryPath(name: string): EntryPath {
       parts.pop();
       continue;
     }
-    if (part.length > NAME_MAX)
+    // The kernel's limits are in bytes: "é" is two.
+    if (Buffer.byteLength(part) > NAME_MAX)
       throw new InvalidLayerError(
         `Layer entry "${printable(name).slice(0, 80)}…" has a name component longer than ${NAME_MAX} bytes.`,
       );
@@ -82,7 +83,7 @@ function lstatOrUndefined(path: string): Stats | undefined {
 
 type Walked =
   | { kind: "found"; host: string; at: string[]; directory: boolean }
-  | { kind: "missing" | "loop" | "not-directory"; at: string[] };
+  | { kind: "missing" | "loop" | "not-directory" | "too-long"; at: string[] };
 
 /**
  * Walks `components` under `root` as if `root` were `/`, against the disk as it is now: `..`
@@ -109,6 +110,9 @@ function walkInRoot(
     }
     const host = join(root, ...resolved, part);
     options.check?.(host);
+    // A symlink's target is not held to the limits an entry name is: past them lstat(2) fails.
+    if (Buffer.byteLength(part) > NAME_MAX || Buffer.byteLength(host) >= PATH_MAX)
+      return { kind: "too-long", at: [...resolved, part] };
     const info = lstatOrUndefined(host);
     if (info === undefined) {
       if (options.create === undefined) return { kind: "missing", at: [...resolved, part] };
@@ -201,7 +205,7 @@ export class RootFs {
     this.root = realpathSync.native(root);
     this.fresh = readdirSync(this.root).length === 0;
     this.placed = this.fresh ? new Set() : undefined;
-    if (this.root.length + 2 >= PATH_MAX)
+    if (Buffer.byteLength(this.root) + 2 >= PATH_MAX)
       throw new InvalidLayerError(`The unpack target ${root} is too long.`);
   }
 
@@ -263,6 +267,10 @@ export class RootFs {
       throw new InvalidLayerError(
         `Layer entry "${formatEntryPath(forEntry)}" goes through more than ${MAX_SYMLINK_HOPS} symlinks.`,
       );
+    if (walked.kind === "too-long")
+      throw new InvalidLayerError(
+        `Layer entry "${printable(formatEntryPath(forEntry))}" leads through symlinks to a name longer than ${NAME_MAX} bytes or a path longer than ${PATH_MAX}.`,
+      );
     if (walked.kind === "found" && walked.directory) return walked.host;
     if (!create || walked.kind === "missing") return undefined;
     throw new InvalidLayerError(
@@ -307,7 +315,7 @@ export class RootFs {
   }
 
   private checkLength(host: string, path: EntryPath): void {
-    if (host.length >= PATH_MAX)
+    if (Buffer.byteLength(host) >= PATH_MAX)
       throw new InvalidLayerError(
         `Layer entry "${printable(formatEntryPath(path)).slice(0, 80)}…" is longer than the ${PATH_MAX}-byte path limit.`,
       );
@@ -432,6 +440,15 @@ export class RootFs {
   }
 
   symlink(path: EntryPath, target: string, owner: Ownership, times: EntryTimes): void {
+    // symlink(2) refuses both (ENOENT, ENAMETOOLONG): the archive is at fault, not the host.
+    if (target === "")
+      throw new InvalidLayerError(
+        `Layer entry "${printable(formatEntryPath(path))}" is a symlink with an empty target.`,
+      );
+    if (Buffer.byteLength(target) >= PATH_MAX)
+      throw new InvalidLayerError(
+        `Layer entry "${printable(formatEntryPath(path))}" is a symlink whose target is longer than the ${PATH_MAX}-byte path limit.`,
+      );
     const host = this.slot(path);
     // A new name is on the way to no resolved directory: only what clear() removes matters.
     this.clear(host, path.join("/"));
