@@ -132,9 +132,13 @@ export function parseConfig(text: string, file: string): LocaldConfig {
   };
   checker ??= TypeCompiler.Compile(ConfigSchema);
   const first = checker.Errors(value).First();
+  // The path is a JSON pointer: a key with "/" or "~" in it comes escaped as ~1 or ~0.
   if (first !== undefined)
     fail(
-      first.path.split("/").filter((part) => part !== ""),
+      first.path
+        .split("/")
+        .filter((part) => part !== "")
+        .map((part) => part.replace(/~1/g, "/").replace(/~0/g, "~")),
       `${first.message}.`,
     );
   const config = value as LocaldConfig;
@@ -238,21 +242,34 @@ export function serviceType(service: ServiceConfig): "build" | "container" | "co
 }
 
 function dependencyCycle(services: Record<string, ServiceConfig>): string[] | undefined {
+  // Depth-first with a stack of our own: a chain of thousands of services is valid and must not
+  // end in a RangeError from the call stack.
   const state = new Map<string, "visiting" | "done">();
-  const visit = (name: string, trail: string[]): string[] | undefined => {
-    if (state.get(name) === "done") return undefined;
-    if (state.get(name) === "visiting") return [...trail.slice(trail.indexOf(name)), name];
-    state.set(name, "visiting");
-    for (const dependency of services[name]?.depends_on ?? []) {
-      const cycle = visit(dependency, [...trail, name]);
-      if (cycle) return cycle;
+  for (const start of Object.keys(services)) {
+    if (state.has(start)) continue;
+    state.set(start, "visiting");
+    const trail = [start];
+    const next = [0];
+    while (trail.length > 0) {
+      const name = trail[trail.length - 1] as string;
+      const dependencies = services[name]?.depends_on ?? [];
+      const index = next[next.length - 1] as number;
+      if (index === dependencies.length) {
+        state.set(name, "done");
+        trail.pop();
+        next.pop();
+        continue;
+      }
+      next[next.length - 1] = index + 1;
+      const dependency = dependencies[index] as string;
+      const seen = state.get(dependency);
+      if (seen === "visiting") return [...trail.slice(trail.indexOf(dependency)), dependency];
+      if (seen === undefined) {
+        state.set(dependency, "visiting");
+        trail.push(dependency);
+        next.push(0);
+      }
     }
-    state.set(name, "done");
-    return undefined;
-  };
-  for (const name of Object.keys(services)) {
-    const cycle = visit(name, []);
-    if (cycle) return cycle;
   }
   return undefined;
 }

@@ -104,6 +104,22 @@ describe("locald.toml", () => {
     );
   });
 
+  // Found while fuzzing (config.fuzz.test.ts): the dependency walk recursed once per service.
+  test("a chain of 10,000 dependent services is checked without exhausting the stack", () => {
+    const count = 10_000;
+    const text = Array.from(
+      { length: count },
+      (_, i) => `[services.s${i}]\ncommand = "x"\n${i + 1 < count ? `depends_on = ["s${i + 1}"]\n` : ""}`,
+    ).join("");
+    assert.equal(Object.keys(parseConfig(text, FILE).services ?? {}).length, count);
+  });
+
+  // Found while fuzzing: the key came out as a JSON pointer ("x~1y"), and without its line.
+  test("a key with / or ~ in it is named as written, at its line", () => {
+    rejects('[services.web]\ncommand = "x"\n"x/y" = 1\n', /:3:1: services\.web\.x\/y: Unexpected property/);
+    rejects('[services.web]\ncommand = "x"\nenv = { "A~B" = "1" }\n', /:3:9: services\.web\.env\.A~B: /);
+  });
+
   test("two services cannot share a fixed port", () => {
     rejects(
       '[services.a]\ncommand = "x"\nport = 80\n[services.b]\ncommand = "y"\nport = 80\n',
