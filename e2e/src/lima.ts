@@ -5,7 +5,7 @@ import { fileURLToPath, pathToFileURL } from "node:url";
 import { promisify } from "node:util";
 import type * as Host from "../../packages/locald/dist/src/host/index.js";
 import { fixtureCacheDir } from "./debian.js";
-import { requireBinary } from "./util.js";
+import { buildGoModule } from "./go-module.js";
 
 /**
  * The real `limactl`, for what a Linux machine can check of locald's Lima provider: its
@@ -35,35 +35,19 @@ export function limactlBuild(): Promise<LimaBuild> {
     const dir = join(fixtureCacheDir(), `limactl-${LIMA_VERSION}`);
     const built = { limactl: join(dir, "bin", "limactl"), source: join(dir, "src") };
     if ((await stat(built.limactl).catch(() => undefined))?.isFile()) return built;
-    const go = await requireBinary("go");
     const scratch = `${dir}.${process.pid}.partial`;
-    const env = { ...process.env, GOFLAGS: "-mod=mod", CGO_ENABLED: "0" };
     try {
       await rm(scratch, { recursive: true, force: true });
       await mkdir(scratch, { recursive: true });
-      const { stdout } = await run(go, ["mod", "download", "-json", `${MODULE}@v${LIMA_VERSION}`], {
-        cwd: scratch,
-        env,
-        maxBuffer: 4 * 1024 * 1024,
-      });
-      const module = (JSON.parse(stdout) as { Dir?: string }).Dir;
-      if (module === undefined) throw new Error(`go mod download named no directory: ${stdout}`);
-      const source = join(scratch, "src");
-      await cp(module, source, { recursive: true });
-      await run("chmod", ["-R", "u+w", source]);
-      await mkdir(join(scratch, "bin"));
-      await run(
-        go,
-        [
-          "build",
-          "-trimpath",
-          "-ldflags",
-          `-s -w -X ${MODULE}/pkg/version.Version=${LIMA_VERSION}`,
-          "-o",
-          join(scratch, "bin", "limactl"),
-          "./cmd/limactl",
-        ],
-        { cwd: source, env, maxBuffer: 16 * 1024 * 1024 },
+      const { source } = await buildGoModule(
+        {
+          module: MODULE,
+          version: LIMA_VERSION,
+          pkg: "./cmd/limactl",
+          binary: "limactl",
+          ldflags: `-X ${MODULE}/pkg/version.Version=${LIMA_VERSION}`,
+        },
+        scratch,
       );
       // The whole source tree is not needed again: only what the release tarball carries.
       await rm(dir, { recursive: true, force: true });

@@ -1,5 +1,5 @@
 import { execFile } from "node:child_process";
-import { cp, mkdir, rename, rm, stat } from "node:fs/promises";
+import { mkdir, rename, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import {
@@ -10,8 +10,8 @@ import {
   writeBuilderToml,
 } from "./cnb-fixtures.js";
 import { fixtureCacheDir } from "./debian.js";
+import { buildGoModule } from "./go-module.js";
 import type { TestRegistry } from "./registry.js";
-import { requireBinary } from "./util.js";
 
 /**
  * The real `pack` CLI as the reference platform: built once per machine from the Go module proxy
@@ -31,39 +31,19 @@ export function packBinary(): Promise<string> {
   building ??= (async () => {
     const binary = join(fixtureCacheDir(), `pack-${PACK_VERSION}`, "pack");
     if ((await stat(binary).catch(() => undefined))?.isFile()) return binary;
-    const go = await requireBinary("go");
     const scratch = join(fixtureCacheDir(), `pack-${PACK_VERSION}.${process.pid}.partial`);
-    const env = { ...process.env, GOFLAGS: "-mod=mod", CGO_ENABLED: "0" };
     try {
       await rm(scratch, { recursive: true, force: true });
       await mkdir(scratch, { recursive: true });
-      const { stdout } = await run(
-        go,
-        ["mod", "download", "-json", `github.com/buildpacks/pack@v${PACK_VERSION}`],
+      await buildGoModule(
         {
-          cwd: scratch,
-          env,
-          maxBuffer: 4 * 1024 * 1024,
+          module: "github.com/buildpacks/pack",
+          version: PACK_VERSION,
+          pkg: ".",
+          binary: "pack",
+          ldflags: `-X github.com/buildpacks/pack/pkg/client.Version=${PACK_VERSION}`,
         },
-      );
-      const module = (JSON.parse(stdout) as { Dir?: string }).Dir;
-      if (module === undefined) throw new Error(`go mod download named no directory: ${stdout}`);
-      const source = join(scratch, "src");
-      await cp(module, source, { recursive: true });
-      await run("chmod", ["-R", "u+w", source]);
-      await mkdir(join(scratch, "bin"));
-      await run(
-        go,
-        [
-          "build",
-          "-trimpath",
-          "-ldflags",
-          `-s -w -X github.com/buildpacks/pack/pkg/client.Version=${PACK_VERSION}`,
-          "-o",
-          join(scratch, "bin", "pack"),
-          ".",
-        ],
-        { cwd: source, env, maxBuffer: 16 * 1024 * 1024 },
+        scratch,
       );
       await rm(join(binary, ".."), { recursive: true, force: true });
       await rename(join(scratch, "bin"), join(binary, ".."));
