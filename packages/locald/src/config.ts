@@ -77,7 +77,7 @@ const ConfigSchema = Type.Object(
         { additionalProperties: false },
       ),
     ),
-    /** The Linux VM builds run in on macOS (Lima): its size and what of the Mac it mounts. */
+    /** The Linux VM builds run in on macOS (Lima): its size, what of the Mac it mounts, which limactl. */
     host: Type.Optional(
       Type.Object(
         {
@@ -89,6 +89,11 @@ const ConfigSchema = Type.Object(
           mounts: Type.Optional(Type.Array(Type.String({ minLength: 1 }), { uniqueItems: true })),
           /** Mount $HOME too (default false). */
           mount_home: Type.Optional(Type.Boolean()),
+          /**
+           * A limactl the user installed, used instead of the one locald downloads (relative to
+           * locald.toml); LOCALD_LIMACTL overrides it.
+           */
+          limactl: Type.Optional(Type.String({ minLength: 1 })),
         },
         { additionalProperties: false },
       ),
@@ -109,7 +114,7 @@ export type ServiceConfig = Static<typeof ServiceSchema>;
 export const CONFIG_FILE = "locald.toml";
 
 const KEYS =
-  "Keys: [project] name, builder, isolation; [host] cpus, memory, disk, mounts, mount_home; [services.<name>] type, build, image, command, path, env, port, depends_on; [services.<name>.build] path, builder, isolation, buildpacks, env, image.";
+  "Keys: [project] name, builder, isolation; [host] cpus, memory, disk, mounts, mount_home, limactl; [services.<name>] type, build, image, command, path, env, port, depends_on; [services.<name>.build] path, builder, isolation, buildpacks, env, image.";
 
 let checker: ReturnType<typeof TypeCompiler.Compile<typeof ConfigSchema>> | undefined;
 

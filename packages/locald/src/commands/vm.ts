@@ -23,7 +23,8 @@ export const LOCALD_VERSION = typeof __LOCALD_VERSION__ === "string" ? __LOCALD_
 export async function vmConfigInput(dir: string, arch: string = process.arch): Promise<VmConfigInput> {
   const loaded = await loadConfig(dir);
   const root = loaded?.dir ?? resolve(dir);
-  const host = loaded?.config.host;
+  // Which limactl drives the VM is no part of the VM's config.
+  const { limactl: _limactl, ...host } = loaded?.config.host ?? {};
   const ports = Object.values(loaded?.config.services ?? {})
     .map((s) => s.port)
     .filter((p): p is number => p !== undefined);
@@ -33,16 +34,25 @@ export async function vmConfigInput(dir: string, arch: string = process.arch): P
     ports,
     home: homedir(),
     localdVersion: LOCALD_VERSION,
-    settings: { ...host, ...(host?.mounts ? { mounts: host.mounts.map((m) => resolve(root, m)) } : {}) },
+    settings: { ...host, ...(host.mounts ? { mounts: host.mounts.map((m) => resolve(root, m)) } : {}) },
   };
 }
 
-/** The Lima context for `dir`: our LOCALD_HOME, and the config to create the VM from. */
+/**
+ * The Lima context for `dir`: our LOCALD_HOME, the config to create the VM from, and the
+ * `[host] limactl` of its locald.toml (read only when LOCALD_LIMACTL does not already decide).
+ */
 export function limaContext(dir: string): LimaContext {
   return {
     home: defaultDataDir(),
     log: (line) => process.stderr.write(`${line}\n`),
     configYaml: async () => vmConfigYaml(await vmConfigInput(dir)),
+    limactl: async () => {
+      const loaded = await loadConfig(dir);
+      const path = loaded?.config.host?.limactl;
+      if (loaded === undefined || path === undefined) return undefined;
+      return { path: resolve(loaded.dir, path), from: `[host] limactl in ${loaded.file}` };
+    },
   };
 }
 

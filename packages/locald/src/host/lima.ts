@@ -9,7 +9,8 @@ import { ensureLimactl, type InstallOptions } from "./lima-install.js";
 /**
  * The Lima provider: one VM named `locald`, in a Lima home of its own under
  * `$LOCALD_HOME/vm/lima` (so `limactl list` of a Lima the user runs does not see it, and ours
- * never touches theirs), driven by our own `limactl`.
+ * never touches theirs), driven by our own `limactl` — or by the one the user installed, when
+ * `LOCALD_LIMACTL` or `[host] limactl` names it (see `ensureLimactl`).
  */
 
 export class LimaError extends OciError {
@@ -35,6 +36,9 @@ function limaEnv(context: LimaContext): NodeJS.ProcessEnv {
 
 async function limactl(context: LimaContext, args: readonly string[]): Promise<string> {
   const file = await ensureLimactl(context);
+  // limactl 1.2.3's `list` dies with a bare "no such file or directory" while LIMA_HOME does not
+  // exist yet, which is the case before our first VM.
+  await mkdir(limaHome(context.home), { recursive: true });
   try {
     const { stdout } = await run(file, [...args], { env: limaEnv(context), maxBuffer: 16 * 1024 * 1024 });
     return stdout;
