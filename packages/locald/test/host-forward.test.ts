@@ -133,6 +133,7 @@ describe("forwarding to Lima (recording stand-in for limactl)", () => {
     const env = forwardedEnv({
       LOCALD_HOME: "/Users/me/.local/share/locald",
       LOCALD_HOST_PROVIDER: "lima",
+      LOCALD_LIMACTL: "/opt/homebrew/bin/limactl",
       LOCALD_ISOLATION: "host",
       LC_ALL: "C.UTF-8",
       TERM: "xterm-256color",

@@ -31,7 +31,12 @@ const ENV_PREFIXES = ["LOCALD_", "LC_", "BP_", "BPE_", "BPL_"];
  * Never passed: where locald keeps its state and which provider to use describe this host, not
  * the VM (a macOS path as LOCALD_HOME inside Linux would be wrong, the provider would loop).
  */
-const ENV_DROPPED = new Set(["LOCALD_HOME", "LOCALD_HOST_PROVIDER", "LOCALD_LIMA_BASE_URL"]);
+const ENV_DROPPED = new Set([
+  "LOCALD_HOME",
+  "LOCALD_HOST_PROVIDER",
+  "LOCALD_LIMA_BASE_URL",
+  "LOCALD_LIMACTL",
+]);
 
 /** The allow-listed part of `env`, sorted so the forwarded command line is stable. */
 export function forwardedEnv(env: NodeJS.ProcessEnv): Record<string, string> {
