@@ -33,7 +33,7 @@ before(async () => {
   ({ builder: shared.builder } = await pushSampleBuilder(shared.registry, shared.work, ["probe"]));
   shared.app = join(shared.work, "app");
   await mkdir(shared.app);
-  await writeFile(join(shared.app, "probe-paths"), "/etc/os-release\n/docker-config\n");
+  await writeFile(join(shared.app, "probe-paths"), "/etc/os-release\n/docker-config\n/cache\n");
 });
 
 after(async () => {
@@ -81,6 +81,10 @@ describe("--cache-image and more than one -t", () => {
     const first = await freshBuild("local-1", ["-t", "probe-a", "-t", "probe-b", "--cache-image", cache]);
     assert.equal(first.code, 0, first.stderr);
     assert.match(first.stdout + first.stderr, /probe: cache restored 0 times/);
+    // The lifecycle's cache directory and its credentials (for the cache image and the store's
+    // loopback registry) are the lifecycle's own: buildpacks see neither.
+    assert.match(first.stdout + first.stderr, /^absent: \/cache$/m);
+    assert.match(first.stdout + first.stderr, /^absent: \/docker-config$/m);
     const listed = await runLocald(["image", "ls"], {
       env: { LOCALD_HOME: join(shared.work as string, "local-1") },
     });

@@ -9,32 +9,26 @@ import {
   type ClientOptions,
   defaultDataDir,
   deliverImage,
-  layoutTarget,
-  OciLayout,
+  diskFullError,
+  dockerConfigCredentials,
+  type ImageDestination,
   removeTree,
   Store,
-  storeTarget,
+  type StoreRegistry,
 } from "@locald/oci";
 import { stringify as stringifyToml } from "smol-toml";
-import { type Builder, type BuildpackRef, fetchBuilder, type PullPolicy } from "./builder.js";
+import {
+  type BuildRegistry,
+  finishBuiltImage,
+  openBuildRegistry,
+  previousImage,
+  rememberImage,
+} from "./build-registry.js";
+import { type Builder, type BuildpackRef, fetchBuilder, type PullPolicy, pullByPolicy } from "./builder.js";
 import { extendBuilder } from "./create/index.js";
 import { BuildConfigError, BuildError } from "./errors.js";
-import {
-  decompressPreviousImage,
-  exportBuiltImage,
-  placeImage,
-  readSwaps,
-  writeSwaps,
-} from "./layout-repo.js";
 import type { Phase } from "./lifecycle.js";
-import {
-  compareApi,
-  imageName,
-  layoutAlias,
-  layoutPath,
-  negotiatePlatformApi,
-  platformEnv,
-} from "./platform.js";
+import { compareApi, imageName, negotiatePlatformApi, platformEnv, registryReference } from "./platform.js";
 import { projectFilter, readProjectDescriptor } from "./project-descriptor.js";
 import { insecureFlags, reportedDigest, writeRegistryConfig } from "./registry-access.js";
 import {
@@ -50,8 +44,9 @@ import { copySbomTree } from "./sbom.js";
 /**
  * `locald build`: source → OCI image with the official lifecycle, phase by phase, in a sandbox
  * (see sandbox/: the builder's own OS by default, or the host's) that shows the app at
- * /workspace, layers at /layers, the platform dir at /platform and the cache at /cache — so the
- * image comes out as pack makes it (WORKDIR /workspace, CNB_LAYERS_DIR=/layers).
+ * /workspace, layers at /layers, the platform dir at /platform (and, to the lifecycle's own
+ * phases only, the cache at /cache) — so the image comes out as pack makes it (WORKDIR
+ * /workspace, CNB_LAYERS_DIR=/layers).
  */
 
 const run = promisify(execFile);
@@ -245,16 +240,22 @@ export async function build(appDir: string, options: BuildOptions): Promise<Buil
 
   const state = appStateDir(home, app, image, isolation);
   const cache = join(state, "cache");
-  const repo = join(state, "layout-repo");
   if (options.clearCache) await removeTree(cache);
+  // Where earlier versions kept the previous image as an OCI layout (see build-registry.ts).
+  await removeTree(join(state, "layout-repo"));
   const work = join(home, "builds", `${Date.now().toString(36)}-${randomBytes(4).toString("hex")}`);
+  const publish = options.output.kind === "registry";
+  // Blobs the exporter pushes into the store are nobody's until the image is named: no prune
+  // may take them meanwhile.
+  const release = publish ? undefined : await store.lease();
+  let local: BuildRegistry | undefined;
   try {
     const layers = join(work, "layers");
     const platform = join(work, "platform");
     const workspace = join(work, "workspace");
     // Private (it may hold registry credentials); the phases reach its dirs through bind mounts.
     await mkdir(work, { recursive: true, mode: 0o700 });
-    for (const dir of [cache, repo, layers, join(platform, "env")])
+    for (const dir of [cache, layers, join(platform, "env")])
       await mkdir(dir, { recursive: true, mode: 0o755 });
     // The app is copied: buildpacks may write into /workspace, and the user's files stay theirs.
     // (never .git; with project.toml, only what its include / exclude let through)
@@ -270,33 +271,29 @@ export async function build(appDir: string, options: BuildOptions): Promise<Buil
     if (started.buildpacks.length > 0)
       await writeFile(join(layers, "order.toml"), orderToml(builder, order.group, order.pre, order.post));
 
-    // The run image, as an OCI layout at the path the lifecycle maps its (aliased) reference to.
-    const runAlias = layoutAlias("run", runImage);
-    const appAlias = layoutAlias("app", image);
-    const placed =
-      options.output.kind === "registry"
-        ? undefined
-        : await placeImage(
-            runImage,
-            "run image",
-            join(repo, layoutPath(runAlias)),
-            store,
-            options.client,
-            options.pullPolicy ?? "always",
-          );
-    const swaps = placed?.swaps ?? new Map();
+    // Into the store or a layout: the run image and the previous image from the store, shown to
+    // the lifecycle as a registry on loopback that the new image is pushed to.
+    const pulledRun = publish
+      ? undefined
+      : await pullByPolicy(runImage, "run image", {
+          store,
+          policy: options.pullPolicy ?? "always",
+          ...(options.client ? { client: options.client } : {}),
+        });
+    if (pulledRun !== undefined)
+      local = await openBuildRegistry(store, pulledRun.descriptor, await previousImage(state, store));
     // The phases that drop to the build user write here.
-    if (privileged) await run("chown", ["-R", `${uid}:${gid}`, "--", workspace, layers, cache, repo]);
+    if (privileged) await run("chown", ["-R", `${uid}:${gid}`, "--", workspace, layers, cache]);
 
     const mounts: BindMount[] = [
       { source: workspace, destination: "/workspace", readonly: false },
       { source: layers, destination: "/layers", readonly: false },
       { source: platform, destination: "/platform", readonly: true },
-      { source: cache, destination: "/cache", readonly: false },
-      { source: repo, destination: "/layout-repo", readonly: false },
       // The builder's own /cnb is in its root; over the host it is the extracted copy.
       ...mode.mounts(builder),
     ];
+    // The lifecycle's own: buildpacks reach their cache through /layers, as with pack.
+    const lifecycleMounts: BindMount[] = [{ source: cache, destination: "/cache", readonly: false }];
     const env = [
       ...phaseEnvironment(builder, isolation, platformApi, options.colour),
       "CNB_EXPERIMENTAL_MODE=warn",
@@ -306,12 +303,15 @@ export async function build(appDir: string, options: BuildOptions): Promise<Buil
         : []),
     ];
     const ids = ["-uid", String(uid), "-gid", String(gid)];
-    const publish = options.output.kind === "registry";
     const tags = publish ? (options.additionalTags ?? []).map(imageName) : [];
     const cacheImage = options.cacheImage === undefined ? undefined : imageName(options.cacheImage);
     // What the lifecycle itself reads or writes in registries: the published image and its
     // tags, the run image it is based on, the cache image.
-    const remote = [...(publish ? [image, ...tags, runImage] : []), ...(cacheImage ? [cacheImage] : [])];
+    const remote = [
+      ...(publish ? [image, ...tags, runImage] : []),
+      ...(local ? [local.appImage] : []),
+      ...(cacheImage ? [cacheImage] : []),
+    ];
     if (options.previousImage !== undefined) remote.push(imageName(options.previousImage));
     // The lifecycle gets the caller's credentials for those through a private docker config
     // (never argv or the environment, which other users can read), in the phases that talk to
@@ -320,16 +320,15 @@ export async function build(appDir: string, options: BuildOptions): Promise<Buil
     const registryEnv: string[] = [];
     if (remote.length > 0) {
       const configDir = join(work, "docker-config");
-      await writeRegistryConfig(configDir, remote, options.client);
+      await writeRegistryConfig(configDir, remote, withLocalRegistry(options.client, local?.registry));
       if (privileged) await run("chown", ["-R", `${uid}:${gid}`, "--", configDir]);
       registryMounts.push({ source: configDir, destination: "/docker-config", readonly: true });
       registryEnv.push("DOCKER_CONFIG=/docker-config");
     }
-    const layout = publish ? [] : ["-layout", "-layout-dir", "/layout-repo"];
     const insecure = insecureFlags(options.client, remote);
     // A cache image in a registry (CI machines that start empty) instead of the per-app cache dir.
     const cacheArgs = cacheImage ? ["-cache-image", cacheImage] : ["-cache-dir", "/cache"];
-    const lifecycleImage = publish ? image : appAlias;
+    const lifecycleImage = local?.appImage ?? image;
     const sandbox = new LifecycleSandbox({
       runtime,
       root,
@@ -337,6 +336,7 @@ export async function build(appDir: string, options: BuildOptions): Promise<Buil
       uid,
       gid,
       mounts,
+      lifecycleMounts,
       env,
       layersDir: layers,
       logLevel: options.logLevel ?? "info",
@@ -350,19 +350,17 @@ export async function build(appDir: string, options: BuildOptions): Promise<Buil
     const phase = (name: Phase, args: string[]) => sandbox.phase(name, args);
 
     await phase("analyzer", [
-      ...layout,
       ...insecure,
       ...ids,
       "-run-image",
-      publish ? runImage : runAlias,
+      local?.runImage ?? runImage,
       ...(options.previousImage !== undefined ? ["-previous-image", imageName(options.previousImage)] : []),
       lifecycleImage,
     ]);
     await phase("detector", ["-app", "/workspace", "-layers", "/layers", "-platform", "/platform"]);
-    await phase("restorer", [...cacheArgs, "-layers", "/layers", ...ids, ...layout, ...insecure]);
+    await phase("restorer", [...cacheArgs, "-layers", "/layers", ...ids, ...insecure]);
     await phase("builder", ["-app", "/workspace", "-layers", "/layers", "-platform", "/platform"]);
     await phase("exporter", [
-      ...layout,
       ...ids,
       "-app",
       "/workspace",
@@ -388,7 +386,7 @@ export async function build(appDir: string, options: BuildOptions): Promise<Buil
     }
     if (options.sbomOutputDir !== undefined)
       await copySbomTree(join(layers, "sbom"), resolve(options.sbomOutputDir));
-    if (publish)
+    if (local === undefined || pulledRun === undefined)
       return {
         image,
         digest: await reportedDigest(join(layers, "report.toml")),
@@ -397,38 +395,48 @@ export async function build(appDir: string, options: BuildOptions): Promise<Buil
         isolation,
       };
 
-    const exported = join(repo, layoutPath(appAlias));
-    const remembered = await readSwaps(state);
-    const known = new Map([...remembered, ...swaps]);
-    const target =
-      options.output.kind === "layout"
-        ? layoutTarget(await OciLayout.open(options.output.dir, { create: true }), options.output.name)
-        : storeTarget(store, image);
-    const descriptor = await exportBuiltImage(
-      exported,
-      known,
+    const built = await finishBuiltImage(
       store,
-      target,
-      (placed as NonNullable<typeof placed>).reference,
+      local,
+      pulledRun.digest,
+      registryReference(runImage, pulledRun.digest),
     );
-    // More names of the same image, in the store.
-    if (options.output.kind === "store")
-      for (const tag of options.additionalTags ?? [])
-        await deliverImage(store, descriptor, { kind: "store", name: imageName(tag) });
-    // Its compressed layers are in the store now; the next build reads them decompressed.
-    const decompressed = await decompressPreviousImage(exported);
-    await writeSwaps(state, new Map([...remembered, ...decompressed]));
+    const destinations: ImageDestination[] =
+      options.output.kind === "layout"
+        ? [{ kind: "layout", dir: resolve(options.output.dir), name: options.output.name }]
+        : [image, ...(options.additionalTags ?? []).map(imageName)].map((name) => ({ kind: "store", name }));
+    try {
+      for (const destination of destinations) await deliverImage(store, built, destination);
+    } catch (error) {
+      throw diskFullError(error, store.root, "Cannot put the built image into the store") ?? error;
+    }
+    await rememberImage(state, built);
     return {
       image,
-      digest: descriptor.digest,
+      digest: built.digest,
       builder,
       platformApi,
       isolation,
       ...(options.output.kind === "layout" ? { layout: resolve(options.output.dir) } : {}),
     };
   } finally {
+    await local?.registry.stop();
+    await release?.();
     await removeTree(work);
   }
+}
+
+/** The caller's registry credentials, and the build's own for the store's loopback registry. */
+function withLocalRegistry(client: ClientOptions | undefined, local: StoreRegistry | undefined) {
+  if (local === undefined) return client;
+  const credentials = client?.credentials ?? dockerConfigCredentials();
+  return {
+    ...client,
+    credentials: async (registry: string) =>
+      registry === local.host
+        ? { username: local.username, password: local.password }
+        : credentials(registry),
+  };
 }
 
 /**
@@ -460,18 +468,7 @@ export function orderToml(
 }
 
 /** The lifecycle's own directories, and the root: a `--volume` may not cover them. */
-const RESERVED = [
-  "/",
-  "/cnb",
-  "/layers",
-  "/workspace",
-  "/platform",
-  "/cache",
-  "/layout-repo",
-  "/proc",
-  "/dev",
-  "/tmp",
-];
+const RESERVED = ["/", "/cnb", "/layers", "/workspace", "/platform", "/cache", "/proc", "/dev", "/tmp"];
 
 function checkVolume(volume: BindMount): void {
   const target = posix.normalize(volume.destination);

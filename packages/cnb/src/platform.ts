@@ -1,4 +1,3 @@
-import { createHash } from "node:crypto";
 import { formatReference, parseReference, type Reference } from "@locald/oci";
 import { ApiMismatchError, BuildConfigError } from "./errors.js";
 
@@ -42,17 +41,6 @@ function lifecycleRepository(ref: Reference): string {
   return `${ref.registry === "docker.io" ? "index.docker.io" : ref.registry}/${ref.repository}`;
 }
 
-/**
- * Where the lifecycle looks for an image in OCI layout mode: `<registry>/<repository>/<tag>` or
- * `<registry>/<repository>/sha256/<hex>` under the layout dir.
- */
-export function layoutPath(reference: string | Reference): string {
-  const ref = typeof reference === "string" ? parseReference(reference) : reference;
-  const base = lifecycleRepository(ref);
-  if (ref.digest !== undefined) return `${base}/${ref.digest.replace(":", "/")}`;
-  return `${base}/${ref.tag ?? "latest"}`;
-}
-
 /** How the lifecycle names an image it read from a registry: `<registry>/<repository>@<digest>`. */
 export function registryReference(image: string, digest: string): string {
   return `${lifecycleRepository(parseReference(image))}@${digest}`;
@@ -61,16 +49,6 @@ export function registryReference(image: string, digest: string): string {
 /** `name` fully qualified, as the store and layouts name it. */
 export function imageName(reference: string): string {
   return formatReference(parseReference(reference));
-}
-
-/**
- * The name an image goes by inside the lifecycle's layout repository. In layout mode the
- * lifecycle records images as `<path>@sha256:…` and parses that back as a reference, which fails
- * when the path holds a registry port ("127.0.0.1:5000"); a port-free alias avoids it.
- */
-export function layoutAlias(role: "run" | "app", reference: string): string {
-  const hash = createHash("sha256").update(imageName(reference)).digest("hex").slice(0, 16);
-  return `locald.internal/${role}-${hash}:latest`;
 }
 
 /** `-e K=V` pairs as `<platform>/env/K` files; names a shell could not export are refused. */

@@ -10,5 +10,6 @@ export * from "./platform.js";
 export * from "./reference.js";
 export * from "./registry/index.js";
 export * from "./runtime/index.js";
+export * from "./serve/index.js";
 export * from "./store/index.js";
 export * from "./unpack/index.js";

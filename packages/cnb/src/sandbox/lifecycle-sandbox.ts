@@ -40,6 +40,8 @@ export interface LifecycleSandboxOptions {
   onPhase?: (phase: Phase) => void;
   /** Only for the phases that run buildpacks (detect, build): "none" for hermetic builds. */
   buildpackNetwork?: "host" | "none";
+  /** Never for the phases that run buildpacks: the lifecycle's cache and layout repository. */
+  lifecycleMounts?: readonly BindMount[];
   /** Only for the phases that run buildpacks: the caller's `--volume`s, which the export never sees. */
   buildpackMounts?: readonly BindMount[];
   /**
@@ -75,7 +77,11 @@ export class LifecycleSandbox {
       cwd: "/workspace",
       mounts: BUILDPACK_PHASES.has(name)
         ? [...this.options.mounts, ...(this.options.buildpackMounts ?? [])]
-        : [...this.options.mounts, ...(this.options.registryMounts ?? [])],
+        : [
+            ...this.options.mounts,
+            ...(this.options.lifecycleMounts ?? []),
+            ...(this.options.registryMounts ?? []),
+          ],
       ...(BUILDPACK_PHASES.has(name) && this.options.buildpackNetwork === "none"
         ? { network: "none" as const }
         : {}),

@@ -304,9 +304,7 @@ export function registerImageCommands(program: Command, context: CommandContext)
       if (pruned.removed > 0)
         output.stdout.write(`Deleted ${pruned.removed} blob(s), ${formatBytes(pruned.bytes)}\n`);
       reportLeftovers(output, pruned);
-      const roots = await pruneRootfsCache(store, undefined, { keep: await containerRoots() });
-      if (roots.removed > 0)
-        output.stdout.write(`Deleted ${roots.removed} unpacked root(s) from the cache\n`);
+      await pruneCaches(store, output);
     });
 
   image
@@ -317,10 +315,14 @@ export function registerImageCommands(program: Command, context: CommandContext)
       const pruned = await store.prune();
       output.stdout.write(`Deleted ${pruned.removed} blob(s), reclaimed ${formatBytes(pruned.bytes)}\n`);
       reportLeftovers(output, pruned);
-      const roots = await pruneRootfsCache(store, undefined, { keep: await containerRoots() });
-      if (roots.removed > 0)
-        output.stdout.write(`Deleted ${roots.removed} unpacked root(s) from the cache\n`);
+      await pruneCaches(store, output);
     });
+}
+
+/** What removed images left in the cache of unpacked roots. */
+async function pruneCaches(store: Store, output: Output): Promise<void> {
+  const roots = await pruneRootfsCache(store, undefined, { keep: await containerRoots() });
+  if (roots.removed > 0) output.stdout.write(`Deleted ${roots.removed} unpacked root(s) from the cache\n`);
 }
 
 /** What dead pulls left (partial downloads, locks, leases), when prune removed any. */

@@ -1,0 +1,1 @@
+export { StoreRegistry } from "./store-registry.js";
