@@ -17,6 +17,13 @@ describe("phaseError", () => {
     assert.match(error.message, /no space left on device/);
     assert.match(error.hint ?? "", /locald image prune/);
     assert.ok(phaseError("restorer", 1, "tar: write error: Disk quota exceeded") instanceof DiskFullError);
+    // A push into the store's loopback registry that found the disk full: the server's words.
+    const pushed = phaseError(
+      "exporter",
+      62,
+      "ERROR: failed to export: saving image: PUT http://127.0.0.1:41234/v2/locald/app/blobs/uploads/1?digest=sha256:ab: UNKNOWN: ENOSPC: no space left on device, write",
+    );
+    assert.ok(pushed instanceof DiskFullError, String(pushed));
   });
 
   test("detection and other failures keep their own families", () => {
