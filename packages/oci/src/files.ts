@@ -30,13 +30,18 @@ async function syncFile(path: string): Promise<void> {
   }
 }
 
+/** A finished temp file made `path`: flushed, then renamed into place (same filesystem). */
+export async function publishFile(temp: string, path: string): Promise<void> {
+  await syncFile(temp);
+  await rename(temp, path);
+}
+
 export async function writeFileAtomic(path: string, data: string | Uint8Array, mode = 0o644): Promise<void> {
   await mkdir(dirname(path), { recursive: true });
   const temp = tempName(dirname(path));
   try {
     await writeFile(temp, data, { mode });
-    await syncFile(temp);
-    await rename(temp, path);
+    await publishFile(temp, path);
   } catch (error) {
     await rm(temp, { force: true });
     throw error;
@@ -79,8 +84,7 @@ export async function writeVerified(
       createWriteStream(temp, { mode: 0o644 }),
     );
     verifier.finish();
-    await syncFile(temp);
-    await rename(temp, path);
+    await publishFile(temp, path);
   } catch (error) {
     await rm(temp, { force: true });
     throw error;

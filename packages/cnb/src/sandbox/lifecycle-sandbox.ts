@@ -40,7 +40,7 @@ export interface LifecycleSandboxOptions {
   onPhase?: (phase: Phase) => void;
   /** Only for the phases that run buildpacks (detect, build): "none" for hermetic builds. */
   buildpackNetwork?: "host" | "none";
-  /** Never for the phases that run buildpacks: the lifecycle's cache and layout repository. */
+  /** Never for the phases that run buildpacks: the lifecycle's own cache. */
   lifecycleMounts?: readonly BindMount[];
   /** Only for the phases that run buildpacks: the caller's `--volume`s, which the export never sees. */
   buildpackMounts?: readonly BindMount[];

@@ -1,11 +1,9 @@
 import { createHash, randomBytes, randomUUID, timingSafeEqual } from "node:crypto";
 import { createReadStream } from "node:fs";
-import { mkdir, open, rename, rm, stat } from "node:fs/promises";
+import { open, rm, stat } from "node:fs/promises";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
-import { dirname, join } from "node:path";
 import { isDigest, parseDigest } from "../digest.js";
-import { tempName } from "../files.js";
 import type { Descriptor } from "../manifest.js";
 import type { OciLayout } from "../store/layout.js";
 
@@ -120,18 +118,12 @@ export class StoreRegistry {
         ? this.manifests.get(reference)
         : this.tags.get(`${repository}:${reference}`);
       if (descriptor === undefined) return fail(response, 404, "MANIFEST_UNKNOWN", "manifest unknown");
-      return this.sendBlob(descriptor, method, response);
+      return this.sendBlob(descriptor.digest, descriptor.mediaType, method, response);
     }
     request.resume();
     if ((method !== "GET" && method !== "HEAD") || !isDigest(reference))
       return fail(response, method === "GET" || method === "HEAD" ? 400 : 405, "UNSUPPORTED", "not here");
-    const size = await this.blobSize(reference);
-    if (size === undefined) return fail(response, 404, "BLOB_UNKNOWN", "blob unknown");
-    return this.sendBlob(
-      { mediaType: "application/octet-stream", digest: reference, size },
-      method,
-      response,
-    );
+    return this.sendBlob(reference, "application/octet-stream", method, response);
   }
 
   private async blobSize(digest: string): Promise<number | undefined> {
@@ -139,14 +131,19 @@ export class StoreRegistry {
     return info?.isFile() ? info.size : undefined;
   }
 
-  private async sendBlob(descriptor: Descriptor, method: string, response: ServerResponse): Promise<void> {
-    const path = this.layout.blobPath(parseDigest(descriptor.digest));
-    const size = await this.blobSize(descriptor.digest);
+  private async sendBlob(
+    digest: string,
+    mediaType: string,
+    method: string,
+    response: ServerResponse,
+  ): Promise<void> {
+    const path = this.layout.blobPath(parseDigest(digest));
+    const size = await this.blobSize(digest);
     if (size === undefined) return fail(response, 404, "BLOB_UNKNOWN", "blob unknown");
     response.writeHead(200, {
-      "Content-Type": descriptor.mediaType,
+      "Content-Type": mediaType,
       "Content-Length": String(size),
-      "Docker-Content-Digest": descriptor.digest,
+      "Docker-Content-Digest": digest,
     });
     if (method === "HEAD") return void response.end();
     await new Promise<void>((resolve, reject) => {
@@ -211,9 +208,7 @@ export class StoreRegistry {
         return created(response, repository, mount);
       }
       const session = randomUUID();
-      const file = tempName(join(this.layout.root, ".tmp"));
-      await mkdir(dirname(file), { recursive: true });
-      await (await open(file, "wx", 0o600)).close();
+      const file = await this.layout.createTempFile();
       this.uploads.set(session, { file, hash: createHash("sha256"), size: 0, busy: false });
       const digest = url.searchParams.get("digest");
       if (digest !== null) return this.finish(repository, session, digest, request, response);
@@ -276,15 +271,7 @@ export class StoreRegistry {
       const actual = `sha256:${session.hash.digest("hex")}`;
       if (digest === null || !isDigest(digest) || digest !== actual)
         return fail(response, 400, "DIGEST_INVALID", `the upload's digest is ${actual}`);
-      const handle = await open(session.file, "r+");
-      try {
-        await handle.sync();
-      } finally {
-        await handle.close();
-      }
-      const target = this.layout.blobPath(parseDigest(actual));
-      await mkdir(dirname(target), { recursive: true });
-      await rename(session.file, target);
+      await this.layout.adoptBlob(session.file, parseDigest(actual));
       return created(response, repository, actual);
     } finally {
       await rm(session.file, { force: true });

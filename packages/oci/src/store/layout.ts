@@ -1,6 +1,6 @@
 import { createReadStream } from "node:fs";
-import { mkdir, readdir, readFile, rm, rmdir, stat, utimes } from "node:fs/promises";
-import { join } from "node:path";
+import { mkdir, open, readdir, readFile, rm, rmdir, stat, utimes } from "node:fs/promises";
+import { dirname, join } from "node:path";
 import type { Readable } from "node:stream";
 import lockfile from "proper-lockfile";
 import {
@@ -13,7 +13,7 @@ import {
   verifyingStream,
 } from "../digest.js";
 import { LayoutError, NotFoundError, OciError } from "../errors.js";
-import { type ResumableSource, writeFileAtomic, writeVerified } from "../files.js";
+import { publishFile, type ResumableSource, tempName, writeFileAtomic, writeVerified } from "../files.js";
 import { checkIndex, type Descriptor, type ImageIndex } from "../manifest.js";
 import { MediaType } from "../media-types.js";
 import { type DownloadEvents, downloadOnce, isStaleLock } from "./downloads.js";
@@ -71,6 +71,24 @@ export class OciLayout {
 
   private get tempDir(): string {
     return join(this.root, ".tmp");
+  }
+
+  /** A new, empty file in the layout's temp dir (same filesystem as the blobs), for `adoptBlob`. */
+  async createTempFile(): Promise<string> {
+    await mkdir(this.tempDir, { recursive: true });
+    const file = tempName(this.tempDir);
+    await (await open(file, "wx", 0o600)).close();
+    return file;
+  }
+
+  /**
+   * Names `file` (written through `createTempFile`) as the blob `digest`. The caller has checked
+   * that its bytes are that digest's; this makes it durable and visible.
+   */
+  async adoptBlob(file: string, digest: Digest): Promise<void> {
+    const path = this.blobPath(digest);
+    await mkdir(dirname(path), { recursive: true });
+    await publishFile(file, path);
   }
 
   /** True when the blob is present with the expected size. Marks it recently used for `prune`. */
