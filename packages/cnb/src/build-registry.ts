@@ -10,7 +10,7 @@ import {
   StoreRegistry,
 } from "@locald/oci";
 import { BuildError } from "./errors.js";
-import { registryReference } from "./platform.js";
+import { LIFECYCLE_METADATA, registryReference } from "./platform.js";
 
 /**
  * How a build into the store (or a layout) meets the lifecycle: the store shown as a registry
@@ -58,8 +58,6 @@ const OCI_LAYER_TYPES: Record<string, string> = {
   [MediaType.DockerLayerGzip]: MediaType.OciLayerGzip,
   "application/vnd.docker.image.rootfs.diff.tar": MediaType.OciLayer,
 };
-
-const LIFECYCLE_METADATA = "io.buildpacks.lifecycle.metadata";
 
 /**
  * The image the exporter pushed, made what a `--publish` build of the same sources makes: the

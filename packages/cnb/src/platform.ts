@@ -41,6 +41,9 @@ function lifecycleRepository(ref: Reference): string {
   return `${ref.registry === "docker.io" ? "index.docker.io" : ref.registry}/${ref.repository}`;
 }
 
+/** The label where the lifecycle records how an app image was made (layers, run image). */
+export const LIFECYCLE_METADATA = "io.buildpacks.lifecycle.metadata";
+
 /** How the lifecycle names an image it read from a registry: `<registry>/<repository>@<digest>`. */
 export function registryReference(image: string, digest: string): string {
   return `${lifecycleRepository(parseReference(image))}@${digest}`;

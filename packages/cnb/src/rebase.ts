@@ -8,7 +8,7 @@ import { type BuilderContextOptions, type BuildOutput, builderContext } from "./
 import { pullByPolicy } from "./builder.js";
 import { BuildConfigError } from "./errors.js";
 import type { Phase } from "./lifecycle.js";
-import { registryReference } from "./platform.js";
+import { LIFECYCLE_METADATA, registryReference } from "./platform.js";
 import { insecureFlags, reportedDigest, writeRegistryConfig } from "./registry-access.js";
 import { LifecycleSandbox, type OutputSink, phaseEnvironment, processOutput } from "./sandbox/index.js";
 
@@ -45,7 +45,6 @@ export interface RebaseResult {
   readonly runImage: string;
 }
 
-const LIFECYCLE_METADATA = "io.buildpacks.lifecycle.metadata";
 const REBASABLE = "io.buildpacks.rebasable";
 
 /** The labels that describe the base, which follow the run image (the rebaser's rule for Platform API 0.12+). */
