@@ -1,7 +1,19 @@
 import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { constants } from "node:fs";
-import { access, cp, mkdir, mkdtemp, readFile, rename, rm, stat, symlink, writeFile } from "node:fs/promises";
+import {
+  access,
+  copyFile,
+  cp,
+  mkdir,
+  mkdtemp,
+  readFile,
+  rename,
+  rm,
+  stat,
+  symlink,
+  writeFile,
+} from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
@@ -16,8 +28,14 @@ import {
 } from "@locald/oci";
 import { parse as parseToml } from "smol-toml";
 import { runLocald } from "./cli.js";
-import { BUILD_IMAGE_NODE, debianBuildImageLayer, debianMinbaseTar, fixtureCacheDir } from "./debian.js";
-import { type BuiltLayer, compressLayer, writeImage } from "./image-factory.js";
+import {
+  BUILD_IMAGE_NODE,
+  debianBuildImageLayer,
+  debianMinbaseLayer,
+  fixtureCacheDir,
+  type GzipLayerFile,
+} from "./debian.js";
+import { type BuiltLayer, writeImage } from "./image-factory.js";
 import type { TestRegistry } from "./registry.js";
 import { requireBinary } from "./util.js";
 
@@ -139,9 +157,15 @@ export const DEBIAN_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/b
 
 let debianLayer: Promise<BuiltLayer> | undefined;
 
+/** The Debian minbase root (see debianMinbaseLayer) as a layer, read once per process. */
+function minbaseImageLayer(): Promise<BuiltLayer> {
+  debianLayer ??= debianMinbaseLayer().then(layerOfFile);
+  return debianLayer;
+}
+
 /**
  * The Debian minbase root filesystem (mmdebstrap) as an image with `config`, pushed to `registry`
- * as `name`. The layer is compressed once per process, whatever images are made of it.
+ * as `name`. The layer is compressed once per machine, whatever images are made of it.
  */
 export async function pushDebianImage(
   registry: TestRegistry,
@@ -153,8 +177,7 @@ export async function pushDebianImage(
   /** Files of a second layer over the base (`path` → content), for an updated image. */
   extra?: Readonly<Record<string, string>>,
 ): Promise<string> {
-  debianLayer ??= (async () => compressLayer(await readFile(await debianMinbaseTar()), "gzip", "oci"))();
-  const layer = base === "build" ? await sampleBuildImageLayer() : await debianLayer;
+  const layer = await (base === "build" ? sampleBuildImageLayer() : minbaseImageLayer());
   const layout = await OciLayout.open(
     join(
       work,
@@ -196,35 +219,57 @@ export function pushRunImage(
   );
 }
 
-/** The lifecycle as a release tarball (`lifecycle.toml` and `lifecycle/…`), which pack and `locald builder create` read by `uri`. */
+/**
+ * The lifecycle as a release tarball (`lifecycle.toml` and `lifecycle/…`) in `work`, which pack
+ * and `locald builder create` read by `uri`. Made once per machine beside the binaries (gzipping
+ * them took a second or two in every test file) and copied where the caller can reach it.
+ */
 export async function lifecycleTarball(work: string, release: LifecycleRelease = LIFECYCLE): Promise<string> {
   const tarball = join(work, `lifecycle-v${release.version}.tgz`);
   if (await stat(tarball).catch(() => undefined)) return tarball;
   const binaries = await lifecycleBinaries(release);
-  const dir = join(work, `lifecycle-release-${release.version}`);
-  await mkdir(join(dir, "lifecycle"), { recursive: true });
-  for (const name of ["lifecycle", "launcher"]) await cp(join(binaries, name), join(dir, "lifecycle", name));
-  // As in the lifecycle's releases: every phase is the one binary under its own name.
-  for (const phase of LIFECYCLE_PHASES) await symlink("lifecycle", join(dir, "lifecycle", phase));
-  const list = (apis: readonly string[]) => apis.map((api) => JSON.stringify(api)).join(", ");
-  await writeFile(
-    join(dir, "lifecycle.toml"),
-    [
-      "[apis]",
-      "[apis.buildpack]",
-      "deprecated = []",
-      `supported = [${list(release.buildpackApis)}]`,
-      "[apis.platform]",
-      "deprecated = []",
-      `supported = [${list(release.platformApis)}]`,
-      "",
-      "[lifecycle]",
-      `version = "${release.version}"`,
-      "",
-    ].join("\n"),
-  );
-  await run("tar", ["-czf", tarball, "-C", dir, "lifecycle.toml", "lifecycle"]);
+  const cached = `${binaries}.tgz`;
+  if (!(await stat(cached).catch(() => undefined))?.isFile())
+    await makeLifecycleTarball(binaries, release, cached);
+  await copyFile(cached, tarball);
   return tarball;
+}
+
+async function makeLifecycleTarball(
+  binaries: string,
+  release: LifecycleRelease,
+  tarball: string,
+): Promise<void> {
+  const dir = `${tarball}.${process.pid}.partial`;
+  await rm(dir, { recursive: true, force: true });
+  try {
+    await mkdir(join(dir, "lifecycle"), { recursive: true });
+    for (const name of ["lifecycle", "launcher"])
+      await cp(join(binaries, name), join(dir, "lifecycle", name));
+    // As in the lifecycle's releases: every phase is the one binary under its own name.
+    for (const phase of LIFECYCLE_PHASES) await symlink("lifecycle", join(dir, "lifecycle", phase));
+    const list = (apis: readonly string[]) => apis.map((api) => JSON.stringify(api)).join(", ");
+    await writeFile(
+      join(dir, "lifecycle.toml"),
+      [
+        "[apis]",
+        "[apis.buildpack]",
+        "deprecated = []",
+        `supported = [${list(release.buildpackApis)}]`,
+        "[apis.platform]",
+        "deprecated = []",
+        `supported = [${list(release.platformApis)}]`,
+        "",
+        "[lifecycle]",
+        `version = "${release.version}"`,
+        "",
+      ].join("\n"),
+    );
+    await run("tar", ["-czf", join(dir, "release.tgz"), "-C", dir, "lifecycle.toml", "lifecycle"]);
+    await rename(join(dir, "release.tgz"), tarball);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 }
 
 /** A build image: the Debian minbase root with the build user's ids, as pack asks of one. */
@@ -297,16 +342,18 @@ let buildImageLayer: Promise<BuiltLayer> | undefined;
 
 /** The sample build image (see debianBuildImageLayer) as a layer, read once per process. */
 function sampleBuildImageLayer(): Promise<BuiltLayer> {
-  buildImageLayer ??= (async () => {
-    const { gzip, diffId } = await debianBuildImageLayer();
-    const blob = await readFile(gzip);
-    return {
-      blob,
-      diffId: parseDigest(diffId),
-      descriptor: { mediaType: MediaType.OciLayerGzip, digest: digestOf(blob), size: blob.length },
-    };
-  })();
+  buildImageLayer ??= debianBuildImageLayer().then(layerOfFile);
   return buildImageLayer;
+}
+
+/** A gzipped layer from the fixture cache, read into memory for writeImage. */
+async function layerOfFile({ gzip, diffId }: GzipLayerFile): Promise<BuiltLayer> {
+  const blob = await readFile(gzip);
+  return {
+    blob,
+    diffId: parseDigest(diffId),
+    descriptor: { mediaType: MediaType.OciLayerGzip, digest: digestOf(blob), size: blob.length },
+  };
 }
 
 export interface TestBuilderOptions {

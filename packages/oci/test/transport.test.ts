@@ -14,6 +14,7 @@ import {
 import { staticCredentials } from "../src/registry/auth.js";
 import {
   DEFAULT_LIMITS,
+  describeNetworkError,
   drain,
   parseRetryAfter,
   readBody,
@@ -85,6 +86,51 @@ function basic(username: string, password: string): string {
 function requestsTo(seen: Seen[], path: string): Seen[] {
   return seen.filter((s) => s.url.split("?")[0] === path);
 }
+
+describe("describeNetworkError", () => {
+  const coded = (message: string, code: string, cause?: unknown) =>
+    Object.assign(new Error(message, cause === undefined ? {} : { cause }), { code });
+
+  test("a socket's errno, in words with its code", () => {
+    assert.equal(
+      describeNetworkError(coded("connect ECONNREFUSED 127.0.0.1:9", "ECONNREFUSED")),
+      "nothing is listening there (connection refused) [ECONNREFUSED]",
+    );
+  });
+
+  test("fetch's reason is found in its cause, however deep", async () => {
+    // A real fetch failure: a loopback port that was just closed (fetch refuses port 9 itself).
+    const server = createServer();
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    const { port } = server.address() as AddressInfo;
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+    const failure = await fetch(`http://127.0.0.1:${port}/`).then(
+      () => undefined,
+      (error: unknown) => error,
+    );
+    assert.ok(failure instanceof Error);
+    assert.equal(failure.message, "fetch failed");
+    assert.match(describeNetworkError(failure), /connection refused\) \[ECONNREFUSED\]$/);
+    const deep = new TypeError("fetch failed", {
+      cause: new Error("outer", { cause: coded("x", "UND_ERR_SOCKET") }),
+    });
+    assert.equal(describeNetworkError(deep), "the connection was cut [UND_ERR_SOCKET]");
+    const tls = new TypeError("fetch failed", { cause: coded("self-signed", "DEPTH_ZERO_SELF_SIGNED_CERT") });
+    assert.equal(
+      describeNetworkError(tls),
+      "the server's TLS certificate is not trusted [DEPTH_ZERO_SELF_SIGNED_CERT]",
+    );
+  });
+
+  test("an unknown code keeps the error's own words; no code at all, the deepest message", () => {
+    assert.equal(describeNetworkError(coded("odd", "EWEIRD")), "EWEIRD: odd");
+    assert.equal(
+      describeNetworkError(new TypeError("fetch failed", { cause: new Error("bad header") })),
+      "bad header",
+    );
+    assert.equal(describeNetworkError("plain"), "plain");
+  });
+});
 
 describe("parseRetryAfter", () => {
   test("seconds", () => {

@@ -6,7 +6,7 @@ import { dirname, join, posix, resolve } from "node:path";
 import { Readable, Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { promisify } from "node:util";
-import { OciError, tarEntries } from "@locald/oci";
+import { describeNetworkError, OciError, tarEntries } from "@locald/oci";
 
 const run = promisify(execFile);
 
@@ -313,7 +313,7 @@ async function releaseSum(url: string, asset: string, https: boolean): Promise<s
   try {
     response = await fetch(url, { redirect: "follow" });
   } catch (error) {
-    throw refuse(`cannot be fetched: ${networkFailure(error)}`, { cause: error });
+    throw refuse(`cannot be fetched: ${describeNetworkError(error)}`, { cause: error });
   }
   // A redirect (GitHub's go to its object store) must not lead the sums off HTTPS either.
   if (https && !response.url.startsWith("https://")) {
@@ -339,7 +339,7 @@ async function releaseSum(url: string, asset: string, https: boolean): Promise<s
       if (size > MAX_SHA256SUMS_BYTES) break;
     }
   } catch (error) {
-    throw refuse(`broke off while downloading: ${networkFailure(error)}`, { cause: error });
+    throw refuse(`broke off while downloading: ${describeNetworkError(error)}`, { cause: error });
   }
   return sha256FromSums(Buffer.concat(chunks), asset, url);
 }
@@ -352,7 +352,7 @@ async function downloadTo(url: string, file: string): Promise<string> {
     // not apply; the pinned sum is what makes it safe.
     response = await fetch(url, { redirect: "follow" });
   } catch (error) {
-    throw new LimaInstallError(`Cannot download ${url}: ${networkFailure(error)}.`, {
+    throw new LimaInstallError(`Cannot download ${url}: ${describeNetworkError(error)}.`, {
       cause: error,
       hint: `Nothing was installed. Check the network (or LOCALD_LIMA_BASE_URL if you set it) and try again, ${USE_YOURS}.`,
     });
@@ -376,40 +376,11 @@ async function downloadTo(url: string, file: string): Promise<string> {
     await pipeline(Readable.fromWeb(response.body), count, createWriteStream(file, { mode: 0o600 }));
   } catch (error) {
     if (error instanceof LimaInstallError) throw error;
-    throw new LimaInstallError(`The download of ${url} broke off: ${networkFailure(error)}.`, {
+    throw new LimaInstallError(`The download of ${url} broke off: ${describeNetworkError(error)}.`, {
       cause: error,
     });
   }
   return hash.digest("hex");
-}
-
-/** What went wrong on the network, in words: fetch's own message is only "fetch failed". */
-function networkFailure(error: unknown): string {
-  const cause = (error as { cause?: { code?: unknown; message?: unknown } }).cause;
-  const code = typeof cause?.code === "string" ? cause.code : (error as { code?: unknown }).code;
-  switch (code) {
-    case "ECONNREFUSED":
-      return "the server refused the connection";
-    case "ENOTFOUND":
-    case "EAI_AGAIN":
-      return "the host name does not resolve (offline, or no DNS)";
-    case "ETIMEDOUT":
-    case "UND_ERR_CONNECT_TIMEOUT":
-    case "UND_ERR_HEADERS_TIMEOUT":
-    case "UND_ERR_BODY_TIMEOUT":
-      return "the server did not answer in time";
-    case "ECONNRESET":
-    case "UND_ERR_SOCKET":
-      return "the connection was cut";
-    case "CERT_HAS_EXPIRED":
-    case "UNABLE_TO_VERIFY_LEAF_SIGNATURE":
-    case "SELF_SIGNED_CERT_IN_CHAIN":
-    case "DEPTH_ZERO_SELF_SIGNED_CERT":
-    case "ERR_TLS_CERT_ALTNAME_INVALID":
-      return "the server's TLS certificate is not trusted";
-    default:
-      return typeof cause?.message === "string" ? cause.message : (error as Error).message;
-  }
 }
 
 /** Writes a release tarball's files, directories and in-tree symlinks under `root`. */

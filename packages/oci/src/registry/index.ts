@@ -3,5 +3,5 @@ export * from "./client.js";
 export { setYoungCollector } from "./heap.js";
 export * from "./http.js";
 export * from "./registry.js";
-export { parseRetryAfter } from "./retry.js";
+export { describeNetworkError, parseRetryAfter } from "./retry.js";
 export * from "./transport.js";

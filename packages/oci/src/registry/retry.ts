@@ -49,13 +49,42 @@ const NETWORK_REASONS: Readonly<Record<string, string>> = {
   EHOSTUNREACH: "there is no route to the host",
   ENETUNREACH: "the network is unreachable",
   EPIPE: "the connection was closed while sending",
+  // fetch (undici) and TLS say these in codes of their own.
+  UND_ERR_CONNECT_TIMEOUT: "the connection timed out",
+  UND_ERR_HEADERS_TIMEOUT: "the server did not answer in time",
+  UND_ERR_BODY_TIMEOUT: "the server stopped sending",
+  UND_ERR_SOCKET: "the connection was cut",
+  CERT_HAS_EXPIRED: "the server's TLS certificate has expired",
+  UNABLE_TO_VERIFY_LEAF_SIGNATURE: "the server's TLS certificate is not trusted",
+  UNABLE_TO_GET_ISSUER_CERT_LOCALLY: "the server's TLS certificate is not trusted",
+  SELF_SIGNED_CERT_IN_CHAIN: "the server's TLS certificate is not trusted",
+  DEPTH_ZERO_SELF_SIGNED_CERT: "the server's TLS certificate is not trusted",
+  ERR_TLS_CERT_ALTNAME_INVALID: "the server's TLS certificate is for another name",
 };
 
-function describeNetworkError(error: unknown): string {
-  const e = error as NodeJS.ErrnoException;
-  const words = e.code === undefined ? undefined : NETWORK_REASONS[e.code];
-  if (words !== undefined) return `${words} [${e.code}]`;
-  return e.code ? `${e.code}: ${e.message}` : String(e?.message ?? error);
+/**
+ * A network failure in words, with its code: the one description for every HTTP client here.
+ * Follows `cause`, where fetch keeps the reason (its own message is only "fetch failed").
+ */
+export function describeNetworkError(error: unknown): string {
+  let coded: NodeJS.ErrnoException | undefined;
+  let deepest: Error | undefined;
+  let current: unknown = error;
+  for (let depth = 0; depth < 5 && current instanceof Error; depth++) {
+    const e = current as NodeJS.ErrnoException;
+    deepest = e;
+    if (typeof e.code === "string" && coded?.code === undefined) coded = e;
+    if (typeof e.code === "string" && NETWORK_REASONS[e.code] !== undefined) {
+      coded = e;
+      break;
+    }
+    current = e.cause;
+  }
+  if (coded?.code !== undefined) {
+    const words = NETWORK_REASONS[coded.code];
+    return words !== undefined ? `${words} [${coded.code}]` : `${coded.code}: ${coded.message}`;
+  }
+  return deepest?.message ?? String(error);
 }
 
 /** Parses `Retry-After` (seconds or HTTP date) into milliseconds. */
