@@ -3,7 +3,7 @@ import { basename, dirname, join, resolve } from "node:path";
 import { ISOLATIONS, type Isolation } from "@locald/cnb";
 import { OciError } from "@locald/oci";
 import { type Static, Type } from "@sinclair/typebox";
-import { TypeCompiler } from "@sinclair/typebox/compiler";
+import { Errors } from "@sinclair/typebox/errors";
 import { parse as parseToml, TomlError } from "smol-toml";
 import { type AST, parseTOML } from "toml-eslint-parser";
 import { UsageError } from "./usage.js";
@@ -116,8 +116,6 @@ export const CONFIG_FILE = "locald.toml";
 const KEYS =
   "Keys: [project] name, builder, isolation; [host] cpus, memory, disk, mounts, mount_home, limactl; [services.<name>] type, build, image, command, path, env, port, depends_on; [services.<name>.build] path, builder, isolation, buildpacks, env, image.";
 
-let checker: ReturnType<typeof TypeCompiler.Compile<typeof ConfigSchema>> | undefined;
-
 /** Parses and checks the text of a locald.toml; `file` names it in errors, with line and column. */
 export function parseConfig(text: string, file: string): LocaldConfig {
   let value: unknown;
@@ -135,8 +133,7 @@ export function parseConfig(text: string, file: string): LocaldConfig {
     const key = path.join(".") || "(top level)";
     throw new ConfigError(`${file}:${where.line}:${where.column}: ${key}: ${message}`, { hint });
   };
-  checker ??= TypeCompiler.Compile(ConfigSchema);
-  const first = checker.Errors(value).First();
+  const first = Errors(ConfigSchema, value).First();
   // The path is a JSON pointer: a key with "/" or "~" in it comes escaped as ~1 or ~0.
   if (first !== undefined)
     fail(

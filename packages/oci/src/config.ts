@@ -1,6 +1,6 @@
 import { type Static, Type } from "@sinclair/typebox";
 import { InvalidManifestError } from "./errors.js";
-import { compileSchema } from "./manifest.js";
+import { schemaChecker } from "./manifest.js";
 
 const StringMap = Type.Record(Type.String(), Type.String());
 const EmptyObjectMap = Type.Record(Type.String(), Type.Object({}));
@@ -44,7 +44,7 @@ export const ImageConfigSchema = Type.Object({
 export type ContainerConfig = Static<typeof ContainerConfigSchema>;
 export type ImageConfig = Static<typeof ImageConfigSchema>;
 
-const checkConfig = compileSchema(ImageConfigSchema);
+const checkConfig = schemaChecker(ImageConfigSchema);
 
 export function parseImageConfig(bytes: Uint8Array, what: string): ImageConfig {
   let value: unknown;

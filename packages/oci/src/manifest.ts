@@ -1,5 +1,6 @@
 import { type Static, type TSchema, Type } from "@sinclair/typebox";
-import { TypeCompiler } from "@sinclair/typebox/compiler";
+import { Errors } from "@sinclair/typebox/errors";
+import { Check } from "@sinclair/typebox/value";
 import { type Digest, parseDigest } from "./digest.js";
 import { InvalidManifestError, OciError } from "./errors.js";
 import { isIndexMediaType, isManifestMediaType, MediaType } from "./media-types.js";
@@ -54,20 +55,21 @@ export type ManifestDocument =
   | { readonly kind: "index"; readonly mediaType: string; readonly index: ImageIndex }
   | { readonly kind: "manifest"; readonly mediaType: string; readonly manifest: ImageManifest };
 
-/** Compiles a schema into a checker that reports the first few problems as readable text. */
-export function compileSchema<T extends TSchema>(schema: T): (value: unknown) => string[] {
-  // Compiled on first use: start-up is most of a warm re-pull, which may validate nothing.
-  let compiled: ReturnType<typeof TypeCompiler.Compile<T>> | undefined;
+/**
+ * A checker for `schema` that reports the first few problems as readable text. Interpreted, not
+ * compiled: the documents are small, and compiling each schema cost more at start-up (a CLI
+ * command checks a handful of documents) than checking them interpreted costs in a whole pull.
+ */
+export function schemaChecker<T extends TSchema>(schema: T): (value: unknown) => string[] {
   return (value) => {
-    compiled ??= TypeCompiler.Compile(schema);
-    if (compiled.Check(value)) return [];
-    return [...compiled.Errors(value)].slice(0, 3).map((e) => `${e.path || "/"}: ${e.message}`);
+    if (Check(schema, value)) return [];
+    return [...Errors(schema, value)].slice(0, 3).map((e) => `${e.path || "/"}: ${e.message}`);
   };
 }
 
-const checkManifest = compileSchema(ImageManifestSchema);
+const checkManifest = schemaChecker(ImageManifestSchema);
 /** Schema check of an image index, compiled once and shared (layouts read index.json with it). */
-export const checkIndex = compileSchema(ImageIndexSchema);
+export const checkIndex = schemaChecker(ImageIndexSchema);
 
 function isObject(value: unknown): value is Record<string, unknown> {
   return typeof value === "object" && value !== null && !Array.isArray(value);

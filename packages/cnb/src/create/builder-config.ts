@@ -1,4 +1,4 @@
-import { compileSchema } from "@locald/oci";
+import { schemaChecker } from "@locald/oci";
 import { type Static, Type } from "@sinclair/typebox";
 import { parse as parseToml } from "smol-toml";
 import { CreateConfigError } from "../errors.js";
@@ -84,7 +84,7 @@ export interface BuilderConfig {
   readonly buildEnv: readonly BuildEnvEntry[];
 }
 
-const checkBuilderToml = compileSchema(BuilderTomlSchema);
+const checkBuilderToml = schemaChecker(BuilderTomlSchema);
 
 /** Reads builder.toml text (`file` names it in errors). */
 export function parseBuilderConfig(text: string, file: string): BuilderConfig {

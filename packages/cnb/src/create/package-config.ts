@@ -1,4 +1,4 @@
-import { compileSchema } from "@locald/oci";
+import { schemaChecker } from "@locald/oci";
 import { type Static, Type } from "@sinclair/typebox";
 import { parse as parseToml } from "smol-toml";
 import { CreateConfigError } from "../errors.js";
@@ -18,7 +18,7 @@ export interface PackageConfig {
   readonly os: string;
 }
 
-const checkPackageToml = compileSchema(PackageTomlSchema);
+const checkPackageToml = schemaChecker(PackageTomlSchema);
 
 export function parsePackageConfig(text: string, file: string): PackageConfig {
   let value: unknown;

@@ -2,7 +2,6 @@ import { createReadStream } from "node:fs";
 import { mkdir, open, readdir, readFile, rm, rmdir, stat, utimes } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import type { Readable } from "node:stream";
-import lockfile from "proper-lockfile";
 import {
   type Digest,
   digestAlgorithm,
@@ -241,6 +240,9 @@ export class OciLayout {
   async withIndexLock<T>(update: () => Promise<T>): Promise<T> {
     let release: () => Promise<void>;
     try {
+      // Loaded when first needed: it and what it pulls in (graceful-fs patching fs, signal-exit)
+      // cost every command's start-up, and most commands never write index.json.
+      const { default: lockfile } = await import("proper-lockfile");
       release = await lockfile.lock(this.root, {
         lockfilePath: join(this.root, "index.json.lock"),
         realpath: false,
