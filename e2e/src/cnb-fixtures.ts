@@ -231,6 +231,7 @@ export async function lifecycleTarball(work: string, release: LifecycleRelease =
   const cached = `${binaries}.tgz`;
   if (!(await stat(cached).catch(() => undefined))?.isFile())
     await makeLifecycleTarball(binaries, release, cached);
+  await mkdir(work, { recursive: true });
   await copyFile(cached, tarball);
   return tarball;
 }
