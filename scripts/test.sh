@@ -16,6 +16,11 @@ while read -r version _; do
   lines+=("$version")
 done < scripts/node-lines.txt
 
+# What the end-to-end files share (fixtures, the test user) is made once, first: the files then
+# run two at a time, each with its own registries, ports and temporary directories.
+echo "== end-to-end fixtures"
+node e2e/dist/src/prepare.js
+
 # The first line runs every end-to-end test as root and as an unprivileged user; later lines run
 # the root half of that caller matrix (see TEST_CALLERS in e2e/src/util.ts): what the caller
 # changes is the kernel's part, which does not move between Node.js lines.
@@ -26,7 +31,7 @@ for version in "${lines[@]}"; do
     echo "== Node.js $(node --version): unit tests"
     node --test --test-concurrency=2 packages/*/dist/test/*.test.js
     echo "== Node.js $(node --version): end-to-end tests (callers: $callers)"
-    LOCALD_E2E_CALLERS=$callers node --test --test-concurrency=1 e2e/dist/test/*.test.js
+    LOCALD_E2E_CALLERS=$callers node --test --test-concurrency=2 e2e/dist/test/*.test.js
   )
   callers=root
 done

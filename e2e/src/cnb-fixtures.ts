@@ -227,13 +227,19 @@ export function pushRunImage(
 export async function lifecycleTarball(work: string, release: LifecycleRelease = LIFECYCLE): Promise<string> {
   const tarball = join(work, `lifecycle-v${release.version}.tgz`);
   if (await stat(tarball).catch(() => undefined)) return tarball;
+  const cached = await lifecycleReleaseTarball(release);
+  await mkdir(work, { recursive: true });
+  await copyFile(cached, tarball);
+  return tarball;
+}
+
+/** The release tarball of `release` in the fixture cache (made on first use); see lifecycleTarball. */
+export async function lifecycleReleaseTarball(release: LifecycleRelease = LIFECYCLE): Promise<string> {
   const binaries = await lifecycleBinaries(release);
   const cached = `${binaries}.tgz`;
   if (!(await stat(cached).catch(() => undefined))?.isFile())
     await makeLifecycleTarball(binaries, release, cached);
-  await mkdir(work, { recursive: true });
-  await copyFile(cached, tarball);
-  return tarball;
+  return cached;
 }
 
 async function makeLifecycleTarball(
