@@ -67,24 +67,16 @@ const NETWORK_REASONS: Readonly<Record<string, string>> = {
  * Follows `cause`, where fetch keeps the reason (its own message is only "fetch failed").
  */
 export function describeNetworkError(error: unknown): string {
-  let coded: NodeJS.ErrnoException | undefined;
-  let deepest: Error | undefined;
-  let current: unknown = error;
-  for (let depth = 0; depth < 5 && current instanceof Error; depth++) {
-    const e = current as NodeJS.ErrnoException;
-    deepest = e;
-    if (typeof e.code === "string" && coded?.code === undefined) coded = e;
-    if (typeof e.code === "string" && NETWORK_REASONS[e.code] !== undefined) {
-      coded = e;
-      break;
-    }
-    current = e.cause;
-  }
-  if (coded?.code !== undefined) {
-    const words = NETWORK_REASONS[coded.code];
-    return words !== undefined ? `${words} [${coded.code}]` : `${coded.code}: ${coded.message}`;
-  }
-  return deepest?.message ?? String(error);
+  const chain: NodeJS.ErrnoException[] = [];
+  for (let e: unknown = error; e instanceof Error && chain.length < 5; e = e.cause) chain.push(e);
+  const coded = chain.filter(
+    (e): e is NodeJS.ErrnoException & { code: string } => typeof e.code === "string",
+  );
+  const known = coded.find((e) => NETWORK_REASONS[e.code] !== undefined);
+  if (known !== undefined) return `${NETWORK_REASONS[known.code]} [${known.code}]`;
+  const first = coded[0];
+  if (first !== undefined) return `${first.code}: ${first.message}`;
+  return chain.at(-1)?.message ?? String(error);
 }
 
 /** Parses `Retry-After` (seconds or HTTP date) into milliseconds. */
